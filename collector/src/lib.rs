@@ -1,0 +1,12 @@
+//! hyper-stats: per-VM statistics for libvirt/QEMU compute nodes.
+//!
+//! The agent is a pipeline: sources (`sources::libvirt`, `sources::ebpf`)
+//! turn what libvirt and the kernel know into [`sample::Datapoint`]s, and
+//! sinks (`sinks::json`, later Carbon and the query socket) consume that one
+//! stream. `main.rs` only parses the command line and wires the parts.
+
+pub mod config;
+pub mod pipeline;
+pub mod sample;
+pub mod sinks;
+pub mod sources;

@@ -1,0 +1,3 @@
+//! Where datapoints go.
+
+pub mod json;

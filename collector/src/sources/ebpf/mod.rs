@@ -1,0 +1,1 @@
+//! The eBPF probes. OWNER: ebpf helper.

@@ -1,0 +1,51 @@
+//! Developer tasks for hyper-stats: `cargo xtask <task>`.
+//!
+//! Each task lives in its own module and is a plain function over the
+//! workspace root; this file only parses the command line and reports the
+//! error chain once.
+
+mod build_ebpf;
+mod lab;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer tasks for hyper-stats")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything the project needs on a fresh Debian 12 machine
+    /// (Debian packages, rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Build the eBPF programs (needs nightly rust-src and bpf-linker).
+    BuildEbpf,
+    /// Run the lab of real libvirt/QEMU guests.
+    Lab {
+        #[command(subcommand)]
+        action: lab::Action,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::BuildEbpf => build_ebpf::run(),
+        Task::Lab { action } => lab::run(action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `cargo xtask setup`. OWNER: lab helper.
+
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("not implemented yet")
+}
