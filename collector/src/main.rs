@@ -1,1 +1,175 @@
-fn main() {}
+//! `hyper-stats`: the agent's command line.
+//!
+//! This file parses arguments, sets up logging, runs one command and is
+//! the only place that prints a top-level error and picks the exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use hyper_stats::config::Config;
+use hyper_stats::pipeline::{self, Output};
+use hyper_stats::sources::libvirt::ffi::Connection;
+use hyper_stats::sources::libvirt::groups::{Group, Groups};
+use hyper_stats::sources::libvirt::threads;
+
+#[derive(Parser)]
+#[command(
+    name = "hyper-stats",
+    version,
+    about = "Per-VM statistics for libvirt/QEMU compute nodes"
+)]
+struct Cli {
+    /// Config file (TOML). Default: /etc/hyper-stats/hyper-stats.toml if it
+    /// exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample every running domain and write datapoints to the outputs.
+    Run {
+        /// libvirt connection URI (overrides libvirt.uri).
+        #[arg(long, value_name = "URI")]
+        connect: Option<String>,
+        /// Where datapoints go.
+        #[arg(long, value_enum, default_value = "json")]
+        output: Vec<Output>,
+        /// Stop after this long (e.g. `10s`, `5m`); default: run until
+        /// SIGINT or SIGTERM.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// List running domains: UUID, name, QEMU pid and vCPU thread ids.
+    Domains {
+        /// libvirt connection URI (overrides libvirt.uri).
+        #[arg(long, value_name = "URI")]
+        connect: Option<String>,
+        /// Print one JSON object per domain instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config file and print the effective settings.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hyper-stats: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("HYPER_STATS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run {
+            connect,
+            output,
+            duration,
+        } => {
+            if let Some(uri) = connect {
+                config.libvirt.uri = uri;
+            }
+            config.validate()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(pipeline::run(&config, &output, duration))
+        }
+        Command::Domains { connect, json } => {
+            if let Some(uri) = connect {
+                config.libvirt.uri = uri;
+            }
+            list_domains(&config.libvirt.uri, json)
+        }
+        Command::CheckConfig => {
+            config.validate()?;
+            println!("config OK");
+            println!("libvirt.uri = {:?}", config.libvirt.uri);
+            println!("libvirt.call_timeout = {:?}", config.libvirt.call_timeout);
+            for group in Group::ALL {
+                match config.group_intervals().get(&group) {
+                    Some(every) => println!("libvirt.intervals.{group} = {every:?}"),
+                    None => println!("libvirt.intervals.{group} = off"),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list_domains(uri: &str, json: bool) -> Result<()> {
+    let conn = Connection::open(uri)
+        .with_context(|| format!("failed to open libvirt connection to {uri}"))?;
+    let state: Groups = [Group::State].into_iter().collect();
+    let mut records = conn
+        .all_domain_stats(state)
+        .with_context(|| format!("failed to list domains on {uri}"))?;
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    if !json {
+        println!(
+            "{:<36}  {:<20}  {:>8}  VCPU THREADS (id:tid)",
+            "UUID", "NAME", "QEMU PID"
+        );
+    }
+    for rec in records {
+        let found = threads::find(std::path::Path::new(threads::QEMU_RUN_DIR), &rec.name);
+        if json {
+            let value = match &found {
+                Ok(t) => {
+                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "qemu_pid": t.qemu_pid,
+                    "vcpus": t.vcpus.iter().map(|(id, tid)| serde_json::json!({"id": id, "tid": tid})).collect::<Vec<_>>()})
+                }
+                Err(e) => {
+                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "error": format!("{e:#}")})
+                }
+            };
+            println!("{value}");
+        } else {
+            match &found {
+                Ok(t) => {
+                    let vcpus: Vec<String> = t
+                        .vcpus
+                        .iter()
+                        .map(|(id, tid)| format!("{id}:{tid}"))
+                        .collect();
+                    println!(
+                        "{:<36}  {:<20}  {:>8}  {}",
+                        rec.uuid,
+                        rec.name,
+                        t.qemu_pid,
+                        vcpus.join(" ")
+                    );
+                }
+                Err(e) => println!("{:<36}  {:<20}  {:>8}  ({e:#})", rec.uuid, rec.name, "?"),
+            }
+        }
+    }
+    Ok(())
+}

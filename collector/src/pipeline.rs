@@ -1,0 +1,115 @@
+//! The pipeline: wires the sources to the sinks and runs them until the
+//! agent is told to stop.
+//!
+//! Sources send batches into one channel; a fan-out task hands every batch
+//! (shared, not copied) to each sink's own bounded queue. A sink that falls
+//! behind loses batches (counted and logged once per episode) instead of
+//! slowing down sampling: the sources never wait on a sink. On shutdown
+//! (`--duration` elapsed, SIGINT or SIGTERM) the sources stop first, then
+//! every sink drains what it was given and exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::sample::Batch;
+use crate::sinks;
+use crate::sources::libvirt::LibvirtSource;
+use crate::sources::libvirt::conn::Conn;
+
+/// Batches a sink may have waiting before new ones are dropped for it:
+/// about a minute of 1 s polls.
+const SINK_QUEUE_BATCHES: usize = 64;
+
+/// Batches the sources may have waiting for the fan-out.
+const SOURCE_QUEUE_BATCHES: usize = 16;
+
+/// The sinks `hyper-stats run` can write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One JSON object per datapoint and line on stdout.
+    Json,
+}
+
+/// Runs the agent until `duration` has passed (if given) or a signal asks
+/// it to stop.
+pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>) -> Result<()> {
+    let (source_tx, mut source_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
+
+    let mut sink_txs = Vec::new();
+    let mut sink_tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+    for output in outputs {
+        let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
+        let (name, task) = match output {
+            Output::Json => ("json", tokio::spawn(sinks::json::run(rx))),
+        };
+        sink_txs.push((name, tx, false));
+        sink_tasks.push((name, task));
+    }
+
+    let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
+    let source = LibvirtSource::new(conn, config.group_intervals());
+    let source_task = tokio::spawn(source.run(source_tx));
+
+    let fanout = tokio::spawn(async move {
+        while let Some(batch) = source_rx.recv().await {
+            let batch = Arc::new(batch);
+            for (name, tx, lagging) in sink_txs.iter_mut() {
+                match tx.try_send(Arc::clone(&batch)) {
+                    Ok(()) => {
+                        if *lagging {
+                            info!(message = "Sink caught up.", sink = %name);
+                            *lagging = false;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if !*lagging {
+                            warn!(message = "Sink is falling behind; dropping batches for it.", sink = %name);
+                            *lagging = true;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    });
+
+    let reason = tokio::select! {
+        _ = sleep_or_forever(duration) => "duration elapsed",
+        r = shutdown_signal() => r?,
+    };
+    info!(message = "Stopping.", reason);
+    source_task.abort();
+    let _ = source_task.await;
+    // The source's sender is gone now: the fan-out drains and ends, which
+    // closes every sink's queue.
+    fanout.await.context("fan-out task panicked")?;
+    for (name, task) in sink_tasks {
+        task.await
+            .with_context(|| format!("sink {name} panicked"))?
+            .with_context(|| format!("sink {name} failed"))?;
+    }
+    Ok(())
+}
+
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

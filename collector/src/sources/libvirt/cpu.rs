@@ -1,0 +1,49 @@
+//! The `cpu` group: the domain's total CPU time, split into user and
+//! system, as a percentage of one host CPU over the interval.
+//!
+//! `cpu.time` counts every QEMU thread of the domain (vCPUs, I/O threads,
+//! the emulator), so it can exceed 100 on multi-vCPU guests.
+
+use super::counter::ns_percent;
+use super::derive::Derived;
+use super::params::DomainRecord;
+
+/// Derives `cpu.{time,user,system}_percent`.
+pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+    let Some(prev) = prev else { return };
+    for field in ["time", "user", "system"] {
+        let key = format!("cpu.{field}");
+        out.put(
+            format!("cpu.{field}_percent"),
+            ns_percent(prev.u64(&key), cur.u64(&key), dt_s),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::derive::testutil::{get, has, record};
+    use super::*;
+
+    #[test]
+    fn percent_of_one_cpu_and_nothing_on_first_sample_or_reset() {
+        let prev = record(&[("cpu.time", 1_000_000_000), ("cpu.user", 0)], &[]);
+        let cur = record(
+            &[("cpu.time", 1_500_000_000), ("cpu.user", 100_000_000)],
+            &[],
+        );
+        let mut out = Derived::default();
+        derive(Some(&prev), &cur, 1.0, &mut out);
+        assert!((get(&out, "cpu.time_percent") - 50.0).abs() < 1e-9);
+        assert!((get(&out, "cpu.user_percent") - 10.0).abs() < 1e-9);
+        assert!(!has(&out, "cpu.system_percent"), "absent field, no value");
+
+        let mut first = Derived::default();
+        derive(None, &cur, 1.0, &mut first);
+        assert!(first.values.is_empty());
+
+        let mut reset = Derived::default();
+        derive(Some(&cur), &prev, 1.0, &mut reset);
+        assert!(!has(&reset, "cpu.time_percent"), "{:?}", reset.values);
+    }
+}

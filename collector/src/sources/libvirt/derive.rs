@@ -1,0 +1,95 @@
+//! Shared plumbing of the per-group derivations: the output list and the
+//! lookup of devices by name.
+//!
+//! Each group module (`cpu`, `vcpu`, `balloon`, `block`, `net`, `perf`,
+//! `state`) turns the previous and current record of one domain into named
+//! values. Gauges need only the current record; rates need both and are
+//! skipped on a domain's first sample and across counter resets.
+
+use super::params::DomainRecord;
+
+/// The named values derived from one domain's record, in derivation order.
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// `(metric name, value)` pairs.
+    pub values: Vec<(String, f64)>,
+}
+
+impl Derived {
+    /// Records `value` under `metric` if there is one.
+    pub fn put(&mut self, metric: impl Into<String>, value: Option<f64>) {
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            self.values.push((metric.into(), v));
+        }
+    }
+}
+
+/// A device of a `block` or `net` group: its index in this record and its
+/// name as a metric path component.
+pub struct Device {
+    /// The `N` of `block.N.*` in this record.
+    pub index: u64,
+    /// The device name libvirt gives (`vda`, `tap-web-1`), sanitized.
+    pub name: String,
+}
+
+/// The devices of `group` (`"block"` or `"net"`) in `rec`, by
+/// `<group>.count` and `<group>.N.name`.
+pub fn devices(rec: &DomainRecord, group: &str) -> Vec<Device> {
+    let count = rec.u64(&format!("{group}.count")).unwrap_or(0);
+    (0..count)
+        .filter_map(|index| {
+            let name = rec.str(&format!("{group}.{index}.name"))?;
+            Some(Device {
+                index,
+                name: crate::sample::sanitize_component(name),
+            })
+        })
+        .collect()
+}
+
+/// The index in `prev` of the device called `name`: devices are matched by
+/// name, since hot-plug can shift indices between two samples.
+pub fn index_of(prev: &DomainRecord, group: &str, name: &str) -> Option<u64> {
+    devices(prev, group)
+        .into_iter()
+        .find(|d| d.name == name)
+        .map(|d| d.index)
+}
+
+#[cfg(test)]
+pub mod testutil {
+    //! Builders for records in tests.
+    use super::super::params::{DomainRecord, Value};
+
+    /// A record with the given unsigned fields and string fields.
+    pub fn record(u: &[(&str, u64)], s: &[(&str, &str)]) -> DomainRecord {
+        let mut params: Vec<(String, Value)> = u
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::ULLong(*v)))
+            .collect();
+        params.extend(
+            s.iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string()))),
+        );
+        DomainRecord {
+            uuid: "6f1c2f4e-9c1a-4d43-9d7e-1a2b3c4d5e6f".into(),
+            name: "web-1".into(),
+            params,
+        }
+    }
+
+    /// The value of `metric` in `d`, panicking with the list if absent.
+    pub fn get(d: &super::Derived, metric: &str) -> f64 {
+        d.values
+            .iter()
+            .find(|(m, _)| m == metric)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {metric} in {:?}", d.values))
+    }
+
+    /// Whether `metric` is present in `d`.
+    pub fn has(d: &super::Derived, metric: &str) -> bool {
+        d.values.iter().any(|(m, _)| m == metric)
+    }
+}

@@ -1,0 +1,96 @@
+//! The `vcpu` group: per vCPU, the share of one host CPU it ran
+//! (`vcpu.N.time`), waited for a host CPU while runnable (`vcpu.N.delay`,
+//! the run-queue wait the kernel accounts in schedstat), and waited
+//! otherwise (`vcpu.N.wait`), plus the vCPU counts.
+
+use super::counter::ns_percent;
+use super::derive::Derived;
+use super::params::DomainRecord;
+
+/// Derives `vcpu.{current,maximum}` and `vcpu.N.{time,delay,wait}_percent`,
+/// `vcpu.N.halted`.
+pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    out.put("vcpu.current", as_f64(cur.u64("vcpu.current")));
+    out.put("vcpu.maximum", as_f64(cur.u64("vcpu.maximum")));
+    // vCPU ids are stable (hot-plug adds or removes ids), so unlike devices
+    // they can be matched by index.
+    let maximum = cur.u64("vcpu.maximum").unwrap_or(0);
+    for n in 0..maximum {
+        if cur.u64(&format!("vcpu.{n}.state")).is_none()
+            && cur.u64(&format!("vcpu.{n}.time")).is_none()
+        {
+            continue;
+        }
+        out.put(
+            format!("vcpu.{n}.halted"),
+            as_f64(cur.u64(&format!("vcpu.{n}.halted"))),
+        );
+        let Some(prev) = prev else { continue };
+        for field in ["time", "delay", "wait"] {
+            let key = format!("vcpu.{n}.{field}");
+            out.put(
+                format!("vcpu.{n}.{field}_percent"),
+                ns_percent(prev.u64(&key), cur.u64(&key), dt_s),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::derive::testutil::{get, has, record};
+    use super::*;
+
+    #[test]
+    fn per_vcpu_percentages() {
+        let prev = record(
+            &[
+                ("vcpu.maximum", 2),
+                ("vcpu.current", 2),
+                ("vcpu.0.state", 1),
+                ("vcpu.0.time", 0),
+                ("vcpu.0.delay", 0),
+                ("vcpu.1.state", 1),
+                ("vcpu.1.time", 0),
+            ],
+            &[],
+        );
+        let cur = record(
+            &[
+                ("vcpu.maximum", 2),
+                ("vcpu.current", 2),
+                ("vcpu.0.state", 1),
+                ("vcpu.0.time", 200_000_000),
+                ("vcpu.0.delay", 20_000_000),
+                ("vcpu.1.state", 1),
+                ("vcpu.1.time", 2_000_000_000),
+            ],
+            &[],
+        );
+        let mut out = Derived::default();
+        derive(Some(&prev), &cur, 2.0, &mut out);
+        assert!((get(&out, "vcpu.0.time_percent") - 10.0).abs() < 1e-9);
+        assert!((get(&out, "vcpu.0.delay_percent") - 1.0).abs() < 1e-9);
+        assert!((get(&out, "vcpu.1.time_percent") - 100.0).abs() < 1e-9);
+        assert_eq!(get(&out, "vcpu.current"), 2.0);
+        assert!(!has(&out, "vcpu.1.delay_percent"));
+    }
+
+    #[test]
+    fn unplugged_vcpu_ids_are_skipped() {
+        let cur = record(
+            &[
+                ("vcpu.maximum", 4),
+                ("vcpu.current", 1),
+                ("vcpu.0.state", 1),
+                ("vcpu.0.time", 5),
+            ],
+            &[],
+        );
+        let mut out = Derived::default();
+        derive(Some(&cur), &cur, 1.0, &mut out);
+        assert!(has(&out, "vcpu.0.time_percent"));
+        assert!(!out.values.iter().any(|(m, _)| m.starts_with("vcpu.3.")));
+    }
+}
