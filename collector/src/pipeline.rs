@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -42,14 +42,16 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
     let (source_tx, mut source_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
 
     let mut sink_txs = Vec::new();
-    let mut sink_tasks: Vec<(&'static str, JoinHandle<Result<()>>)> = Vec::new();
+    let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
     for output in outputs {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
-        let (name, task) = match output {
-            Output::Json => ("json", tokio::spawn(sinks::json::run(rx))),
+        let name = match output {
+            Output::Json => {
+                sink_tasks.spawn(async move { ("json", sinks::json::run(rx).await) });
+                "json"
+            }
         };
         sink_txs.push((name, tx, false));
-        sink_tasks.push((name, task));
     }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
@@ -79,20 +81,25 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         }
     });
 
-    let reason = tokio::select! {
-        _ = sleep_or_forever(duration) => "duration elapsed",
-        r = shutdown_signal() => r?,
+    // A sink that ends before shutdown has failed (e.g. stdout closed):
+    // the agent stops with its error rather than sample into the void.
+    let early_sink_end = tokio::select! {
+        _ = sleep_or_forever(duration) => { info!(message = "Stopping.", reason = "duration elapsed"); None }
+        r = shutdown_signal() => { info!(message = "Stopping.", reason = r?); None }
+        Some(ended) = sink_tasks.join_next() => Some(ended),
     };
-    info!(message = "Stopping.", reason);
     source_task.abort();
     let _ = source_task.await;
     // The source's sender is gone now: the fan-out drains and ends, which
     // closes every sink's queue.
     fanout.await.context("fan-out task panicked")?;
-    for (name, task) in sink_tasks {
-        task.await
-            .with_context(|| format!("sink {name} panicked"))?
-            .with_context(|| format!("sink {name} failed"))?;
+    let mut ended: Vec<_> = early_sink_end.into_iter().collect();
+    while let Some(result) = sink_tasks.join_next().await {
+        ended.push(result);
+    }
+    for result in ended {
+        let (name, result) = result.context("a sink panicked")?;
+        result.with_context(|| format!("sink {name} failed"))?;
     }
     Ok(())
 }
