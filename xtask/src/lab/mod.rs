@@ -1,0 +1,217 @@
+//! `cargo xtask lab up|down|status`: a lab of real libvirt/QEMU guests on
+//! this host, for testing the collector against live statistics.
+//!
+//! # What it runs
+//! A hand-started `virtlogd` and `libvirtd` (this host has no systemd) and N
+//! persistent TCG guests `hs-lab-1` .. `hs-lab-N` that boot a Debian kernel
+//! with the lab's busybox initramfs. Each guest's init (`lab/guest/init`)
+//! drives a steady CPU, disk and IPv6 link-local network load, so every
+//! libvirt stats group (cpu, vcpu, balloon, block, net, perf) moves.
+//!
+//! # State
+//! Everything the lab makes lives in `target/lab/` of the workspace: the
+//! pid records of the daemons it started (`run/`), their logs (`log/`), the
+//! cached boot image (`image/`), and per guest a disk, a console log and the
+//! domain XML. `down` removes the guests and their files and stops only the
+//! daemons recorded in `run/`; the image cache stays.
+//!
+//! # Failures
+//! Missing programs point at `cargo xtask setup`; daemon and guest failures
+//! point at the log or console file that holds the reason.
+//!
+//! The submodules: `cmd` (running programs, `virsh`), `host` (directories,
+//! user, `qemu.conf`), `daemons`, `image` (kernel and initramfs), `guests`.
+
+pub(crate) mod cmd;
+mod daemons;
+mod guests;
+mod host;
+pub(crate) mod image;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+use guests::Guest;
+
+/// The most guests `lab up` runs: 8 TCG guests already keep the 2 host
+/// cores of a lab machine well busy.
+const MAX_GUESTS: u32 = 8;
+
+/// Programs `lab up` needs, with the Debian package that ships each.
+const NEEDED_PROGRAMS: &[(&str, &str)] = &[
+    ("virsh", "libvirt-clients"),
+    ("virtlogd", "libvirt-daemon"),
+    ("libvirtd", "libvirt-daemon"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("busybox", "busybox-static"),
+    ("cpio", "cpio"),
+    ("ip", "iproute2"),
+];
+
+#[derive(Subcommand)]
+pub enum Action {
+    /// Start libvirtd and N guests; wait until every guest's init runs.
+    Up {
+        /// Number of guests (1-8). Lab guests above N are removed.
+        #[arg(long, default_value_t = 2)]
+        guests: u32,
+    },
+    /// Remove the guests and stop the daemons the lab started.
+    Down,
+    /// Show the daemons and guests.
+    Status,
+}
+
+/// The lab's state directory, `target/lab` in the workspace.
+pub(crate) fn state_dir() -> PathBuf {
+    crate::util::workspace_root().join("target").join("lab")
+}
+
+/// Whether a lab is up: libvirtd runs and at least one lab guest is
+/// running. `cargo xtask test` uses it to leave a lab it did not start.
+pub fn is_up() -> Result<bool> {
+    if daemons::running_pid("libvirtd").is_none() {
+        return Ok(false);
+    }
+    for name in guests::defined()? {
+        if guests::state(&name)? == "running" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub fn run(action: Action) -> Result<()> {
+    match action {
+        Action::Up { guests } => up(guests),
+        Action::Down => down(),
+        Action::Status => status(),
+    }
+}
+
+/// Brings the lab to exactly `count` running guests whose init runs.
+fn up(count: u32) -> Result<()> {
+    if !(1..=MAX_GUESTS).contains(&count) {
+        bail!("invalid --guests {count}: the lab runs 1 to {MAX_GUESTS} guests");
+    }
+    let since = Instant::now();
+    cmd::require_root("lab up")?;
+    cmd::require_programs(NEEDED_PROGRAMS)?;
+    let state = state_dir();
+    fs::create_dir_all(&state).with_context(|| format!("failed to create {}", state.display()))?;
+
+    let prepared = host::prepare()?;
+    // The image first: on a fresh checkout it downloads a kernel, and a
+    // failure there should not leave daemons behind for nothing.
+    let image = image::ensure(&state)?;
+    daemons::ensure_running(&state)?;
+    if prepared.qemu_conf_changed
+        && daemons::status(&state)
+            .iter()
+            .any(|d| d.pid.is_some() && !d.started_by_lab)
+    {
+        println!(
+            "lab: warning: qemu.conf changed while a libvirtd the lab did not start was running; restart it if guests fail to start"
+        );
+    }
+
+    let wanted: Vec<Guest> = (1..=count).map(Guest::new).collect();
+    for name in guests::defined()? {
+        if !wanted.iter().any(|g| g.name == name) {
+            guests::remove(&state, &name)?;
+        }
+    }
+    guests::ensure(&state, &wanted, &image)?;
+    let names: Vec<String> = wanted.iter().map(|g| g.name.clone()).collect();
+    guests::wait_for_init(&state, &names, since)?;
+    println!(
+        "lab: up with {count} guest{} (kernel {}) in {:.1} s; `cargo xtask lab status` shows them",
+        if count == 1 { "" } else { "s" },
+        image.kernel_release,
+        since.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Removes every lab guest and its files, then stops the daemons the lab
+/// started.
+fn down() -> Result<()> {
+    cmd::require_root("lab down")?;
+    let state = state_dir();
+    let libvirtd = daemons::running_pid("libvirtd");
+    if libvirtd.is_some() {
+        for name in guests::defined()? {
+            guests::remove(&state, &name)?;
+        }
+    } else {
+        println!("lab: libvirtd is not running; no guest to remove");
+    }
+    // Files of guests libvirt no longer knows (e.g. after a failed `up`).
+    for dir in ["disks", "console", "domains"] {
+        let Ok(entries) = fs::read_dir(state.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.split('.').next()
+                && name.starts_with(guests::NAME_PREFIX)
+            {
+                guests::remove_files(&state, name)?;
+            }
+        }
+    }
+    daemons::stop_started(&state)?;
+    println!("lab: down");
+    Ok(())
+}
+
+/// Prints the daemons and the guests.
+fn status() -> Result<()> {
+    let state = state_dir();
+    println!("daemons:");
+    for daemon in daemons::status(&state) {
+        match daemon.pid {
+            Some(pid) => println!(
+                "  {:<9} pid {pid:<7} {}",
+                daemon.program,
+                if daemon.started_by_lab {
+                    "started by the lab"
+                } else {
+                    "not started by the lab"
+                }
+            ),
+            None => println!("  {:<9} not running", daemon.program),
+        }
+    }
+    if daemons::running_pid("libvirtd").is_none() {
+        println!("guests: unknown (libvirtd is not running; `cargo xtask lab up` starts it)");
+        return Ok(());
+    }
+    let names = guests::defined()?;
+    if names.is_empty() {
+        println!("guests: none (`cargo xtask lab up` makes them)");
+        return Ok(());
+    }
+    println!("guests ({}):", cmd::LIBVIRT_URI);
+    for name in names {
+        let console = guests::GuestFiles::new(&state, &name).console;
+        let state = guests::state(&name)?;
+        let vcpus = guests::vcpus(&name)?;
+        let init = if guests::marker_seen(&console) {
+            "init running"
+        } else {
+            "no init marker"
+        };
+        let last = guests::last_console_line(&console).unwrap_or_default();
+        println!(
+            "  {name:<9} {state:<8} {vcpus} vcpu{}  {init:<14}  last: {last}",
+            if vcpus == 1 { " " } else { "s" }
+        );
+    }
+    Ok(())
+}
