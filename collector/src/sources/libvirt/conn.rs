@@ -273,10 +273,10 @@ impl Conn {
                 (_, None) => None,
             }
         };
-        if let Some(stuck_for) = stuck_for {
-            if stuck_for < self.opts.abandon_after || !self.abandon(&mut worker, stuck_for) {
-                return Err(PollError::Timeout(stuck_for));
-            }
+        if let Some(stuck_for) = stuck_for
+            && (stuck_for < self.opts.abandon_after || !self.abandon(&mut worker, stuck_for))
+        {
+            return Err(PollError::Timeout(stuck_for));
         }
         if let Err(mpsc::SendError(req)) = worker.tx.send(req) {
             // The worker thread is gone (it panicked, or could not start):
