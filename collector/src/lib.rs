@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod pipeline;
+pub mod rollup;
 pub mod sample;
 pub mod sinks;
 pub mod sources;
