@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::sample::{Batch, Datapoint};
@@ -154,6 +154,30 @@ impl Deriver {
     pub fn domain_count(&self) -> usize {
         self.domains.len()
     }
+
+    /// The known domains, sorted by UUID.
+    pub fn domain_refs(&self) -> Vec<DomainRef> {
+        let mut refs: Vec<DomainRef> = self
+            .domains
+            .values()
+            .map(|d| DomainRef {
+                uuid: Arc::clone(&d.uuid),
+                name: Arc::clone(&d.name),
+            })
+            .collect();
+        refs.sort();
+        refs
+    }
+}
+
+/// A running domain as other parts of the agent (the eBPF source) need
+/// it: identity and current name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DomainRef {
+    /// The domain's UUID.
+    pub uuid: Arc<str>,
+    /// Its name now (the QEMU driver's run files are named after it).
+    pub name: Arc<str>,
 }
 
 /// The libvirt source: a connection, a schedule and the derivation state.
@@ -161,6 +185,8 @@ pub struct LibvirtSource {
     conn: Conn,
     intervals: BTreeMap<Group, Duration>,
     deriver: Deriver,
+    /// Publishes the running domains whenever the set changes.
+    domains_tx: watch::Sender<Arc<[DomainRef]>>,
 }
 
 impl LibvirtSource {
@@ -170,7 +196,15 @@ impl LibvirtSource {
             conn,
             intervals,
             deriver: Deriver::default(),
+            domains_tx: watch::Sender::new(Arc::from(Vec::new())),
         }
+    }
+
+    /// The running domains, updated after every poll that changes them. A
+    /// lost libvirtd leaves the last list in place: its domains keep
+    /// running without it.
+    pub fn domains(&self) -> watch::Receiver<Arc<[DomainRef]>> {
+        self.domains_tx.subscribe()
     }
 
     /// Polls until `out` is closed, sending one batch per poll.
@@ -222,6 +256,14 @@ impl LibvirtSource {
                         failing = false;
                     }
                     let batch = self.deriver.derive(records, due, t0 + half, ts);
+                    let now: Vec<DomainRef> = self.deriver.domain_refs();
+                    self.domains_tx.send_if_modified(|old| {
+                        let changed = **old != *now;
+                        if changed {
+                            *old = Arc::from(now);
+                        }
+                        changed
+                    });
                     if !batch.is_empty() && out.send(batch).await.is_err() {
                         return;
                     }
