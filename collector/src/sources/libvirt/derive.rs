@@ -72,11 +72,11 @@ pub mod testutil {
             s.iter()
                 .map(|(k, v)| (k.to_string(), Value::String(v.to_string()))),
         );
-        DomainRecord {
-            uuid: "6f1c2f4e-9c1a-4d43-9d7e-1a2b3c4d5e6f".into(),
-            name: "web-1".into(),
+        DomainRecord::new(
+            "6f1c2f4e-9c1a-4d43-9d7e-1a2b3c4d5e6f".into(),
+            "web-1".into(),
             params,
-        }
+        )
     }
 
     /// The value of `metric` in `d`, panicking with the list if absent.
