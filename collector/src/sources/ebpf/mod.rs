@@ -1,1 +1,282 @@
-//! The eBPF probes. OWNER: ebpf helper.
+//! The eBPF source: scheduler probes on the qemu vCPU threads.
+//!
+//! # What does this module do?
+//!
+//! It loads the eBPF object that `collector/build.rs` built from
+//! `collector-ebpf` and embedded in the agent, attaches its programs to the
+//! kernel's tracepoints, and reads the maps they fill. The names and
+//! layouts of those maps come from the `hyper-stats-ebpf` library, the one
+//! place both sides take them from.
+//!
+//! # When the probes cannot run
+//!
+//! The agent must run without its probes: libvirt's stats do not need them.
+//! [`Probes::load`] returns a [`ProbesOff`] that says why, with the fix on a
+//! second line: the object was not built into this binary (no bpf toolchain
+//! at build time), the agent is not root, the kernel has no BTF, tracefs is
+//! not mounted and cannot be, or the kernel refused a program. The caller
+//! logs it once and goes on with its other sources.
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+use aya::maps::{MapData, PerCpuArray};
+use aya::programs::{ProgramError, TracePoint};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use hyper_stats_ebpf::{STATS, Stat, program};
+use thiserror::Error;
+
+/// What a developer runs to build the eBPF object into the agent.
+pub const BUILD_COMMAND: &str = "cargo xtask setup && cargo xtask build-ebpf";
+
+/// Where tracefs lives (the kernel creates the mount point); aya reads
+/// tracepoint ids from it when attaching.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The kernel's own BTF, present on kernels built with
+/// `CONFIG_DEBUG_INFO_BTF`; the probes are only tested on such kernels.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The eBPF object embedded at build time, or why there is none.
+pub fn object() -> Result<&'static [u8], ProbesOff> {
+    #[cfg(hyper_stats_ebpf_object)]
+    {
+        Ok(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/hyper-stats-ebpf"
+        )))
+    }
+    #[cfg(not(hyper_stats_ebpf_object))]
+    {
+        Err(ProbesOff::NotBuilt {
+            reason: option_env!("HYPER_STATS_EBPF_SKIPPED")
+                .unwrap_or("collector/build.rs did not say why"),
+        })
+    }
+}
+
+/// Why the eBPF probes are off. Each message names the cause and, on a
+/// second line, the fix.
+#[derive(Debug, Error)]
+pub enum ProbesOff {
+    /// The agent was built without the bpf toolchain.
+    #[error(
+        "the eBPF object was not built into this binary: {reason}\n\
+         build it with: {BUILD_COMMAND}"
+    )]
+    NotBuilt {
+        /// What the build script found missing.
+        reason: &'static str,
+    },
+    /// Loading programs needs CAP_BPF and CAP_PERFMON; the agent checks for
+    /// root, the one setup it is tested in.
+    #[error(
+        "loading eBPF programs needs root, the agent runs as uid {euid}\nrun the agent as root"
+    )]
+    NotRoot {
+        /// The effective uid the agent runs as.
+        euid: u32,
+    },
+    /// The kernel was built without BTF.
+    #[error(
+        "the kernel has no BTF ({KERNEL_BTF} is missing)\n\
+         the probes need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf,
+    /// tracefs was not mounted and mounting it failed.
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed: {source}\n\
+         mount it with: mount -t tracefs tracefs {TRACEFS}"
+    )]
+    NoTracefs {
+        /// The error from mount(2).
+        source: io::Error,
+    },
+    /// The kernel refused the object (a map, BTF, or a program).
+    #[error(
+        "failed to load the eBPF object: {source}\n\
+         was collector-ebpf rebuilt with cargo xtask build-ebpf?"
+    )]
+    Load {
+        /// aya's error, with the verifier log for a refused program.
+        source: EbpfError,
+    },
+    /// A program could not be loaded or attached.
+    #[error("failed to attach eBPF program `{program}` to tracepoint {tracepoint}: {source}")]
+    Attach {
+        /// The program's name in the object.
+        program: &'static str,
+        /// `category:name` of the tracepoint.
+        tracepoint: &'static str,
+        /// aya's error.
+        source: ProgramError,
+    },
+    /// The object lacks a program or map the agent expects.
+    #[error(
+        "the eBPF object has no {kind} `{name}`\n\
+         was collector-ebpf rebuilt with cargo xtask build-ebpf?"
+    )]
+    Missing {
+        /// `program` or `map`.
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// A map has another type or value size than the agent expects.
+    #[error(
+        "map `{name}` does not match the agent: {source}\n\
+         was collector-ebpf rebuilt with cargo xtask build-ebpf?"
+    )]
+    MapMismatch {
+        /// The map's name.
+        name: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+}
+
+/// The loaded and attached probes. Dropping this detaches them.
+pub struct Probes {
+    /// Owns the programs and their links; kept alive for as long as the
+    /// probes should run.
+    _ebpf: Ebpf,
+    /// See [`hyper_stats_ebpf::STATS`].
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// Checks what the probes need, then loads the embedded object and
+    /// attaches every program.
+    pub fn load() -> Result<Self, ProbesOff> {
+        let object = object()?;
+        check_environment()?;
+
+        let mut ebpf = EbpfLoader::new()
+            .load(object)
+            .map_err(|source| ProbesOff::Load { source })?;
+        attach_tracepoint(&mut ebpf, program::SCHED_SWITCH, "sched:sched_switch")?;
+
+        let stats = take_map(&mut ebpf, STATS)?;
+        Ok(Self { _ebpf: ebpf, stats })
+    }
+
+    /// The counters in [`STATS`], summed over the CPUs, in [`Stat::ALL`]
+    /// order. They only grow while the probes are attached.
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, aya::maps::MapError> {
+        Stat::ALL
+            .iter()
+            .map(|&stat| {
+                let per_cpu = self.stats.get(&stat.index(), 0)?;
+                Ok((stat, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+/// Checks root, BTF and tracefs, mounting tracefs if it is not.
+fn check_environment() -> Result<(), ProbesOff> {
+    // Safety: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(ProbesOff::NotRoot { euid });
+    }
+    if !Path::new(KERNEL_BTF).exists() {
+        return Err(ProbesOff::NoBtf);
+    }
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        mount_tracefs().map_err(|source| ProbesOff::NoTracefs { source })?;
+    }
+    Ok(())
+}
+
+/// `mount -t tracefs tracefs /sys/kernel/tracing`.
+fn mount_tracefs() -> io::Result<()> {
+    let c = |s: &str| CString::new(s).expect("no NUL in a constant");
+    let (source, target, fstype) = (c("tracefs"), c(TRACEFS), c("tracefs"));
+    // Safety: every pointer is a valid NUL-terminated string that outlives
+    // the call; a null data argument is allowed.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Loads the program `name` and attaches it to `tracepoint`, given as
+/// `category:name` the way the kernel's `events/` directory names it.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbesOff> {
+    let (category, event) = tracepoint
+        .split_once(':')
+        .expect("tracepoints are named category:name");
+    let attach_err = |source| ProbesOff::Attach {
+        program: name,
+        tracepoint,
+        source,
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbesOff::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(attach_err)?;
+    program.load().map_err(attach_err)?;
+    program.attach(category, event).map_err(attach_err)?;
+    Ok(())
+}
+
+/// Takes the map `name` out of `ebpf`, typed.
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbesOff>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(ProbesOff::Missing { kind: "map", name })?;
+    M::try_from(map).map_err(|source| ProbesOff::MapMismatch { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_off_messages_name_the_cause_and_the_fix() {
+        let err = ProbesOff::NotBuilt {
+            reason: "bpf-linker is not on PATH",
+        };
+        let text = err.to_string();
+        let (first, fix) = text.split_once('\n').expect("a fix on the second line");
+        assert_eq!(
+            first,
+            "the eBPF object was not built into this binary: bpf-linker is not on PATH"
+        );
+        assert_eq!(
+            fix,
+            "build it with: cargo xtask setup && cargo xtask build-ebpf"
+        );
+    }
+
+    #[test]
+    fn object_is_embedded_or_says_why_not() {
+        match object() {
+            Ok(bytes) => assert_eq!(&bytes[..4], b"\x7fELF"),
+            Err(ProbesOff::NotBuilt { reason }) => assert!(!reason.is_empty()),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+}
