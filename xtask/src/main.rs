@@ -5,8 +5,10 @@
 //! error chain once.
 
 mod build_ebpf;
+mod demo;
 mod lab;
 mod setup;
+mod test;
 mod util;
 
 use std::process::ExitCode;
@@ -32,6 +34,11 @@ enum Task {
         #[command(subcommand)]
         action: lab::Action,
     },
+    /// Run every test: fmt, clippy, unit tests, then the integration tests
+    /// against the lab (what CI runs).
+    Test,
+    /// Set up, start the lab and show the agent's live datapoints.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +47,8 @@ fn main() -> ExitCode {
         Task::Setup => setup::run(),
         Task::BuildEbpf => build_ebpf::run(),
         Task::Lab { action } => lab::run(action),
+        Task::Test => test::run_all(),
+        Task::Demo => demo::run_demo(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,55 @@
+//! `cargo xtask test`: the whole test suite, as CI runs it.
+//!
+//! 1. formatting and clippy, warnings as errors;
+//! 2. the unit tests of every crate (no daemon, no root needed);
+//! 3. the lab: real libvirtd and QEMU guests (`lab up`), then every
+//!    integration test marked `#[ignore = "needs the lab..."]`, one at a time
+//!    since they stop and start guests and libvirtd.
+//!
+//! A lab this task brought up is taken down again at the end; one that was
+//! already running is left as it was.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::lab;
+use crate::util::{run, workspace_root};
+
+/// Integration test targets that run against the lab.
+const LAB_TESTS: &[&str] = &["lab", "libvirt_conn"];
+
+/// Guests the integration tests run against.
+const LAB_GUESTS: u32 = 2;
+
+pub fn run_all() -> Result<()> {
+    let root = workspace_root();
+    let cargo = || {
+        let mut c = Command::new(env!("CARGO"));
+        c.current_dir(&root);
+        c
+    };
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]))?;
+
+    let was_up = lab::is_up()?;
+    lab::run(lab::Action::Up { guests: LAB_GUESTS })?;
+    let mut args = vec!["test", "--package", "hyper-stats"];
+    for t in LAB_TESTS {
+        args.extend(["--test", t]);
+    }
+    args.extend(["--", "--ignored", "--test-threads=1", "--nocapture"]);
+    let result = run(cargo().args(&args));
+    if !was_up {
+        lab::run(lab::Action::Down)?;
+    }
+    result
+}
