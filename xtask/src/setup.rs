@@ -34,6 +34,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // The lab guests' image.
     ("busybox-static", "the guests' initramfs userland"),
     ("cpio", "packs the guests' initramfs"),
+    (
+        "xz-utils",
+        "unpacks the guests' kernel to a fast-booting ELF",
+    ),
     ("iproute2", "ip, to look at the guests' taps"),
     // bpf-linker, built against Debian's LLVM 22 (rustc's LLVM is 22 too).
     ("llvm-22-dev", "bpf-linker's LLVM"),

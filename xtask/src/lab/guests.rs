@@ -412,7 +412,10 @@ mod tests {
         assert!(xml.contains("<target dev='tap-hs-lab-1' managed='yes'/>"));
         assert!(xml.contains("<stats period='1'/>"));
         assert!(xml.contains("<event name='task_clock' enabled='yes'/>"));
-        assert!(!xml.contains("name='cpu_cycles'"), "no hardware PMU was offered");
+        assert!(
+            !xml.contains("name='cpu_cycles'"),
+            "no hardware PMU was offered"
+        );
     }
 
     #[test]

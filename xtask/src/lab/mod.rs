@@ -50,6 +50,7 @@ const NEEDED_PROGRAMS: &[(&str, &str)] = &[
     ("qemu-img", "qemu-utils"),
     ("busybox", "busybox-static"),
     ("cpio", "cpio"),
+    ("xz", "xz-utils"),
     ("ip", "iproute2"),
 ];
 
