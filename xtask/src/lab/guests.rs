@@ -224,12 +224,24 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
     }
     // Start all guests at once: libvirtd handles them in parallel, and the
     // boot clock starts for all of them together.
-    let children: Vec<(String, Command, Result<Child, std::io::Error>)> = to_start
+    virsh_each("start", &to_start).map_err(|e| {
+        e.context(format!(
+            "see {} and /var/log/libvirt/qemu/<guest>.log for the reason",
+            state_dir.join("log/libvirtd.log").display()
+        ))
+    })?;
+    Ok(to_start)
+}
+
+/// Runs `virsh <verb> <name>` for every name at once and waits for all;
+/// fails with every failed command and its stderr.
+fn virsh_each(verb: &str, names: &[String]) -> Result<()> {
+    let children: Vec<(String, Command, std::io::Result<Child>)> = names
         .iter()
         .map(|name| {
             let mut command = cmd::virsh();
             command
-                .args(["start", name])
+                .args([verb, name])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -239,26 +251,21 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
         .collect();
     let mut failures = Vec::new();
     for (name, command, child) in children {
-        let output = child.and_then(|c| c.wait_with_output());
-        match output {
-            Ok(out) if out.status.success() => println!("lab: started {name}"),
+        match child.and_then(|c| c.wait_with_output()) {
+            Ok(out) if out.status.success() => println!("lab: virsh {verb} {name}: ok"),
             Ok(out) => failures.push(format!(
                 "`{}` failed with {}: {}",
                 cmd::show(&command),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
-            Err(e) => failures.push(format!("failed to start `{}`: {e}", cmd::show(&command))),
+            Err(e) => failures.push(format!("failed to run `{}`: {e}", cmd::show(&command))),
         }
     }
     if !failures.is_empty() {
-        bail!(
-            "{}\nsee {} and /var/log/libvirt/qemu/<guest>.log for the reason",
-            failures.join("\n"),
-            state_dir.join("log/libvirtd.log").display()
-        );
+        bail!("{}", failures.join("\n"));
     }
-    Ok(to_start)
+    Ok(())
 }
 
 /// Whether `console` (a guest's console log) shows the init marker.
@@ -280,20 +287,28 @@ pub fn last_console_line(console: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Waits until every guest's console shows the init marker, printing each
-/// guest's time since `since`. Fails with the silent guests' console tails
-/// after [`BOOT_TIMEOUT`].
-pub fn wait_for_init(state_dir: &Path, names: &[String], since: Instant) -> Result<()> {
+/// Waits until every guest's console shows the init marker, printing the
+/// time since `since` for each guest in `started` (the others were running
+/// already). Fails with the silent guests' console tails after
+/// [`BOOT_TIMEOUT`].
+pub fn wait_for_init(
+    state_dir: &Path,
+    names: &[String],
+    started: &[String],
+    since: Instant,
+) -> Result<()> {
     let mut waiting: Vec<&String> = names.iter().collect();
     let deadline = Instant::now() + BOOT_TIMEOUT;
     while !waiting.is_empty() {
         waiting.retain(|name| {
             let seen = marker_seen(&GuestFiles::new(state_dir, name).console);
-            if seen {
+            if seen && started.contains(name) {
                 println!(
-                    "lab: {name} init running ({:.1} s)",
+                    "lab: {name} init running after {:.1} s",
                     since.elapsed().as_secs_f64()
                 );
+            } else if seen {
+                println!("lab: {name} init running (since an earlier start)");
             }
             !seen
         });
@@ -327,17 +342,22 @@ pub fn wait_for_init(state_dir: &Path, names: &[String], since: Instant) -> Resu
     Ok(())
 }
 
-/// Destroys (if running) and undefines guest `name`, then removes its disk,
-/// console log and saved definition.
-pub fn remove(state_dir: &Path, name: &str) -> Result<()> {
-    if state(name)? != "shut off" {
-        cmd::capture(cmd::virsh().args(["destroy", name]))
-            .with_context(|| format!("failed to stop guest {name}"))?;
+/// Destroys (all at once, those not shut off) and undefines the guests in
+/// `names`, then removes their disks, console logs and saved definitions.
+pub fn remove(state_dir: &Path, names: &[String]) -> Result<()> {
+    let mut running = Vec::new();
+    for name in names {
+        if state(name)? != "shut off" {
+            running.push(name.clone());
+        }
     }
-    cmd::capture(cmd::virsh().args(["undefine", name]))
-        .with_context(|| format!("failed to undefine guest {name}"))?;
-    remove_files(state_dir, name)?;
-    println!("lab: removed {name}");
+    virsh_each("destroy", &running).context("failed to stop lab guests")?;
+    for name in names {
+        cmd::capture(cmd::virsh().args(["undefine", name]))
+            .with_context(|| format!("failed to undefine guest {name}"))?;
+        remove_files(state_dir, name)?;
+        println!("lab: removed {name}");
+    }
     Ok(())
 }
 

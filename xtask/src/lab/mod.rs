@@ -122,14 +122,14 @@ fn up(count: u32) -> Result<()> {
     }
 
     let wanted: Vec<Guest> = (1..=count).map(Guest::new).collect();
-    for name in guests::defined()? {
-        if !wanted.iter().any(|g| g.name == name) {
-            guests::remove(&state, &name)?;
-        }
-    }
-    guests::ensure(&state, &wanted, &image)?;
+    let extra: Vec<String> = guests::defined()?
+        .into_iter()
+        .filter(|name| !wanted.iter().any(|g| &g.name == name))
+        .collect();
+    guests::remove(&state, &extra)?;
+    let started = guests::ensure(&state, &wanted, &image)?;
     let names: Vec<String> = wanted.iter().map(|g| g.name.clone()).collect();
-    guests::wait_for_init(&state, &names, since)?;
+    guests::wait_for_init(&state, &names, &started, since)?;
     println!(
         "lab: up with {count} guest{} (kernel {}) in {:.1} s; `cargo xtask lab status` shows them",
         if count == 1 { "" } else { "s" },
@@ -146,9 +146,7 @@ fn down() -> Result<()> {
     let state = state_dir();
     let libvirtd = daemons::running_pid("libvirtd");
     if libvirtd.is_some() {
-        for name in guests::defined()? {
-            guests::remove(&state, &name)?;
-        }
+        guests::remove(&state, &guests::defined()?)?;
     } else {
         println!("lab: libvirtd is not running; no guest to remove");
     }
