@@ -1,17 +1,62 @@
-//! What the eBPF programs and the agent must agree on: map names and the
-//! `#[repr(C)]` layout of every map value.
+//! What the eBPF programs and the agent must agree on: map names, the
+//! `#[repr(C)]` layout of every map value, the histogram bucket math and
+//! the per-thread state machine.
 //!
 //! This crate is compiled twice: for the bpf target, as the library of the
 //! programs in `main.rs`, and for the host, as a dependency of the agent
 //! (`hyper-stats`), with the `user` feature adding `aya::Pod` impls so the
-//! agent can read the maps. Anything that both sides compute (the layout,
-//! the indexes into the stats array) lives here and only here.
+//! agent can read the maps. Whatever both sides compute lives here and only
+//! here: the kernel records with [`bucket_index`], the agent decodes with
+//! [`bucket_lower`] and [`bucket_upper`], and the transitions the programs
+//! make on each scheduler or KVM event are plain functions on plain structs
+//! ([`ThreadState::on_switch_out`] and friends), unit-tested on the host.
+//!
+//! # What is measured, per watched thread
+//!
+//! - run-queue latency: from the moment the thread becomes runnable (woken
+//!   by `sched_wakeup`/`sched_wakeup_new`, or preempted while still runnable
+//!   on `sched_switch`) until `sched_switch` puts it on a CPU;
+//! - on-CPU time: from being switched in until being switched out;
+//! - voluntary and involuntary switches, counted as the kernel counts
+//!   `nvcsw`/`nivcsw`;
+//! - KVM exits: the time from `kvm_exit` to the next `kvm_entry` of the same
+//!   thread, per exit reason.
 #![no_std]
 
+// ---------------------------------------------------------------- maps
+
+/// `HashMap<u32, u32>`: watched thread id to its slot. Filled by the agent;
+/// every other per-thread map is an array indexed by the slot, so the hot
+/// path does one hash lookup per thread and array lookups after that.
+pub const WATCHED: &str = "WATCHED";
+/// `Array<ThreadState>` by slot: the kernel's timestamps, private to the
+/// programs. The agent zeroes a slot before handing it to a new thread.
+pub const THREAD_STATE: &str = "THREAD_STATE";
+/// `Array<ThreadCounters>` by slot: switch and wakeup counts.
+pub const THREAD_COUNTERS: &str = "THREAD_COUNTERS";
+/// `Array<LatencyHist>` by slot: run-queue latency.
+pub const RUNQ_HIST: &str = "RUNQ_HIST";
+/// `Array<LatencyHist>` by slot: on-CPU time per switch-in.
+pub const ONCPU_HIST: &str = "ONCPU_HIST";
+/// `HashMap<KvmExitKey, KvmExitStats>`: exit handling time per thread and
+/// exit reason.
+pub const KVM_EXITS: &str = "KVM_EXITS";
 /// Per-CPU array of `u64` counters, indexed by [`Stat`]: what the programs
 /// saw and what they had to drop. Per-CPU so the hot path never contends on
 /// a cache line; the agent sums the CPUs.
 pub const STATS: &str = "STATS";
+/// The `.rodata` global holding [`TracepointOffsets`], set at load time with
+/// `EbpfLoader::override_global`.
+pub const TP_OFFSETS: &str = "TP_OFFSETS";
+
+/// Slots (and so `max_entries` of every per-slot map) when the agent does
+/// not ask for another number at load time. Each slot costs two
+/// [`LatencyHist`] of 13 KiB; 256 slots are 32 guests of 8 vCPUs for 7 MiB
+/// of locked kernel memory.
+pub const DEFAULT_MAX_WATCHED: u32 = 256;
+/// `max_entries` of [`KVM_EXITS`]: a thread sees a few dozen exit reasons
+/// at most, so this covers [`DEFAULT_MAX_WATCHED`] threads with room.
+pub const KVM_EXITS_MAX: u32 = 8192;
 
 /// The counters in [`STATS`], by index.
 #[repr(u32)]
@@ -19,21 +64,49 @@ pub const STATS: &str = "STATS";
 pub enum Stat {
     /// `sched:sched_switch` events seen (all tasks, watched or not).
     SwitchEvents = 0,
+    /// `sched_wakeup` and `sched_wakeup_new` events seen (all tasks).
+    WakeupEvents = 1,
+    /// `kvm_exit` events seen (all tasks).
+    KvmExitEvents = 2,
+    /// Tracepoint fields that could not be read (`bpf_probe_read_kernel`
+    /// failed): the event was dropped.
+    ReadErrors = 3,
+    /// A watched thread's slot had no entry in a per-slot map (the agent
+    /// handed out a slot beyond `max_entries`): the event was dropped.
+    SlotMissing = 4,
+    /// [`KVM_EXITS`] was full: a new (thread, reason) pair was dropped.
+    KvmExitsFull = 5,
+    /// Durations above [`MAX_TRACKABLE_NS`], counted in the last bucket.
+    Clamped = 6,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 1] = [Stat::SwitchEvents];
+    pub const ALL: [Stat; 7] = [
+        Stat::SwitchEvents,
+        Stat::WakeupEvents,
+        Stat::KvmExitEvents,
+        Stat::ReadErrors,
+        Stat::SlotMissing,
+        Stat::KvmExitsFull,
+        Stat::Clamped,
+    ];
 
     /// The counter's index in [`STATS`].
     pub const fn index(self) -> u32 {
         self as u32
     }
 
-    /// A stable dotted name for the counter, used for the agent's own stats.
+    /// A stable name for the counter, used for the agent's own stats.
     pub const fn name(self) -> &'static str {
         match self {
             Stat::SwitchEvents => "switch_events",
+            Stat::WakeupEvents => "wakeup_events",
+            Stat::KvmExitEvents => "kvm_exit_events",
+            Stat::ReadErrors => "read_errors",
+            Stat::SlotMissing => "slot_missing",
+            Stat::KvmExitsFull => "kvm_exits_full",
+            Stat::Clamped => "clamped",
         }
     }
 }
@@ -41,15 +114,371 @@ impl Stat {
 /// Number of entries in [`STATS`]: one per [`Stat`].
 pub const STATS_LEN: u32 = Stat::ALL.len() as u32;
 
-/// Program names in the object, one per hook (the name of the function in
+/// Program names in the object, one per hook (the function's name in
 /// `main.rs`'s `probes` module).
 pub mod program {
     /// `sched:sched_switch` tracepoint.
     pub const SCHED_SWITCH: &str = "sched_switch";
+    /// `sched:sched_wakeup` tracepoint.
+    pub const SCHED_WAKEUP: &str = "sched_wakeup";
+    /// `sched:sched_wakeup_new` tracepoint.
+    pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
+    /// `kvm:kvm_exit` tracepoint.
+    pub const KVM_EXIT: &str = "kvm_exit";
+    /// `kvm:kvm_entry` tracepoint.
+    pub const KVM_ENTRY: &str = "kvm_entry";
+    /// Raw tracepoint driving the `kvm_exit` handler with `args[0]` as the
+    /// exit reason, for `BPF_PROG_TEST_RUN` only (never attached): the KVM
+    /// tracepoints do not fire on hosts without hardware virtualization.
+    pub const KVM_EXIT_TEST: &str = "kvm_exit_test";
+    /// Raw tracepoint driving the `kvm_entry` handler, for
+    /// `BPF_PROG_TEST_RUN` only.
+    pub const KVM_ENTRY_TEST: &str = "kvm_entry_test";
 }
+
+// ---------------------------------------------------------------- offsets
+
+/// Byte offsets of the tracepoint fields the programs read, from
+/// `/sys/kernel/tracing/events/<category>/<name>/format`. They live in a
+/// `.rodata` global so the verifier sees them as constants (an offset read
+/// from a map at run time is refused as unbounded pointer math).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    /// `sched_switch.prev_pid` (`pid_t`).
+    pub switch_prev_pid: u32,
+    /// `sched_switch.prev_state` (`long`).
+    pub switch_prev_state: u32,
+    /// `sched_switch.next_pid` (`pid_t`).
+    pub switch_next_pid: u32,
+    /// `sched_wakeup.pid` (`pid_t`).
+    pub wakeup_pid: u32,
+    /// `sched_wakeup_new.pid` (`pid_t`).
+    pub wakeup_new_pid: u32,
+    /// `kvm_exit.exit_reason` (`unsigned int`).
+    pub kvm_exit_reason: u32,
+}
+
+impl TracepointOffsets {
+    /// The offsets of the 6.x kernels this was written on; the agent always
+    /// overrides them with what tracefs says.
+    pub const DEFAULT: Self = Self {
+        switch_prev_pid: 24,
+        switch_prev_state: 32,
+        switch_next_pid: 56,
+        wakeup_pid: 24,
+        wakeup_new_pid: 24,
+        kvm_exit_reason: 8,
+    };
+}
+
+// ---------------------------------------------------------------- histogram
+
+/// Each power-of-two range of values is split into `2^SUB_BUCKET_BITS`
+/// linear sub-buckets: 128, so a bucket is at most 1/128 (0.78%) of its
+/// lower bound wide.
+pub const SUB_BUCKET_BITS: u32 = 7;
+/// Sub-buckets per power of two.
+pub const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
+/// Durations are resolved up to `2^HIST_MAX_BITS` ns (4.29 s): longer
+/// waits or slices are rare enough to share the last bucket (they still add
+/// their exact value to `sum_ns` and `max_ns`), and each extra power of two
+/// costs 512 bytes per histogram.
+pub const HIST_MAX_BITS: u32 = 32;
+/// The largest duration with a bucket of its own.
+pub const MAX_TRACKABLE_NS: u64 = (1 << HIST_MAX_BITS) - 1;
+/// Buckets per histogram: values below `2 * SUB_BUCKETS` have one bucket
+/// each, then `SUB_BUCKETS` per power of two up to [`HIST_MAX_BITS`].
+pub const HIST_BUCKETS: usize =
+    ((HIST_MAX_BITS - SUB_BUCKET_BITS + 1) as u64 * SUB_BUCKETS) as usize;
+
+/// The bucket of a duration in ns; durations above [`MAX_TRACKABLE_NS`] go
+/// to the last bucket. Branch-light and loop-free for the verifier.
+#[inline(always)]
+pub const fn bucket_index(value: u64) -> usize {
+    let v = if value > MAX_TRACKABLE_NS {
+        MAX_TRACKABLE_NS
+    } else {
+        value
+    };
+    if v < SUB_BUCKETS {
+        return v as usize;
+    }
+    // v >= 128, so the highest set bit is at 7 or above.
+    let shift = 63 - v.leading_zeros() - SUB_BUCKET_BITS;
+    (shift as u64 * SUB_BUCKETS + (v >> shift)) as usize
+}
+
+/// The smallest value that falls in bucket `index`.
+pub const fn bucket_lower(index: usize) -> u64 {
+    let index = index as u64;
+    if index < 2 * SUB_BUCKETS {
+        return index;
+    }
+    let shift = index / SUB_BUCKETS - 1;
+    (index % SUB_BUCKETS + SUB_BUCKETS) << shift
+}
+
+/// The largest value that falls in bucket `index` (inclusive).
+pub const fn bucket_upper(index: usize) -> u64 {
+    bucket_lower(index + 1) - 1
+}
+
+/// The value a bucket stands for when decoding: its midpoint, off by at
+/// most half a bucket (0.39%) from any value recorded in it.
+pub const fn bucket_mid(index: usize) -> u64 {
+    let lower = bucket_lower(index);
+    lower + (bucket_upper(index) - lower) / 2
+}
+
+/// A log-linear histogram of durations in ns, one per watched thread and
+/// measure. Counts only grow: the agent diffs two reads (buckets wrap, so
+/// it uses wrapping subtraction) and derives an interval's max from the
+/// highest bucket that grew.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyHist {
+    /// Durations recorded.
+    pub count: u64,
+    /// Their sum, exact.
+    pub sum_ns: u64,
+    /// The longest since the slot was handed out, exact.
+    pub max_ns: u64,
+    /// Counts per bucket; see [`bucket_index`].
+    pub buckets: [u32; HIST_BUCKETS],
+}
+
+impl LatencyHist {
+    /// An empty histogram.
+    pub const ZERO: Self = Self {
+        count: 0,
+        sum_ns: 0,
+        max_ns: 0,
+        buckets: [0; HIST_BUCKETS],
+    };
+
+    /// Records one duration. Returns `true` if it was above
+    /// [`MAX_TRACKABLE_NS`] and was counted in the last bucket.
+    #[inline(always)]
+    pub fn record(&mut self, ns: u64) -> bool {
+        self.count = self.count.wrapping_add(1);
+        self.sum_ns = self.sum_ns.wrapping_add(ns);
+        if ns > self.max_ns {
+            self.max_ns = ns;
+        }
+        if let Some(bucket) = self.buckets.get_mut(bucket_index(ns)) {
+            *bucket = bucket.wrapping_add(1);
+        }
+        ns > MAX_TRACKABLE_NS
+    }
+}
+
+// ---------------------------------------------------------------- per thread
+
+/// Switch and wakeup counts of one watched thread. They only grow.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadCounters {
+    /// Switches out because the thread blocked (the kernel's `nvcsw`).
+    pub voluntary: u64,
+    /// Switches out while still runnable: preempted, or yielded (the
+    /// kernel's `nivcsw`).
+    pub involuntary: u64,
+    /// Wakeups (`sched_wakeup` and `sched_wakeup_new`).
+    pub wakeups: u64,
+    /// KVM exits whose entry back into the guest was seen.
+    pub kvm_exits: u64,
+}
+
+/// What the programs remember about a watched thread between events.
+/// A zero timestamp means "unknown": the first event after a slot is handed
+/// out never yields a bogus duration.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    /// When the thread last became runnable, while it waits for a CPU.
+    pub runnable_since_ns: u64,
+    /// When the thread was last switched in, while it is on a CPU.
+    pub on_cpu_since_ns: u64,
+    /// When the thread last left the guest, until it enters it again.
+    pub kvm_exit_since_ns: u64,
+    /// The reason of that exit.
+    pub kvm_exit_reason: u32,
+    /// Explicit padding, so the layout has no hidden bytes.
+    pub _pad: u32,
+}
+
+/// Whether a `sched_switch` `prev_state` means the task is still runnable
+/// (preempted, or switched out in state `TASK_RUNNING`). A preempted task
+/// is reported as `TASK_REPORT_MAX` (0x100), hence the mask.
+#[inline(always)]
+pub const fn still_runnable(prev_state: i64) -> bool {
+    prev_state & 0xff == 0
+}
+
+/// What a switch-out or switch-in did beyond updating the thread's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// A duration was recorded.
+    pub recorded: bool,
+    /// It was above [`MAX_TRACKABLE_NS`].
+    pub clamped: bool,
+}
+
+impl Recorded {
+    const NONE: Self = Self {
+        recorded: false,
+        clamped: false,
+    };
+}
+
+impl ThreadState {
+    /// `sched_wakeup`/`sched_wakeup_new` for this thread: it is runnable
+    /// from now on. A wakeup of a thread that never left its CPU is
+    /// overwritten at its switch-out, so it costs nothing.
+    #[inline(always)]
+    pub fn on_wakeup(&mut self, counters: &mut ThreadCounters, now_ns: u64) {
+        self.runnable_since_ns = now_ns;
+        counters.wakeups = counters.wakeups.wrapping_add(1);
+    }
+
+    /// `sched_switch` with this thread as `prev`: records the on-CPU time,
+    /// counts the switch, and starts the run-queue clock if the thread is
+    /// still runnable.
+    #[inline(always)]
+    pub fn on_switch_out(
+        &mut self,
+        counters: &mut ThreadCounters,
+        oncpu: &mut LatencyHist,
+        now_ns: u64,
+        prev_state: i64,
+    ) -> Recorded {
+        let mut done = Recorded::NONE;
+        if self.on_cpu_since_ns != 0 {
+            done.recorded = true;
+            done.clamped = oncpu.record(now_ns.saturating_sub(self.on_cpu_since_ns));
+            self.on_cpu_since_ns = 0;
+        }
+        if still_runnable(prev_state) {
+            counters.involuntary = counters.involuntary.wrapping_add(1);
+            self.runnable_since_ns = now_ns;
+        } else {
+            counters.voluntary = counters.voluntary.wrapping_add(1);
+            self.runnable_since_ns = 0;
+        }
+        done
+    }
+
+    /// `sched_switch` with this thread as `next`: records the run-queue
+    /// latency and starts the on-CPU clock.
+    #[inline(always)]
+    pub fn on_switch_in(&mut self, runq: &mut LatencyHist, now_ns: u64) -> Recorded {
+        let mut done = Recorded::NONE;
+        if self.runnable_since_ns != 0 {
+            done.recorded = true;
+            done.clamped = runq.record(now_ns.saturating_sub(self.runnable_since_ns));
+            self.runnable_since_ns = 0;
+        }
+        self.on_cpu_since_ns = now_ns;
+        done
+    }
+
+    /// `kvm_exit` on this thread: the guest left with `reason`.
+    #[inline(always)]
+    pub fn on_kvm_exit(&mut self, now_ns: u64, reason: u32) {
+        self.kvm_exit_since_ns = now_ns;
+        self.kvm_exit_reason = reason;
+    }
+
+    /// `kvm_entry` on this thread: returns the reason and duration of the
+    /// exit it ends, if its start was seen.
+    #[inline(always)]
+    pub fn on_kvm_entry(
+        &mut self,
+        counters: &mut ThreadCounters,
+        now_ns: u64,
+    ) -> Option<(u32, u64)> {
+        if self.kvm_exit_since_ns == 0 {
+            return None;
+        }
+        let ns = now_ns.saturating_sub(self.kvm_exit_since_ns);
+        self.kvm_exit_since_ns = 0;
+        counters.kvm_exits = counters.kvm_exits.wrapping_add(1);
+        Some((self.kvm_exit_reason, ns))
+    }
+}
+
+/// Key of [`KVM_EXITS`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KvmExitKey {
+    /// The thread's slot.
+    pub slot: u32,
+    /// The exit reason as the `kvm_exit` tracepoint gives it (VMX basic
+    /// exit reason plus flags, or the SVM exit code).
+    pub reason: u32,
+}
+
+/// Value of [`KVM_EXITS`]: exits of one thread for one reason. Only grows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvmExitStats {
+    /// Exits.
+    pub count: u64,
+    /// Total time from exit to the next entry.
+    pub sum_ns: u64,
+    /// The longest.
+    pub max_ns: u64,
+}
+
+impl KvmExitStats {
+    /// The stats of a first exit.
+    #[inline(always)]
+    pub const fn first(ns: u64) -> Self {
+        Self {
+            count: 1,
+            sum_ns: ns,
+            max_ns: ns,
+        }
+    }
+
+    /// Adds one exit.
+    #[inline(always)]
+    pub fn record(&mut self, ns: u64) {
+        self.count = self.count.wrapping_add(1);
+        self.sum_ns = self.sum_ns.wrapping_add(ns);
+        if ns > self.max_ns {
+            self.max_ns = ns;
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // Safety: every type is `#[repr(C)]`, made only of integers, with no
+    // implicit padding (`_pad` fields make it explicit).
+    unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::LatencyHist {}
+    unsafe impl aya::Pod for super::ThreadCounters {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::KvmExitKey {}
+    unsafe impl aya::Pod for super::KvmExitStats {}
+}
+
+// The kernel and the agent must agree on these sizes; a change here means
+// both sides are rebuilt together (they are: the agent embeds the object).
+const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_BUCKETS);
+const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 32);
+const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
+const _: () = assert!(core::mem::size_of::<KvmExitStats>() == 24);
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
 
     #[test]
@@ -60,5 +489,184 @@ mod tests {
                 assert_ne!(stat.name(), other.name());
             }
         }
+    }
+
+    #[test]
+    fn bucket_count_matches_the_largest_index() {
+        assert_eq!(HIST_BUCKETS, 3328);
+        assert_eq!(bucket_index(MAX_TRACKABLE_NS), HIST_BUCKETS - 1);
+        assert_eq!(bucket_index(u64::MAX), HIST_BUCKETS - 1);
+        assert_eq!(bucket_upper(HIST_BUCKETS - 1), MAX_TRACKABLE_NS);
+    }
+
+    #[test]
+    fn small_values_have_exact_buckets() {
+        for v in 0..2 * SUB_BUCKETS {
+            let i = bucket_index(v);
+            assert_eq!(i as u64, v);
+            assert_eq!((bucket_lower(i), bucket_upper(i)), (v, v));
+        }
+    }
+
+    #[test]
+    fn buckets_tile_the_range_without_gaps() {
+        for i in 0..HIST_BUCKETS - 1 {
+            assert_eq!(bucket_upper(i) + 1, bucket_lower(i + 1), "bucket {i}");
+        }
+    }
+
+    #[test]
+    fn every_value_lands_in_the_bucket_that_contains_it() {
+        // Both ends of every bucket, and a spread of values in between.
+        let mut values: Vec<u64> = (0..HIST_BUCKETS)
+            .flat_map(|i| [bucket_lower(i), bucket_upper(i), bucket_mid(i)])
+            .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 40 + 24));
+        }
+        for v in values.into_iter().filter(|&v| v <= MAX_TRACKABLE_NS) {
+            let i = bucket_index(v);
+            assert!(
+                bucket_lower(i) <= v && v <= bucket_upper(i),
+                "{v} in bucket {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_error_is_below_one_percent() {
+        for i in 0..HIST_BUCKETS {
+            let (lo, hi, mid) = (bucket_lower(i), bucket_upper(i), bucket_mid(i));
+            let width = hi - lo + 1;
+            // Buckets of one value are exact; wider ones are 1/128 of
+            // their lower bound at most.
+            assert!(
+                width == 1 || width as f64 / lo as f64 <= 1.0 / 128.0,
+                "bucket {i}"
+            );
+            for v in [lo, hi] {
+                let err = (mid as f64 - v as f64).abs() / v.max(1) as f64;
+                assert!(err < 0.01, "bucket {i}: mid {mid} for {v} is off by {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_bucket_boundaries() {
+        let cases = [
+            (0, 0),
+            (127, 127),
+            (128, 128),
+            (255, 255),
+            (256, 256),
+            (257, 256),
+            (258, 257),
+            (1_000, 506),
+            (1_000_000, 1_780),
+        ];
+        for (value, index) in cases {
+            assert_eq!(bucket_index(value), index, "value {value}");
+        }
+    }
+
+    #[test]
+    fn hist_records_count_sum_max_and_clamps() {
+        let mut h = LatencyHist::ZERO;
+        assert!(!h.record(1_000));
+        assert!(!h.record(3));
+        assert!(h.record(MAX_TRACKABLE_NS + 10));
+        assert_eq!(h.count, 3);
+        assert_eq!(h.sum_ns, 1_003 + MAX_TRACKABLE_NS + 10);
+        assert_eq!(h.max_ns, MAX_TRACKABLE_NS + 10);
+        assert_eq!(h.buckets[3], 1);
+        assert_eq!(h.buckets[bucket_index(1_000)], 1);
+        assert_eq!(h.buckets[HIST_BUCKETS - 1], 1);
+        assert_eq!(h.buckets.iter().map(|&c| u64::from(c)).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn still_runnable_follows_the_state_mask() {
+        assert!(still_runnable(0)); // TASK_RUNNING
+        assert!(still_runnable(0x100)); // preempted: TASK_REPORT_MAX
+        assert!(!still_runnable(0x1)); // TASK_INTERRUPTIBLE
+        assert!(!still_runnable(0x2)); // TASK_UNINTERRUPTIBLE
+        assert!(!still_runnable(0x80)); // TASK_IDLE as reported
+    }
+
+    /// A thread that is woken, waits, runs, is preempted, waits, runs and
+    /// blocks: two run-queue waits, two slices, one switch of each kind.
+    #[test]
+    fn scheduler_events_make_waits_slices_and_switch_counts() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
+
+        s.on_wakeup(&mut c, 1_000);
+        assert!(s.on_switch_in(&mut runq, 1_500).recorded); // waited 500
+        assert!(s.on_switch_out(&mut c, &mut oncpu, 4_500, 0x100).recorded); // ran 3000, preempted
+        assert!(s.on_switch_in(&mut runq, 5_000).recorded); // waited 500
+        assert!(s.on_switch_out(&mut c, &mut oncpu, 6_000, 0x1).recorded); // ran 1000, blocked
+
+        assert_eq!((runq.count, runq.sum_ns, runq.max_ns), (2, 1_000, 500));
+        assert_eq!((oncpu.count, oncpu.sum_ns, oncpu.max_ns), (2, 4_000, 3_000));
+        assert_eq!((c.voluntary, c.involuntary, c.wakeups), (1, 1, 1));
+        assert_eq!(s, ThreadState::default());
+    }
+
+    /// Watching starts mid-flight: no duration without its start.
+    #[test]
+    fn first_events_of_a_new_slot_record_nothing() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
+
+        assert!(!s.on_switch_out(&mut c, &mut oncpu, 100, 0x1).recorded);
+        assert!(!s.on_switch_in(&mut runq, 200).recorded);
+        assert_eq!((runq.count, oncpu.count), (0, 0));
+        assert_eq!(c.voluntary, 1);
+        assert_eq!(s.on_kvm_entry(&mut c, 300), None);
+    }
+
+    /// A wakeup while the thread is still on its CPU (it was woken before
+    /// it managed to block) must not count as run-queue time.
+    #[test]
+    fn wakeup_of_a_running_thread_is_overwritten_at_switch_out() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
+        s.on_switch_in(&mut runq, 100);
+        s.on_wakeup(&mut c, 150);
+        s.on_switch_out(&mut c, &mut oncpu, 200, 0x1);
+        s.on_switch_in(&mut runq, 10_000);
+        assert_eq!(runq.count, 0);
+    }
+
+    #[test]
+    fn kvm_exit_then_entry_times_the_exit_by_reason() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        s.on_kvm_exit(1_000, 30);
+        assert_eq!(s.on_kvm_entry(&mut c, 1_700), Some((30, 700)));
+        // An entry without an exit (the first after watching) is ignored.
+        assert_eq!(s.on_kvm_entry(&mut c, 2_000), None);
+        s.on_kvm_exit(3_000, 12);
+        assert_eq!(s.on_kvm_entry(&mut c, 3_050), Some((12, 50)));
+        assert_eq!(c.kvm_exits, 2);
+
+        let mut stats = KvmExitStats::first(700);
+        stats.record(50);
+        stats.record(900);
+        assert_eq!(
+            stats,
+            KvmExitStats {
+                count: 3,
+                sum_ns: 1_650,
+                max_ns: 900
+            }
+        );
     }
 }

@@ -1,39 +1,256 @@
 //! The eBPF probes against the running kernel: load, attach, and compare
-//! what they count with what the kernel itself reports for the same thread.
+//! what they measure with what the kernel itself reports for the same
+//! thread (`/proc/self/task/TID/schedstat`, `/proc/self/task/TID/status`).
 //!
-//! Needs root and an agent built with the eBPF object; run with
-//! `cargo xtask build-ebpf` then
+//! Needs root and an agent built with the eBPF object:
+//! `cargo xtask build-ebpf`, then
 //! `cargo test -p hyper-stats --test ebpf_probes -- --ignored`.
-//! These tests panic rather than return errors, as aya's own kernel tests do.
+//! These tests panic rather than return errors, as aya's own kernel tests
+//! do, and run one at a time (they load their own probes and the busy-loop
+//! test needs the CPUs to itself).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use hyper_stats::sources::ebpf::Probes;
+use hyper_stats::sources::ebpf::{ProbeOptions, Probes, ThreadDelta};
 use hyper_stats_ebpf::Stat;
 
-#[test]
-#[ignore = "needs root and the eBPF object: cargo xtask test"]
-fn probes_load_and_count_switches() {
-    let probes = Probes::load().unwrap_or_else(|err| panic!("{err:#}"));
-    let before = switch_events(&probes);
-    // Sleeping switches this thread out and back in at least once per call.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(50) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let after = switch_events(&probes);
-    assert!(
-        after > before + 10,
-        "sched_switch events did not grow: {before} -> {after}"
-    );
+/// Tests here share the machine's CPUs and the kernel's tracepoints.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn load(max_watched: u32) -> Probes {
+    Probes::load(ProbeOptions { max_watched }).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
-fn switch_events(probes: &Probes) -> u64 {
+fn gettid() -> u32 {
+    // Safety: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+fn stat(probes: &Probes, which: Stat) -> u64 {
     probes
         .stats()
         .expect("read STATS")
         .into_iter()
-        .find(|(stat, _)| *stat == Stat::SwitchEvents)
+        .find(|(stat, _)| *stat == which)
         .map(|(_, n)| n)
-        .expect("SwitchEvents in STATS")
+        .expect("every Stat is in STATS")
+}
+
+/// Field 2 of `/proc/self/task/TID/schedstat`: ns spent waiting on a run
+/// queue.
+fn run_delay_ns(tid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `(voluntary_ctxt_switches, nonvoluntary_ctxt_switches)` of a thread.
+fn ctxt_switches(tid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in status"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
+}
+
+fn only(deltas: Vec<ThreadDelta>, tid: u32) -> ThreadDelta {
+    deltas
+        .into_iter()
+        .find(|d| d.tid == tid)
+        .expect("a delta for the watched thread")
+}
+
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn probes_load_and_count_switches() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let probes = load(8);
+    let before = stat(&probes, Stat::SwitchEvents);
+    // Sleeping switches this thread out and back in at least once per call.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(50) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let after = stat(&probes, Stat::SwitchEvents);
+    assert!(
+        after > before + 10,
+        "sched_switch events did not grow: {before} -> {after}"
+    );
+    assert_eq!(stat(&probes, Stat::ReadErrors), 0);
+}
+
+/// A thread that spins and sleeps among more spinners than CPUs, so it
+/// waits on the run queue both after wakeups and after preemptions. The
+/// probes' summed run-queue latency must match the kernel's `run_delay`
+/// within 2%, and the switch counts must match `nvcsw`/`nivcsw`.
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn runq_latency_and_switches_match_the_kernel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probes = load(8);
+    let cpus = thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let spinners: Vec<_> = (0..cpus + 1)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+
+    // The watched thread: reports its tid, waits for "go", alternates 5 ms
+    // of spinning with 1 ms sleeps until stopped, reports "stopped", then
+    // blocks until told to exit, so nothing happens to it while we read.
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (exit_tx, exit_rx) = mpsc::channel::<()>();
+    let target = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            go_rx.recv().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(5) {
+                    std::hint::spin_loop();
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+            tid_tx.send(0).unwrap();
+            exit_rx.recv().unwrap();
+        })
+    };
+    let tid = tid_rx.recv().unwrap();
+    thread::sleep(Duration::from_millis(20)); // let it block on `go`
+
+    let change = probes.threads().set_watched(&[tid]).unwrap();
+    assert_eq!(change.added, vec![tid]);
+    probes.threads().read().unwrap(); // baseline
+    let delay_before = run_delay_ns(tid);
+    let (vol_before, invol_before) = ctxt_switches(tid);
+
+    go_tx.send(()).unwrap();
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(tid_rx.recv().unwrap(), 0);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    thread::sleep(Duration::from_millis(50)); // the target is blocked by now
+
+    let d = only(probes.threads().read().unwrap(), tid);
+    let kernel_delay = run_delay_ns(tid) - delay_before;
+    let (vol_after, invol_after) = ctxt_switches(tid);
+    let (kernel_vol, kernel_invol) = (vol_after - vol_before, invol_after - invol_before);
+    exit_tx.send(()).unwrap();
+    target.join().unwrap();
+
+    let err = d.runq.sum_ns.abs_diff(kernel_delay) as f64 / kernel_delay as f64;
+    eprintln!(
+        "run-queue: probes {} ns in {} waits (p50 {:?} ns, p99 {:?} ns, max {:?} ns), \
+         schedstat {kernel_delay} ns, off by {:.3}%; on-CPU {} ns in {} slices; \
+         switches voluntary {} / {kernel_vol}, involuntary {} / {kernel_invol}; wakeups {}",
+        d.runq.sum_ns,
+        d.runq.count,
+        d.runq.quantile_ns(0.5),
+        d.runq.quantile_ns(0.99),
+        d.runq.max_ns,
+        err * 100.0,
+        d.oncpu.sum_ns,
+        d.oncpu.count,
+        d.voluntary_switches,
+        d.involuntary_switches,
+        d.wakeups,
+    );
+    assert!(
+        kernel_delay > 10_000_000,
+        "too little contention to compare: {kernel_delay} ns"
+    );
+    assert!(err <= 0.02, "run-queue sum off by {:.3}%", err * 100.0);
+    assert_eq!(d.voluntary_switches, kernel_vol, "voluntary switches");
+    assert_eq!(d.involuntary_switches, kernel_invol, "involuntary switches");
+    assert!(
+        d.oncpu.sum_ns > 100_000_000,
+        "on-CPU time: {} ns",
+        d.oncpu.sum_ns
+    );
+    assert_eq!(stat(&probes, Stat::ReadErrors), 0);
+    assert_eq!(stat(&probes, Stat::SlotMissing), 0);
+}
+
+/// The KVM handlers, driven through `BPF_PROG_TEST_RUN` on this thread:
+/// each exit is timed until the next entry, per reason.
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn kvm_exits_are_timed_per_reason() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probes = load(8);
+    let tid = gettid();
+    probes.threads().set_watched(&[tid]).unwrap();
+    probes.threads().read().unwrap();
+
+    // An entry with no exit before it (watching began mid-exit) is ignored.
+    probes.kvm_test_run(None).unwrap();
+    for (reason, sleep_ms) in [(30, 2), (30, 4), (12, 1)] {
+        probes.kvm_test_run(Some(reason)).unwrap();
+        thread::sleep(Duration::from_millis(sleep_ms));
+        probes.kvm_test_run(None).unwrap();
+    }
+
+    let d = only(probes.threads().read().unwrap(), tid);
+    let reasons: Vec<(u32, u64)> = d.kvm_exits.iter().map(|e| (e.reason, e.count)).collect();
+    assert_eq!(reasons, vec![(12, 1), (30, 2)]);
+    let io = &d.kvm_exits[1];
+    assert!(
+        (6_000_000..100_000_000).contains(&io.sum_ns),
+        "reason 30: {} ns",
+        io.sum_ns
+    );
+    assert!(io.max_ns_ever >= 4_000_000);
+
+    // The next interval starts from zero.
+    let d = only(probes.threads().read().unwrap(), tid);
+    assert!(d.kvm_exits.is_empty());
+}
+
+/// Slots run out at `max_watched`, and a slot given back is reused clean.
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn slots_are_bounded_and_reused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut probes = load(2);
+    let me = gettid();
+    // Thread ids are taken in increasing order; no thread has the largest.
+    let change = probes
+        .threads()
+        .set_watched(&[me, u32::MAX - 1, u32::MAX])
+        .unwrap();
+    assert_eq!(change.added, vec![me, u32::MAX - 1]);
+    assert_eq!(change.refused, vec![u32::MAX]);
+    assert_eq!(probes.threads().capacity(), 2);
+
+    let change = probes.threads().set_watched(&[me]).unwrap();
+    assert_eq!(change.removed, vec![u32::MAX - 1]);
+    let change = probes.threads().set_watched(&[me, 7]).unwrap();
+    assert_eq!(change.added, vec![7]);
+    let change = probes.threads().set_watched(&[me]).unwrap();
+    assert_eq!(change.removed, vec![7]);
+    thread::sleep(Duration::from_millis(5));
+    let d = only(probes.threads().read().unwrap(), me);
+    assert!(d.voluntary_switches >= 1, "{d:?}");
+    assert_eq!(probes.threads().watched().collect::<Vec<_>>(), vec![me]);
 }

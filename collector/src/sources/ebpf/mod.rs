@@ -17,15 +17,25 @@
 //! not mounted and cannot be, or the kernel refused a program. The caller
 //! logs it once and goes on with its other sources.
 
+pub mod format;
+pub mod maps;
+
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
 
-use aya::maps::{MapData, PerCpuArray};
-use aya::programs::{ProgramError, TracePoint};
+use aya::maps::{MapData, MapError, PerCpuArray};
+use aya::programs::{ProgramError, RawTracePoint, TracePoint};
+use aya::programs::{RawTracePointRunOptions, TestRun as _};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use hyper_stats_ebpf::{STATS, Stat, program};
+use hyper_stats_ebpf::{
+    DEFAULT_MAX_WATCHED, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat, THREAD_COUNTERS,
+    THREAD_STATE, TP_OFFSETS, WATCHED, program,
+};
 use thiserror::Error;
+
+pub use format::FormatError;
+pub use maps::{HistDelta, KvmExitDelta, ThreadDelta, ThreadMaps, WatchChange};
 
 /// What a developer runs to build the eBPF object into the agent.
 pub const BUILD_COMMAND: &str = "cargo xtask setup && cargo xtask build-ebpf";
@@ -93,6 +103,15 @@ pub enum ProbesOff {
         /// The error from mount(2).
         source: io::Error,
     },
+    /// A tracepoint's format file could not be read or lacks a field.
+    #[error(
+        "cannot read the tracepoint field offsets: {source}\n\
+         the probes read fields of sched:sched_switch, sched:sched_wakeup(_new), kvm:kvm_exit"
+    )]
+    Offsets {
+        /// The cause.
+        source: FormatError,
+    },
     /// The kernel refused the object (a map, BTF, or a program).
     #[error(
         "failed to load the eBPF object: {source}\n\
@@ -136,34 +155,117 @@ pub enum ProbesOff {
     },
 }
 
+/// How to load the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// How many threads can be watched at once: `max_entries` of `WATCHED`
+    /// and of every per-slot array. Each slot costs about 27 KiB of kernel
+    /// memory (two histograms).
+    pub max_watched: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            max_watched: DEFAULT_MAX_WATCHED,
+        }
+    }
+}
+
+/// The scheduler tracepoints and their programs, always attached.
+const SCHED_PROGRAMS: [(&str, &str); 3] = [
+    (program::SCHED_SWITCH, "sched:sched_switch"),
+    (program::SCHED_WAKEUP, "sched:sched_wakeup"),
+    (program::SCHED_WAKEUP_NEW, "sched:sched_wakeup_new"),
+];
+
+/// The KVM tracepoints and their programs, attached when the kvm module
+/// has registered them.
+const KVM_PROGRAMS: [(&str, &str); 2] = [
+    (program::KVM_EXIT, "kvm:kvm_exit"),
+    (program::KVM_ENTRY, "kvm:kvm_entry"),
+];
+
 /// The loaded and attached probes. Dropping this detaches them.
 pub struct Probes {
-    /// Owns the programs and their links; kept alive for as long as the
-    /// probes should run.
-    _ebpf: Ebpf,
+    /// Owns the programs and their links; kept for as long as the probes
+    /// should run.
+    ebpf: Ebpf,
+    /// The per-thread maps: which threads are watched, what they recorded.
+    threads: ThreadMaps,
     /// See [`hyper_stats_ebpf::STATS`].
     stats: PerCpuArray<MapData, u64>,
+    /// Whether the KVM programs are attached.
+    kvm_attached: bool,
 }
 
 impl Probes {
-    /// Checks what the probes need, then loads the embedded object and
-    /// attaches every program.
-    pub fn load() -> Result<Self, ProbesOff> {
+    /// Checks what the probes need, then loads the embedded object with
+    /// this kernel's tracepoint offsets and attaches every program.
+    pub fn load(options: ProbeOptions) -> Result<Self, ProbesOff> {
         let object = object()?;
         check_environment()?;
+        let tracefs = Path::new(TRACEFS);
+        let offsets =
+            format::read_offsets(tracefs).map_err(|source| ProbesOff::Offsets { source })?;
 
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader.override_global(TP_OFFSETS, &offsets, true);
+        for map in [
+            WATCHED,
+            THREAD_STATE,
+            THREAD_COUNTERS,
+            RUNQ_HIST,
+            ONCPU_HIST,
+        ] {
+            loader.map_max_entries(map, options.max_watched);
+        }
+        let mut ebpf = loader
             .load(object)
             .map_err(|source| ProbesOff::Load { source })?;
-        attach_tracepoint(&mut ebpf, program::SCHED_SWITCH, "sched:sched_switch")?;
 
+        for (name, tracepoint) in SCHED_PROGRAMS {
+            attach_tracepoint(&mut ebpf, name, tracepoint)?;
+        }
+        let kvm_attached = format::format_path(tracefs, "kvm", "kvm_exit").exists();
+        if kvm_attached {
+            for (name, tracepoint) in KVM_PROGRAMS {
+                attach_tracepoint(&mut ebpf, name, tracepoint)?;
+            }
+        }
+
+        let threads = ThreadMaps::new(
+            take_map(&mut ebpf, WATCHED)?,
+            take_map(&mut ebpf, THREAD_STATE)?,
+            take_map(&mut ebpf, THREAD_COUNTERS)?,
+            take_map(&mut ebpf, RUNQ_HIST)?,
+            take_map(&mut ebpf, ONCPU_HIST)?,
+            take_map(&mut ebpf, KVM_EXITS)?,
+        );
         let stats = take_map(&mut ebpf, STATS)?;
-        Ok(Self { _ebpf: ebpf, stats })
+        Ok(Self {
+            ebpf,
+            threads,
+            stats,
+            kvm_attached,
+        })
+    }
+
+    /// Whether `kvm:kvm_exit`/`kvm:kvm_entry` are attached (the kvm module
+    /// is loaded). They fire only for guests that run under KVM.
+    pub fn kvm_attached(&self) -> bool {
+        self.kvm_attached
+    }
+
+    /// The watched threads: set them with [`ThreadMaps::set_watched`] and
+    /// read them each interval with [`ThreadMaps::read`].
+    pub fn threads(&mut self) -> &mut ThreadMaps {
+        &mut self.threads
     }
 
     /// The counters in [`STATS`], summed over the CPUs, in [`Stat::ALL`]
     /// order. They only grow while the probes are attached.
-    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, aya::maps::MapError> {
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>, MapError> {
         Stat::ALL
             .iter()
             .map(|&stat| {
@@ -171,6 +273,30 @@ impl Probes {
                 Ok((stat, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// Runs the KVM handlers on the calling thread through
+    /// `BPF_PROG_TEST_RUN`: an exit with `reason` when `Some`, an entry when
+    /// `None`. For tests: the KVM tracepoints never fire on a host without
+    /// hardware virtualization, and the kernel cannot test-run tracepoint
+    /// programs, so raw tracepoint drivers call the same handlers.
+    pub fn kvm_test_run(&mut self, exit_reason: Option<u32>) -> Result<(), ProgramError> {
+        let name = match exit_reason {
+            Some(_) => program::KVM_EXIT_TEST,
+            None => program::KVM_ENTRY_TEST,
+        };
+        let program: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProgramError::NotLoaded)?
+            .try_into()?;
+        if program.fd().is_err() {
+            program.load()?;
+        }
+        let mut opts = RawTracePointRunOptions::new();
+        opts.args[0] = u64::from(exit_reason.unwrap_or(0));
+        program.test_run(opts)?;
+        Ok(())
     }
 }
 

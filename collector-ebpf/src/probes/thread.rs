@@ -1,0 +1,127 @@
+//! The per-thread handlers every hook calls: find the thread's slot, get
+//! its map values, apply the library's state machine, count what had to be
+//! dropped. The hooks only read their tracepoint's fields.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use hyper_stats_ebpf::{KvmExitKey, KvmExitStats, Stat, ThreadCounters, ThreadState};
+
+use super::maps::{
+    KVM_EXITS, ONCPU_HIST, RUNQ_HIST, THREAD_COUNTERS, THREAD_STATE, count, watched_slot,
+};
+
+/// Monotonic time in ns, the clock of every timestamp in the maps.
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // Safety: the helper has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The state and counters of a watched thread's slot.
+#[inline(always)]
+fn slot_values(slot: u32) -> Option<(&'static mut ThreadState, &'static mut ThreadCounters)> {
+    let state = THREAD_STATE.get_ptr_mut(slot);
+    let counters = THREAD_COUNTERS.get_ptr_mut(slot);
+    match (state, counters) {
+        // Safety: array values live as long as the map; a slot's values are
+        // only written by the events of its one thread.
+        (Some(state), Some(counters)) => Some(unsafe { (&mut *state, &mut *counters) }),
+        _ => {
+            count(Stat::SlotMissing);
+            None
+        }
+    }
+}
+
+/// `tid` became runnable.
+#[inline(always)]
+pub(crate) fn wakeup(tid: u32) {
+    let Some(slot) = watched_slot(tid) else {
+        return;
+    };
+    if let Some((state, counters)) = slot_values(slot) {
+        state.on_wakeup(counters, now_ns());
+    }
+}
+
+/// `tid` left its CPU with `prev_state`.
+#[inline(always)]
+pub(crate) fn switch_out(tid: u32, prev_state: i64, now: u64) {
+    let Some(slot) = watched_slot(tid) else {
+        return;
+    };
+    let Some((state, counters)) = slot_values(slot) else {
+        return;
+    };
+    let Some(oncpu) = ONCPU_HIST.get_ptr_mut(slot) else {
+        count(Stat::SlotMissing);
+        return;
+    };
+    // Safety: as in `slot_values`.
+    let oncpu = unsafe { &mut *oncpu };
+    if state
+        .on_switch_out(counters, oncpu, now, prev_state)
+        .clamped
+    {
+        count(Stat::Clamped);
+    }
+}
+
+/// `tid` got a CPU.
+#[inline(always)]
+pub(crate) fn switch_in(tid: u32, now: u64) {
+    let Some(slot) = watched_slot(tid) else {
+        return;
+    };
+    let Some((state, _)) = slot_values(slot) else {
+        return;
+    };
+    let Some(runq) = RUNQ_HIST.get_ptr_mut(slot) else {
+        count(Stat::SlotMissing);
+        return;
+    };
+    // Safety: as in `slot_values`.
+    let runq = unsafe { &mut *runq };
+    if state.on_switch_in(runq, now).clamped {
+        count(Stat::Clamped);
+    }
+}
+
+/// The current thread `tid` left its guest with `reason`.
+#[inline(always)]
+pub(crate) fn kvm_exit(tid: u32, reason: u32) {
+    count(Stat::KvmExitEvents);
+    let Some(slot) = watched_slot(tid) else {
+        return;
+    };
+    if let Some((state, _)) = slot_values(slot) {
+        state.on_kvm_exit(now_ns(), reason);
+    }
+}
+
+/// The current thread `tid` enters its guest again.
+#[inline(always)]
+pub(crate) fn kvm_entry(tid: u32) {
+    let Some(slot) = watched_slot(tid) else {
+        return;
+    };
+    let Some((state, counters)) = slot_values(slot) else {
+        return;
+    };
+    let Some((reason, ns)) = state.on_kvm_entry(counters, now_ns()) else {
+        return;
+    };
+    let key = KvmExitKey { slot, reason };
+    match KVM_EXITS.get_ptr_mut(&key) {
+        // Safety: as in `slot_values`; the key includes the slot, so only
+        // this thread writes the value.
+        Some(stats) => unsafe { &mut *stats }.record(ns),
+        None => {
+            if KVM_EXITS
+                .insert(&key, &KvmExitStats::first(ns), u64::from(BPF_NOEXIST))
+                .is_err()
+            {
+                count(Stat::KvmExitsFull);
+            }
+        }
+    }
+}

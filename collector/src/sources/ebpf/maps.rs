@@ -1,0 +1,482 @@
+//! The per-thread maps from the agent's side: handing out slots to watched
+//! threads, and reading what the programs recorded as deltas per interval.
+//!
+//! # Slots
+//!
+//! `WATCHED` maps a thread id to a slot; every per-thread value lives at
+//! that slot in an array map. [`ThreadMaps::set_watched`] hands out free
+//! slots to new threads (zeroing the slot's values first, then inserting
+//! the thread in `WATCHED`, so the programs never see a stale slot) and
+//! takes them back from threads no longer asked for.
+//!
+//! # Reset by delta
+//!
+//! The kernel's counts only grow; nothing here writes them back to zero,
+//! which would race with the programs. [`ThreadMaps::read`] keeps the
+//! previous read of each slot and returns the difference. Bucket counts are
+//! `u32` and wrap, so the difference is a wrapping one: right as long as a
+//! thread records fewer than 2^32 durations between two reads. The maximum
+//! of an interval is exact when it is a new maximum for the thread, and
+//! otherwise the upper bound of the highest bucket that grew (within
+//! 0.78%).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use hyper_stats_ebpf::{
+    KvmExitKey, KvmExitStats, LatencyHist, ThreadCounters, ThreadState, bucket_lower, bucket_mid,
+    bucket_upper,
+};
+
+/// The per-thread maps, taken out of the loaded object.
+pub struct ThreadMaps {
+    /// See [`hyper_stats_ebpf::WATCHED`].
+    pub(super) watched: HashMap<MapData, u32, u32>,
+    /// See [`hyper_stats_ebpf::THREAD_STATE`].
+    pub(super) state: Array<MapData, ThreadState>,
+    /// See [`hyper_stats_ebpf::THREAD_COUNTERS`].
+    pub(super) counters: Array<MapData, ThreadCounters>,
+    /// See [`hyper_stats_ebpf::RUNQ_HIST`].
+    pub(super) runq: Array<MapData, LatencyHist>,
+    /// See [`hyper_stats_ebpf::ONCPU_HIST`].
+    pub(super) oncpu: Array<MapData, LatencyHist>,
+    /// See [`hyper_stats_ebpf::KVM_EXITS`].
+    pub(super) kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
+    /// The watched threads, with their slot and last read.
+    pub(super) threads: BTreeMap<u32, Watched>,
+    /// Slots not handed out, smallest last so they are reused first.
+    pub(super) free: Vec<u32>,
+}
+
+/// A watched thread.
+pub(super) struct Watched {
+    /// Its slot in the per-thread maps.
+    slot: u32,
+    /// What the last read returned, the base of the next delta.
+    last: Snapshot,
+}
+
+/// One read of a slot.
+#[derive(Clone)]
+struct Snapshot {
+    counters: ThreadCounters,
+    runq: Box<LatencyHist>,
+    oncpu: Box<LatencyHist>,
+    kvm: BTreeMap<u32, KvmExitStats>,
+}
+
+impl Snapshot {
+    fn zero() -> Self {
+        Self {
+            counters: ThreadCounters::default(),
+            runq: Box::new(LatencyHist::ZERO),
+            oncpu: Box::new(LatencyHist::ZERO),
+            kvm: BTreeMap::new(),
+        }
+    }
+}
+
+/// What [`ThreadMaps::set_watched`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WatchChange {
+    /// Threads now watched that were not.
+    pub added: Vec<u32>,
+    /// Threads no longer watched.
+    pub removed: Vec<u32>,
+    /// Threads asked for but left out: every slot was taken.
+    pub refused: Vec<u32>,
+}
+
+/// One interval of one watched thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadDelta {
+    /// The thread id.
+    pub tid: u32,
+    /// Run-queue latency.
+    pub runq: HistDelta,
+    /// On-CPU time per slice.
+    pub oncpu: HistDelta,
+    /// Voluntary switches (the thread blocked).
+    pub voluntary_switches: u64,
+    /// Involuntary switches (preempted while runnable).
+    pub involuntary_switches: u64,
+    /// Wakeups.
+    pub wakeups: u64,
+    /// KVM exits by reason, only reasons seen in the interval.
+    pub kvm_exits: Vec<KvmExitDelta>,
+}
+
+/// One interval of one histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistDelta {
+    /// Durations recorded.
+    pub count: u64,
+    /// Their exact sum.
+    pub sum_ns: u64,
+    /// The interval's longest: exact if it was a new maximum for the
+    /// thread, else the upper bound of the highest bucket that grew.
+    /// `None` if nothing was recorded.
+    pub max_ns: Option<u64>,
+    /// Counts per bucket (see [`hyper_stats_ebpf::bucket_index`]).
+    pub buckets: Vec<u32>,
+}
+
+impl HistDelta {
+    /// The difference between two reads of the same slot.
+    fn between(prev: &LatencyHist, now: &LatencyHist) -> Self {
+        let buckets: Vec<u32> = now
+            .buckets
+            .iter()
+            .zip(prev.buckets.iter())
+            .map(|(n, p)| n.wrapping_sub(*p))
+            .collect();
+        let count = now.count.wrapping_sub(prev.count);
+        let max_ns = if count == 0 {
+            None
+        } else if now.max_ns > prev.max_ns {
+            Some(now.max_ns)
+        } else {
+            buckets
+                .iter()
+                .rposition(|&c| c != 0)
+                .map(|top| bucket_upper(top).min(now.max_ns))
+        };
+        Self {
+            count,
+            sum_ns: now.sum_ns.wrapping_sub(prev.sum_ns),
+            max_ns,
+            buckets,
+        }
+    }
+
+    /// The mean, exact.
+    pub fn mean_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+    }
+
+    /// The `q` quantile (0.0 to 1.0), as the midpoint of the bucket it
+    /// falls in: within 0.4% of a recorded value.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.buckets.iter().map(|&c| u64::from(c)).sum();
+        if total == 0 {
+            return None;
+        }
+        // The rank of the wanted value, 1-based: ceil(q * total), at least 1.
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, &c) in self.buckets.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return Some(bucket_mid(index));
+            }
+        }
+        None
+    }
+
+    /// The buckets that grew, as `(lower_ns, upper_ns, count)`.
+    pub fn nonzero(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(i, &c)| (bucket_lower(i), bucket_upper(i), c))
+    }
+}
+
+/// One interval of one thread's exits for one reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvmExitDelta {
+    /// The exit reason as `kvm:kvm_exit` reports it.
+    pub reason: u32,
+    /// Exits in the interval.
+    pub count: u64,
+    /// Their total time from exit to entry.
+    pub sum_ns: u64,
+    /// The thread's longest exit for this reason since it was watched.
+    pub max_ns_ever: u64,
+}
+
+impl ThreadMaps {
+    /// Wraps the maps; `capacity` is the `max_entries` of the slot arrays.
+    pub(super) fn new(
+        watched: HashMap<MapData, u32, u32>,
+        state: Array<MapData, ThreadState>,
+        counters: Array<MapData, ThreadCounters>,
+        runq: Array<MapData, LatencyHist>,
+        oncpu: Array<MapData, LatencyHist>,
+        kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
+    ) -> Self {
+        let capacity = state
+            .len()
+            .min(counters.len())
+            .min(runq.len())
+            .min(oncpu.len());
+        Self {
+            watched,
+            state,
+            counters,
+            runq,
+            oncpu,
+            kvm_exits,
+            threads: BTreeMap::new(),
+            free: (0..capacity).rev().collect(),
+        }
+    }
+
+    /// How many threads can be watched at once.
+    pub fn capacity(&self) -> usize {
+        self.threads.len() + self.free.len()
+    }
+
+    /// The watched thread ids.
+    pub fn watched(&self) -> impl Iterator<Item = u32> + '_ {
+        self.threads.keys().copied()
+    }
+
+    /// Watches exactly `tids` (as far as slots go): stops watching threads
+    /// not in the list, then starts watching the new ones.
+    pub fn set_watched(&mut self, tids: &[u32]) -> Result<WatchChange, MapError> {
+        let wanted: BTreeSet<u32> = tids.iter().copied().collect();
+        let mut change = WatchChange::default();
+
+        let gone: Vec<u32> = self
+            .threads
+            .keys()
+            .filter(|tid| !wanted.contains(tid))
+            .copied()
+            .collect();
+        for tid in gone {
+            // Out of WATCHED first: the programs stop writing the slot.
+            match self.watched.remove(&tid) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(err) => return Err(err),
+            }
+            if let Some(w) = self.threads.remove(&tid) {
+                self.free.push(w.slot);
+            }
+            change.removed.push(tid);
+        }
+
+        for tid in wanted {
+            if self.threads.contains_key(&tid) {
+                continue;
+            }
+            let Some(slot) = self.free.pop() else {
+                change.refused.push(tid);
+                continue;
+            };
+            if let Err(err) = self.claim(tid, slot) {
+                self.free.push(slot);
+                return Err(err);
+            }
+            self.threads.insert(
+                tid,
+                Watched {
+                    slot,
+                    last: Snapshot::zero(),
+                },
+            );
+            change.added.push(tid);
+        }
+        Ok(change)
+    }
+
+    /// Zeroes `slot`'s values, then points `tid` at it.
+    fn claim(&mut self, tid: u32, slot: u32) -> Result<(), MapError> {
+        self.state.set(slot, ThreadState::default(), 0)?;
+        self.counters.set(slot, ThreadCounters::default(), 0)?;
+        self.runq.set(slot, LatencyHist::ZERO, 0)?;
+        self.oncpu.set(slot, LatencyHist::ZERO, 0)?;
+        let stale: Vec<KvmExitKey> = self
+            .kvm_exits
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.slot == slot)
+            .collect();
+        for key in stale {
+            match self.kvm_exits.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.watched.insert(tid, slot, 0)
+    }
+
+    /// Reads every watched thread and returns what changed since the last
+    /// read (or since it was watched).
+    pub fn read(&mut self) -> Result<Vec<ThreadDelta>, MapError> {
+        let mut kvm_by_slot: BTreeMap<u32, BTreeMap<u32, KvmExitStats>> = BTreeMap::new();
+        for entry in self.kvm_exits.iter() {
+            let (key, stats) = entry?;
+            kvm_by_slot
+                .entry(key.slot)
+                .or_default()
+                .insert(key.reason, stats);
+        }
+
+        let mut deltas = Vec::with_capacity(self.threads.len());
+        for (&tid, watched) in &mut self.threads {
+            let slot = watched.slot;
+            let now = Snapshot {
+                counters: self.counters.get(&slot, 0)?,
+                runq: Box::new(self.runq.get(&slot, 0)?),
+                oncpu: Box::new(self.oncpu.get(&slot, 0)?),
+                kvm: kvm_by_slot.remove(&slot).unwrap_or_default(),
+            };
+            deltas.push(delta(tid, &watched.last, &now));
+            watched.last = now;
+        }
+        Ok(deltas)
+    }
+}
+
+/// The difference between two snapshots of one thread.
+fn delta(tid: u32, prev: &Snapshot, now: &Snapshot) -> ThreadDelta {
+    let (p, n) = (&prev.counters, &now.counters);
+    let kvm_exits = now
+        .kvm
+        .iter()
+        .filter_map(|(&reason, stats)| {
+            let before = prev.kvm.get(&reason).copied().unwrap_or_default();
+            let count = stats.count.wrapping_sub(before.count);
+            (count > 0).then(|| KvmExitDelta {
+                reason,
+                count,
+                sum_ns: stats.sum_ns.wrapping_sub(before.sum_ns),
+                max_ns_ever: stats.max_ns,
+            })
+        })
+        .collect();
+    ThreadDelta {
+        tid,
+        runq: HistDelta::between(&prev.runq, &now.runq),
+        oncpu: HistDelta::between(&prev.oncpu, &now.oncpu),
+        voluntary_switches: n.voluntary.wrapping_sub(p.voluntary),
+        involuntary_switches: n.involuntary.wrapping_sub(p.involuntary),
+        wakeups: n.wakeups.wrapping_sub(p.wakeups),
+        kvm_exits,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(values: &[u64]) -> Box<LatencyHist> {
+        let mut h = Box::new(LatencyHist::ZERO);
+        for &v in values {
+            h.record(v);
+        }
+        h
+    }
+
+    #[test]
+    fn delta_of_two_reads_is_what_was_recorded_between_them() {
+        let before = hist(&[1_000, 5_000_000]);
+        let mut after = before.clone();
+        for v in [2_000, 3_000, 4_000] {
+            after.record(v);
+        }
+        let d = HistDelta::between(&before, &after);
+        assert_eq!((d.count, d.sum_ns), (3, 9_000));
+        // Not a new maximum: the top bucket's upper bound, 4000 +- 0.78%.
+        let max = d.max_ns.unwrap();
+        assert!((4_000..=4_031).contains(&max), "{max}");
+        assert_eq!(
+            d.quantile_ns(0.5).map(|v| v.abs_diff(3_000) <= 12),
+            Some(true)
+        );
+        assert_eq!(d.nonzero().count(), 3);
+        assert_eq!(d.mean_ns(), Some(3_000.0));
+    }
+
+    #[test]
+    fn a_new_maximum_is_exact_and_an_empty_interval_has_none() {
+        let before = hist(&[1_000]);
+        let mut after = before.clone();
+        after.record(123_456_789);
+        assert_eq!(
+            HistDelta::between(&before, &after).max_ns,
+            Some(123_456_789)
+        );
+        let none = HistDelta::between(&after, &after);
+        assert_eq!(
+            (none.count, none.max_ns, none.quantile_ns(0.99)),
+            (0, None, None)
+        );
+    }
+
+    #[test]
+    fn bucket_deltas_survive_a_wrap() {
+        let mut before = Box::new(LatencyHist::ZERO);
+        before.buckets[10] = u32::MAX - 1;
+        before.count = 10;
+        let mut after = before.clone();
+        after.buckets[10] = 3; // wrapped after 5 more
+        after.count = 15;
+        let d = HistDelta::between(&before, &after);
+        assert_eq!((d.buckets[10], d.count), (5, 5));
+    }
+
+    #[test]
+    fn quantiles_walk_the_buckets() {
+        let values: Vec<u64> = (1..=1000).map(|i| i * 1_000).collect();
+        let d = HistDelta::between(&LatencyHist::ZERO, &hist(&values));
+        for (q, want) in [
+            (0.0, 1_000),
+            (0.5, 500_000),
+            (0.99, 990_000),
+            (1.0, 1_000_000),
+        ] {
+            let got = d.quantile_ns(q).unwrap();
+            let err = got.abs_diff(want) as f64 / want as f64;
+            assert!(err < 0.01, "q{q}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn thread_delta_diffs_counters_and_kvm_reasons() {
+        let mut prev = Snapshot::zero();
+        prev.counters = ThreadCounters {
+            voluntary: 10,
+            involuntary: 5,
+            wakeups: 10,
+            kvm_exits: 2,
+        };
+        prev.kvm.insert(30, KvmExitStats::first(100));
+        prev.kvm.insert(12, KvmExitStats::first(7));
+        let mut now = prev.clone();
+        now.counters.voluntary = 13;
+        now.counters.involuntary = 9;
+        now.counters.wakeups = 12;
+        now.kvm.get_mut(&30).unwrap().record(300);
+        now.kvm.insert(48, KvmExitStats::first(50));
+        let d = delta(7, &prev, &now);
+        assert_eq!(
+            (
+                d.tid,
+                d.voluntary_switches,
+                d.involuntary_switches,
+                d.wakeups
+            ),
+            (7, 3, 4, 2)
+        );
+        assert_eq!(
+            d.kvm_exits,
+            vec![
+                KvmExitDelta {
+                    reason: 30,
+                    count: 1,
+                    sum_ns: 300,
+                    max_ns_ever: 300
+                },
+                KvmExitDelta {
+                    reason: 48,
+                    count: 1,
+                    sum_ns: 50,
+                    max_ns_ever: 50
+                },
+            ]
+        );
+    }
+}
