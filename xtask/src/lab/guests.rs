@@ -80,6 +80,9 @@ pub struct Guest {
     pub mac: String,
     /// The host side tap, `tap-hs-lab-<index>` (at most 15 bytes).
     pub tap: String,
+    /// A fixed UUID, `68732d6c-6162-4000-8000-0000000000<index>` (`hs-lab`
+    /// in ASCII first), so a guest keeps its UUID across `down` and `up`.
+    pub uuid: String,
 }
 
 impl Guest {
@@ -91,6 +94,7 @@ impl Guest {
             vcpus: if index % 2 == 1 { 2 } else { 1 },
             mac: format!("52:54:00:48:53:{index:02x}"),
             tap: format!("tap-{name}"),
+            uuid: format!("68732d6c-6162-4000-8000-{index:012x}"),
             name,
         }
     }
@@ -151,6 +155,7 @@ fn render(guest: &Guest, files: &GuestFiles, image: &GuestImage, pmus: &[String]
     let path = |p: &Path| xml_escape(&p.display().to_string());
     DOMAIN_TEMPLATE
         .replace("@NAME@", &xml_escape(&guest.name))
+        .replace("@UUID@", &guest.uuid)
         .replace("@VCPUS@", &guest.vcpus.to_string())
         .replace("@KERNEL@", &path(&image.kernel))
         .replace("@INITRD@", &path(&image.initrd))
@@ -202,21 +207,37 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
             )?;
         }
         let xml = render(guest, &files, image, &pmus);
-        let running = defined()?.contains(&guest.name) && state(&guest.name)? == "running";
+        let mut running = defined()?.contains(&guest.name) && state(&guest.name)? != "shut off";
         let previous = fs::read_to_string(&files.xml).unwrap_or_default();
         if previous != xml {
+            // A guest running from another definition (an older template or
+            // kernel, or another checkout's state dir, whose console the lab
+            // would not find) is restarted with this one.
+            if running {
+                println!(
+                    "lab: {} runs from another definition; restarting it",
+                    guest.name
+                );
+                cmd::capture(cmd::virsh().args(["destroy", &guest.name]))
+                    .with_context(|| format!("failed to stop guest {}", guest.name))?;
+                running = false;
+            }
+            // Undefine first: a definition made elsewhere may carry another
+            // UUID, and libvirt refuses a second UUID for the same name.
+            if defined()?.contains(&guest.name) {
+                cmd::capture(cmd::virsh().args(["undefine", &guest.name]))
+                    .with_context(|| format!("failed to undefine guest {}", guest.name))?;
+            }
             fs::write(&files.xml, &xml)
                 .with_context(|| format!("failed to write {}", files.xml.display()))?;
             cmd::capture(cmd::virsh().arg("define").arg(&files.xml))
                 .with_context(|| format!("failed to define guest {}", guest.name))?;
-            if running {
-                println!(
-                    "lab: {} runs an older definition; the new one applies from its next start (`cargo xtask lab down` then `up`)",
-                    guest.name
-                );
-            }
         }
-        if running {
+        if running && state(&guest.name)? == "paused" {
+            cmd::capture(cmd::virsh().args(["resume", &guest.name]))
+                .with_context(|| format!("failed to resume paused guest {}", guest.name))?;
+            println!("lab: {} was paused; resumed it", guest.name);
+        } else if running {
             println!("lab: {} already running", guest.name);
         } else {
             to_start.push(guest.name.clone());
@@ -417,6 +438,7 @@ mod tests {
         let guest = Guest::new(8);
         assert_eq!(guest.mac, "52:54:00:48:53:08");
         assert_eq!(guest.tap, "tap-hs-lab-8");
+        assert_eq!(guest.uuid, "68732d6c-6162-4000-8000-000000000008");
         assert!(guest.tap.len() <= 15, "IFNAMSIZ is 16 with the NUL");
     }
 
@@ -427,6 +449,7 @@ mod tests {
         let xml = render(&guest, &files, &image(), &["software".into()]);
         assert!(!xml.contains('@'), "{xml}");
         assert!(xml.contains("<domain type='qemu'>"));
+        assert!(xml.contains("<uuid>68732d6c-6162-4000-8000-000000000001</uuid>"));
         assert!(xml.contains("<vcpu placement='static'>2</vcpu>"));
         assert!(xml.contains("<source file='/lab/disks/hs-lab-1.qcow2'/>"));
         assert!(xml.contains("<target dev='tap-hs-lab-1' managed='yes'/>"));

@@ -170,7 +170,19 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
         ("apt-cache", "apt"),
         ("dpkg-deb", "dpkg"),
     ])?;
-    let package = kernel_package()?;
+    // apt's package lists may be missing (cleaned images): update once.
+    let package = match kernel_package() {
+        Ok(package) => package,
+        Err(_) => {
+            println!("lab: apt does not know the kernel package; running apt-get update");
+            cmd::capture(
+                Command::new("apt-get")
+                    .args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            kernel_package()?
+        }
+    };
     println!("lab: downloading {package} (the guests' kernel; extracted, not installed)");
     let download = dir.join("download.tmp");
     let _ = fs::remove_dir_all(&download);

@@ -89,10 +89,35 @@ pub fn is_up() -> Result<bool> {
 
 pub fn run(action: Action) -> Result<()> {
     match action {
-        Action::Up { guests } => up(guests),
-        Action::Down => down(),
+        Action::Up { guests } => {
+            let _lock = lock()?;
+            up(guests)
+        }
+        Action::Down => {
+            let _lock = lock()?;
+            down()
+        }
         Action::Status => status(),
     }
+}
+
+/// Takes the lab's lock (`<state>/lock`), waiting for another `lab up` or
+/// `lab down` on this checkout to finish; released when the file is dropped.
+fn lock() -> Result<fs::File> {
+    let state = state_dir();
+    fs::create_dir_all(&state).with_context(|| format!("failed to create {}", state.display()))?;
+    let path = state.join("lock");
+    let file =
+        fs::File::create(&path).with_context(|| format!("failed to create {}", path.display()))?;
+    if file.try_lock().is_err() {
+        println!(
+            "lab: waiting for another `cargo xtask lab` to finish ({})",
+            path.display()
+        );
+        file.lock()
+            .with_context(|| format!("failed to lock {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 /// Brings the lab to exactly `count` running guests whose init runs.
