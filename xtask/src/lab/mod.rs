@@ -169,11 +169,19 @@ fn up(count: u32) -> Result<()> {
 fn down() -> Result<()> {
     cmd::require_root("lab down")?;
     let state = state_dir();
-    let libvirtd = daemons::running_pid("libvirtd");
-    if libvirtd.is_some() {
+    // Lab guests stay defined when libvirtd stops (say, the machine's
+    // processes were ended): start it, recorded as the lab's, to remove them.
+    if daemons::running_pid("libvirtd").is_none() && persistent_definitions_exist() {
+        println!(
+            "lab: lab guests are still defined in {LIBVIRT_QEMU_CONFIG_DIR}; starting libvirtd to remove them"
+        );
+        host::prepare()?;
+        daemons::ensure_running(&state)?;
+    }
+    if daemons::running_pid("libvirtd").is_some() {
         guests::remove(&state, &guests::defined()?)?;
     } else {
-        println!("lab: libvirtd is not running; no guest to remove");
+        println!("lab: libvirtd is not running and no lab guest is defined");
     }
     // Files of guests libvirt no longer knows (e.g. after a failed `up`).
     for dir in ["disks", "console", "domains"] {
@@ -192,6 +200,20 @@ fn down() -> Result<()> {
     daemons::stop_started(&state)?;
     println!("lab: down");
     Ok(())
+}
+
+/// Where libvirtd keeps persistent QEMU domain definitions.
+const LIBVIRT_QEMU_CONFIG_DIR: &str = "/etc/libvirt/qemu";
+
+/// Whether libvirt has a persistent lab guest definition on disk.
+fn persistent_definitions_exist() -> bool {
+    fs::read_dir(LIBVIRT_QEMU_CONFIG_DIR).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(guests::NAME_PREFIX) && n.ends_with(".xml"))
+        })
+    })
 }
 
 /// Prints the daemons and the guests.
