@@ -176,6 +176,17 @@ fn runq_latency_and_switches_match_the_kernel() {
         d.involuntary_switches,
         d.wakeups,
     );
+    // With `sysctl kernel.bpf_stats_enabled=1`, what each program cost.
+    for cost in probes.program_costs().unwrap() {
+        if cost.runs > 0 {
+            eprintln!(
+                "{}: {} runs, {} ns per run",
+                cost.name,
+                cost.runs,
+                cost.run_time.as_nanos() / u128::from(cost.runs)
+            );
+        }
+    }
     assert!(
         kernel_delay > 10_000_000,
         "too little contention to compare: {kernel_delay} ns"

@@ -60,5 +60,5 @@ pub(crate) fn count(stat: Stat) {
 #[inline(always)]
 pub(crate) fn watched_slot(tid: u32) -> Option<u32> {
     // Safety: the value is copied out at once, before any other map call.
-    unsafe { WATCHED.get(&tid) }.copied()
+    unsafe { WATCHED.get(tid) }.copied()
 }

@@ -111,13 +111,13 @@ pub(crate) fn kvm_entry(tid: u32) {
         return;
     };
     let key = KvmExitKey { slot, reason };
-    match KVM_EXITS.get_ptr_mut(&key) {
+    match KVM_EXITS.get_ptr_mut(key) {
         // Safety: as in `slot_values`; the key includes the slot, so only
         // this thread writes the value.
         Some(stats) => unsafe { &mut *stats }.record(ns),
         None => {
             if KVM_EXITS
-                .insert(&key, &KvmExitStats::first(ns), u64::from(BPF_NOEXIST))
+                .insert(key, KvmExitStats::first(ns), u64::from(BPF_NOEXIST))
                 .is_err()
             {
                 count(Stat::KvmExitsFull);

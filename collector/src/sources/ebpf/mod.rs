@@ -172,6 +172,17 @@ impl Default for ProbeOptions {
     }
 }
 
+/// What one program has cost, from the kernel's BPF stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramCost {
+    /// The program's name in the object.
+    pub name: &'static str,
+    /// Times it ran.
+    pub runs: u64,
+    /// Total time it ran.
+    pub run_time: std::time::Duration,
+}
+
 /// The scheduler tracepoints and their programs, always attached.
 const SCHED_PROGRAMS: [(&str, &str); 3] = [
     (program::SCHED_SWITCH, "sched:sched_switch"),
@@ -271,6 +282,27 @@ impl Probes {
             .map(|&stat| {
                 let per_cpu = self.stats.get(&stat.index(), 0)?;
                 Ok((stat, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// What each attached program has cost so far: `(name, run count,
+    /// total run time)`. The kernel only counts while
+    /// `kernel.bpf_stats_enabled` is 1 (it costs two clock reads per run);
+    /// otherwise both are zero.
+    pub fn program_costs(&self) -> Result<Vec<ProgramCost>, ProgramError> {
+        let attached = SCHED_PROGRAMS
+            .iter()
+            .chain(KVM_PROGRAMS.iter().filter(|_| self.kvm_attached));
+        attached
+            .filter_map(|&(name, _)| self.ebpf.program(name).map(|p| (name, p)))
+            .map(|(name, program)| {
+                let info = program.info()?;
+                Ok(ProgramCost {
+                    name,
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
+                })
             })
             .collect()
     }
