@@ -207,9 +207,10 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
             )?;
         }
         let xml = render(guest, &files, image, &pmus);
-        let mut running = defined()?.contains(&guest.name) && state(&guest.name)? != "shut off";
+        let is_defined = defined()?.contains(&guest.name);
+        let mut running = is_defined && state(&guest.name)? != "shut off";
         let previous = fs::read_to_string(&files.xml).unwrap_or_default();
-        if previous != xml {
+        if previous != xml || !is_defined {
             // A guest running from another definition (an older template or
             // kernel, or another checkout's state dir, whose console the lab
             // would not find) is restarted with this one.
@@ -224,7 +225,7 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
             }
             // Undefine first: a definition made elsewhere may carry another
             // UUID, and libvirt refuses a second UUID for the same name.
-            if defined()?.contains(&guest.name) {
+            if is_defined {
                 cmd::capture(cmd::virsh().args(["undefine", &guest.name]))
                     .with_context(|| format!("failed to undefine guest {}", guest.name))?;
             }
@@ -245,12 +246,12 @@ pub fn ensure(state_dir: &Path, guests: &[Guest], image: &GuestImage) -> Result<
     }
     // Start all guests at once: libvirtd handles them in parallel, and the
     // boot clock starts for all of them together.
-    virsh_each("start", &to_start).map_err(|e| {
-        e.context(format!(
-            "see {} and /var/log/libvirt/qemu/<guest>.log for the reason",
+    if let Err(e) = virsh_each("start", &to_start) {
+        bail!(
+            "{e:#}\nsee {} and /var/log/libvirt/qemu/<guest>.log for the reason",
             state_dir.join("log/libvirtd.log").display()
-        ))
-    })?;
+        );
+    }
     Ok(to_start)
 }
 
