@@ -48,7 +48,8 @@ impl Agent {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let p: Point = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                let p: Point = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
                 sink.lock().unwrap().push(p);
             }
         });
@@ -81,7 +82,12 @@ impl Drop for Agent {
 }
 
 fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh").arg("-c").arg(URI).args(args).output().expect("virsh runs");
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(URI)
+        .args(args)
+        .output()
+        .expect("virsh runs");
     assert!(
         out.status.success(),
         "virsh {args:?} failed: {}",
@@ -98,16 +104,25 @@ fn lab_guests() -> BTreeMap<String, u32> {
         .map(str::trim)
         .filter(|n| n.starts_with("hs-lab-"))
         .map(|n| {
-            let vcpus = virsh(&["vcpucount", n, "--live", "--active"]).trim().parse().unwrap();
+            let vcpus = virsh(&["vcpucount", n, "--live", "--active"])
+                .trim()
+                .parse()
+                .unwrap();
             (n.to_owned(), vcpus)
         })
         .collect();
-    assert!(!guests.is_empty(), "no lab guests running: run `cargo xtask lab up` first");
+    assert!(
+        !guests.is_empty(),
+        "no lab guests running: run `cargo xtask lab up` first"
+    );
     guests
 }
 
 fn values<'a>(points: &'a [Point], domain: &str, metric: &str) -> Vec<&'a Point> {
-    points.iter().filter(|p| p.domain == domain && p.metric == metric).collect()
+    points
+        .iter()
+        .filter(|p| p.domain == domain && p.metric == metric)
+        .collect()
 }
 
 #[test]
@@ -131,23 +146,37 @@ fn every_guest_shows_cpu_disk_and_net_within_10s() {
             let v = values(&points, guest, &metric);
             assert!(!v.is_empty(), "{guest}: no {metric}");
             assert!(
-                v.iter().all(|p| p.value > 0.0 && p.value <= 100.0 * f64::from(*vcpus)),
+                v.iter()
+                    .all(|p| p.value > 0.0 && p.value <= 100.0 * f64::from(*vcpus)),
                 "{guest}: {metric} out of range: {:?}",
                 v.iter().map(|p| p.value).collect::<Vec<_>>()
             );
             assert!(!values(&points, guest, &format!("vcpu.{n}.delay_percent")).is_empty());
         }
         let disk = values(&points, guest, "block.vda.wr.bytes_per_s");
-        assert!(disk.iter().any(|p| p.value > 0.0), "{guest}: no disk writes seen: {disk:?}");
+        assert!(
+            disk.iter().any(|p| p.value > 0.0),
+            "{guest}: no disk writes seen: {disk:?}"
+        );
         let tap = format!("net.tap-{guest}.tx.bytes_per_s");
         let net = values(&points, guest, &tap);
-        assert!(net.iter().any(|p| p.value > 0.0), "{guest}: no {tap} > 0: {net:?}");
+        assert!(
+            net.iter().any(|p| p.value > 0.0),
+            "{guest}: no {tap} > 0: {net:?}"
+        );
         assert!(!values(&points, guest, "balloon.current_bytes").is_empty());
         // One cpu sample per second, no gaps: 10 s run, first rate after 2 s.
-        assert!(cpu.len() >= 7, "{guest}: only {} cpu samples in 10 s", cpu.len());
+        assert!(
+            cpu.len() >= 7,
+            "{guest}: only {} cpu samples in 10 s",
+            cpu.len()
+        );
     }
     // UUIDs identify domains; every guest has exactly one.
-    let uuids: BTreeSet<(&str, &str)> = points.iter().map(|p| (p.domain.as_str(), p.uuid.as_str())).collect();
+    let uuids: BTreeSet<(&str, &str)> = points
+        .iter()
+        .map(|p| (p.domain.as_str(), p.uuid.as_str()))
+        .collect();
     assert_eq!(uuids.len(), guests.len(), "{uuids:?}");
 }
 
@@ -168,7 +197,10 @@ fn destroyed_guest_is_retired_and_restarted_guest_returns() {
     assert!(agent.is_running(), "agent died");
     let points = agent.points();
 
-    let victim_ts: Vec<f64> = values(&before_start, &victim, "state.code").iter().map(|p| p.ts).collect();
+    let victim_ts: Vec<f64> = values(&before_start, &victim, "state.code")
+        .iter()
+        .map(|p| p.ts)
+        .collect();
     assert!(!victim_ts.is_empty(), "victim never sampled before destroy");
     let last = victim_ts.iter().cloned().fold(f64::MIN, f64::max);
     assert!(
@@ -176,17 +208,33 @@ fn destroyed_guest_is_retired_and_restarted_guest_returns() {
         "series of {victim} continued {}s after destroy",
         last - destroyed_at
     );
-    let back: Vec<&Point> = values(&points, &victim, "state.code").into_iter().filter(|p| p.ts > started_at).collect();
-    assert!(back.len() >= 3, "{victim} not back after virsh start: {back:?}");
-    assert!(back.iter().all(|p| p.value == 1.0), "state.code should be 1 (running)");
+    let back: Vec<&Point> = values(&points, &victim, "state.code")
+        .into_iter()
+        .filter(|p| p.ts > started_at)
+        .collect();
+    assert!(
+        back.len() >= 3,
+        "{victim} not back after virsh start: {back:?}"
+    );
+    assert!(
+        back.iter().all(|p| p.value == 1.0),
+        "state.code should be 1 (running)"
+    );
     // The other guests never stopped.
     for other in guests.keys().filter(|g| **g != victim) {
-        let ts: Vec<f64> = values(&points, other, "state.code").iter().map(|p| p.ts).collect();
+        let ts: Vec<f64> = values(&points, other, "state.code")
+            .iter()
+            .map(|p| p.ts)
+            .collect();
         assert!(ts.len() >= 12, "{other}: only {} samples", ts.len());
     }
     // No negative or absurd values across the restart.
     for p in values(&points, &victim, "cpu.time_percent") {
-        assert!(p.value >= 0.0 && p.value < 1000.0, "{victim}: cpu.time_percent {}", p.value);
+        assert!(
+            p.value >= 0.0 && p.value < 1000.0,
+            "{victim}: cpu.time_percent {}",
+            p.value
+        );
     }
     // Leave the lab as we found it: wait until the guest's init runs again.
     lab(&["up", "--guests", &guests.len().to_string()]);
@@ -201,37 +249,57 @@ fn agent_survives_libvirtd_restart() {
     std::thread::sleep(Duration::from_secs(4));
 
     let killed_at = now_unix();
-    lab(&["kill-libvirtd"]);
+    lab(&["crash-libvirtd"]);
     std::thread::sleep(Duration::from_secs(5));
     assert!(agent.is_running(), "agent died when libvirtd died");
-    lab(&["up"]);
+    lab(&["up", "--guests", &guests.len().to_string()]);
     let back_at = now_unix();
     let deadline = Instant::now() + Duration::from_secs(15);
     let resumed = loop {
         let pts = agent.points();
-        let after: Vec<f64> = values(&pts, &guest, "state.code").iter().map(|p| p.ts).filter(|ts| *ts > back_at).collect();
+        let after: Vec<f64> = values(&pts, &guest, "state.code")
+            .iter()
+            .map(|p| p.ts)
+            .filter(|ts| *ts > back_at)
+            .collect();
         if let Some(first) = after.first() {
             break *first;
         }
-        assert!(Instant::now() < deadline, "no samples within 15 s of libvirtd restart");
+        assert!(
+            Instant::now() < deadline,
+            "no samples within 15 s of libvirtd restart"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    println!("libvirtd back at {back_at:.3}, first sample at {resumed:.3}: {:.2}s", resumed - back_at);
-    assert!(resumed - back_at <= 2.0 + 1.0, "resumed {:.2}s after libvirtd was back", resumed - back_at);
+    println!(
+        "libvirtd back at {back_at:.3}, first sample at {resumed:.3}: {:.2}s",
+        resumed - back_at
+    );
+    assert!(
+        resumed - back_at <= 2.0 + 1.0,
+        "resumed {:.2}s after libvirtd was back",
+        resumed - back_at
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.is_running());
 
     // Samples were lost only during the outage: every whole second before
     // the kill and after the first sample again has one.
     let pts = agent.points();
-    let seconds: BTreeSet<i64> = values(&pts, &guest, "state.code").iter().map(|p| p.ts.floor() as i64).collect();
+    let seconds: BTreeSet<i64> = values(&pts, &guest, "state.code")
+        .iter()
+        .map(|p| p.ts.floor() as i64)
+        .collect();
     let first = *seconds.first().unwrap();
     let last = *seconds.last().unwrap();
     let missing: Vec<i64> = (first..=last)
         .filter(|s| !seconds.contains(s))
         .filter(|s| (*s as f64) < killed_at - 1.0 || (*s as f64) > resumed + 0.5)
         .collect();
-    assert!(missing.is_empty(), "seconds missing outside the outage: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "seconds missing outside the outage: {missing:?}"
+    );
 }
 
 fn lab(args: &[&str]) {
@@ -246,5 +314,8 @@ fn lab(args: &[&str]) {
 }
 
 fn now_unix() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }

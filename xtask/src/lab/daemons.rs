@@ -214,6 +214,30 @@ pub fn stop_started(state: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Kills the libvirtd the lab started with SIGKILL, as a crash would, and
+/// forgets it; `lab up` starts a new one. Refuses a libvirtd the lab did not
+/// start.
+pub fn crash_libvirtd(state: &Path) -> Result<u32> {
+    let program = "libvirtd";
+    let Some(pid) = recorded_pid(state, program).filter(|pid| pid_runs(*pid, program)) else {
+        bail!(
+            "no running libvirtd was started by the lab
+run `cargo xtask lab up` first"
+        );
+    };
+    cmd::capture(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pid_runs(pid, program) {
+        if Instant::now() > deadline {
+            bail!("libvirtd (pid {pid}) is still running after SIGKILL");
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let record = record_path(state, program);
+    fs::remove_file(&record).with_context(|| format!("failed to remove {}", record.display()))?;
+    Ok(pid)
+}
+
 /// Sends SIGTERM to `pid` and waits for it to exit.
 fn stop(pid: u32, program: &str) -> Result<()> {
     cmd::capture(Command::new("kill").args(["-TERM", &pid.to_string()]))?;

@@ -66,6 +66,9 @@ pub enum Action {
     Down,
     /// Show the daemons and guests.
     Status,
+    /// Kill the libvirtd the lab started with SIGKILL, as if it crashed
+    /// (for tests); the guests keep running and `lab up` starts it again.
+    CrashLibvirtd,
 }
 
 /// The lab's state directory, `target/lab` in the workspace.
@@ -98,6 +101,12 @@ pub fn run(action: Action) -> Result<()> {
             down()
         }
         Action::Status => status(),
+        Action::CrashLibvirtd => {
+            let _lock = lock()?;
+            let pid = daemons::crash_libvirtd(&state_dir())?;
+            println!("lab: killed libvirtd (pid {pid}) with SIGKILL");
+            Ok(())
+        }
     }
 }
 
