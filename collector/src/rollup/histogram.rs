@@ -20,14 +20,16 @@ pub type LatencyHistogram = Histogram<u64>;
 
 /// A new, empty latency histogram.
 pub fn new() -> LatencyHistogram {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS).expect("static histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds are valid")
 }
 
 /// Records `count` values of `value_ns`, clamped into the tracked range.
 /// Returns whether the value had to be clamped.
 pub fn record(h: &mut LatencyHistogram, value_ns: u64, count: u64) -> bool {
     let clamped = value_ns.clamp(1, MAX_LATENCY_NS);
-    h.record_n(clamped, count).expect("clamped value is in range");
+    h.record_n(clamped, count)
+        .expect("clamped value is in range");
     clamped != value_ns && value_ns != 0
 }
 

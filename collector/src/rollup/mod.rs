@@ -27,7 +27,8 @@ use histogram::LatencyHistogram;
 use window::Windows;
 
 /// The percentiles published every second: (quantile, name suffix).
-pub const PERCENTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
+pub const PERCENTILES: [(f64, &str); 4] =
+    [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
 
 /// One series: the histogram of the current second and the windows.
 struct Series {
@@ -63,12 +64,23 @@ pub struct Rollup {
 impl Rollup {
     /// Records `count` samples of `value_ns` for one vCPU of one domain.
     /// `metric` is the base name, e.g. `runq_latency` or `oncpu`.
-    pub fn record(&mut self, uuid: &Arc<str>, name: &Arc<str>, vcpu: u32, metric: &'static str, value_ns: u64, count: u64) {
-        let domain = self.domains.entry(Arc::clone(uuid)).or_insert_with(|| DomainSeries {
-            name: Arc::clone(name),
-            uuid: Arc::clone(uuid),
-            series: BTreeMap::new(),
-        });
+    pub fn record(
+        &mut self,
+        uuid: &Arc<str>,
+        name: &Arc<str>,
+        vcpu: u32,
+        metric: &'static str,
+        value_ns: u64,
+        count: u64,
+    ) {
+        let domain = self
+            .domains
+            .entry(Arc::clone(uuid))
+            .or_insert_with(|| DomainSeries {
+                name: Arc::clone(name),
+                uuid: Arc::clone(uuid),
+                series: BTreeMap::new(),
+            });
         if domain.name != *name {
             domain.name = Arc::clone(name);
         }
@@ -117,15 +129,30 @@ impl Rollup {
 
     /// The merged histogram of `metric` over the last `window` for one vCPU
     /// (`Some`) or the whole domain (`None`).
-    pub fn window(&self, uuid: &str, metric: &str, vcpu: Option<u32>, window: Duration) -> Option<LatencyHistogram> {
+    pub fn window(
+        &self,
+        uuid: &str,
+        metric: &str,
+        vcpu: Option<u32>,
+        window: Duration,
+    ) -> Option<LatencyHistogram> {
         let domain = self.domains.get(uuid)?;
-        let (_, s) = domain.series.iter().find(|((m, v), _)| *m == metric && *v == vcpu)?;
+        let (_, s) = domain
+            .series
+            .iter()
+            .find(|((m, v), _)| *m == metric && *v == vcpu)?;
         s.windows.merged(window)
     }
 }
 
 /// Appends the summary datapoints of `h` under `prefix`.
-fn summarize(batch: &mut Batch, domain: &DomainSeries, ts: f64, prefix: &str, h: &LatencyHistogram) {
+fn summarize(
+    batch: &mut Batch,
+    domain: &DomainSeries,
+    ts: f64,
+    prefix: &str,
+    h: &LatencyHistogram,
+) {
     let mut put = |suffix: &str, value: f64| {
         batch.push(Datapoint {
             ts,
@@ -182,9 +209,13 @@ mod tests {
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 0.0);
         assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
 
-        let w = r.window("u1", "runq_latency", None, Duration::from_secs(60)).unwrap();
+        let w = r
+            .window("u1", "runq_latency", None, Duration::from_secs(60))
+            .unwrap();
         assert_eq!(w.len(), 100);
-        let w0 = r.window("u1", "runq_latency", Some(0), Duration::from_secs(60)).unwrap();
+        let w0 = r
+            .window("u1", "runq_latency", Some(0), Duration::from_secs(60))
+            .unwrap();
         assert_eq!(w0.len(), 99);
 
         r.retire("u1");

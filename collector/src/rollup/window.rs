@@ -127,7 +127,10 @@ mod tests {
         let fifteen = w.merged(Duration::from_secs(900)).unwrap();
         assert_eq!(fifteen.len(), 900);
         let p50 = fifteen.value_at_quantile(0.5);
-        assert!(p50 < 1_100_000, "600 of 900 seconds were at 1 ms: p50 {p50}");
+        assert!(
+            p50 < 1_100_000,
+            "600 of 900 seconds were at 1 ms: p50 {p50}"
+        );
         assert!(w.merged(Duration::from_secs(901)).is_none());
     }
 
@@ -138,6 +141,10 @@ mod tests {
             w.push_second(&second_with(5_000, 2));
         }
         assert_eq!(w.merged(Duration::from_secs(60)).unwrap().len(), 10);
-        assert_eq!(w.merged(Duration::from_secs(300)).unwrap().len(), 0, "no 10 s bucket closed yet");
+        assert_eq!(
+            w.merged(Duration::from_secs(300)).unwrap().len(),
+            0,
+            "no 10 s bucket closed yet"
+        );
     }
 }
