@@ -78,11 +78,14 @@ pub enum Stat {
     KvmExitsFull = 5,
     /// Durations above [`MAX_TRACKABLE_NS`], counted in the last bucket.
     Clamped = 6,
+    /// An event raced with the agent handing the thread's slot to another
+    /// thread: the event was dropped.
+    StaleSlot = 7,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 7] = [
+    pub const ALL: [Stat; 8] = [
         Stat::SwitchEvents,
         Stat::WakeupEvents,
         Stat::KvmExitEvents,
@@ -90,6 +93,7 @@ impl Stat {
         Stat::SlotMissing,
         Stat::KvmExitsFull,
         Stat::Clamped,
+        Stat::StaleSlot,
     ];
 
     /// The counter's index in [`STATS`].
@@ -107,6 +111,7 @@ impl Stat {
             Stat::SlotMissing => "slot_missing",
             Stat::KvmExitsFull => "kvm_exits_full",
             Stat::Clamped => "clamped",
+            Stat::StaleSlot => "stale_slot",
         }
     }
 }
@@ -304,8 +309,11 @@ pub struct ThreadState {
     pub kvm_exit_since_ns: u64,
     /// The reason of that exit.
     pub kvm_exit_reason: u32,
-    /// Explicit padding, so the layout has no hidden bytes.
-    pub _pad: u32,
+    /// The thread the slot belongs to, set by the agent when it hands the
+    /// slot out. An event that found the slot through a `WATCHED` entry
+    /// removed meanwhile (the slot given to another thread) sees another
+    /// tid here and is dropped.
+    pub tid: u32,
 }
 
 /// Whether a `sched_switch` `prev_state` means the task is still runnable
@@ -456,7 +464,7 @@ impl KvmExitStats {
 #[cfg(feature = "user")]
 mod pod {
     // Safety: every type is `#[repr(C)]`, made only of integers, with no
-    // implicit padding (`_pad` fields make it explicit).
+    // implicit padding (the size asserts below check the sums).
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::LatencyHist {}
     unsafe impl aya::Pod for super::ThreadCounters {}

@@ -16,20 +16,27 @@ pub(crate) fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The state and counters of a watched thread's slot.
+/// The state and counters of `tid`'s slot, unless the slot was meanwhile
+/// handed to another thread.
 #[inline(always)]
-fn slot_values(slot: u32) -> Option<(&'static mut ThreadState, &'static mut ThreadCounters)> {
+fn slot_values(
+    tid: u32,
+    slot: u32,
+) -> Option<(&'static mut ThreadState, &'static mut ThreadCounters)> {
     let state = THREAD_STATE.get_ptr_mut(slot);
     let counters = THREAD_COUNTERS.get_ptr_mut(slot);
-    match (state, counters) {
-        // Safety: array values live as long as the map; a slot's values are
-        // only written by the events of its one thread.
-        (Some(state), Some(counters)) => Some(unsafe { (&mut *state, &mut *counters) }),
-        _ => {
-            count(Stat::SlotMissing);
-            None
-        }
+    let (Some(state), Some(counters)) = (state, counters) else {
+        count(Stat::SlotMissing);
+        return None;
+    };
+    // Safety: array values live as long as the map; a slot's values are
+    // only written by the events of its one thread (checked just below).
+    let (state, counters) = unsafe { (&mut *state, &mut *counters) };
+    if state.tid != tid {
+        count(Stat::StaleSlot);
+        return None;
     }
+    Some((state, counters))
 }
 
 /// `tid` became runnable.
@@ -38,7 +45,7 @@ pub(crate) fn wakeup(tid: u32) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    if let Some((state, counters)) = slot_values(slot) {
+    if let Some((state, counters)) = slot_values(tid, slot) {
         state.on_wakeup(counters, now_ns());
     }
 }
@@ -49,7 +56,7 @@ pub(crate) fn switch_out(tid: u32, prev_state: i64, now: u64) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    let Some((state, counters)) = slot_values(slot) else {
+    let Some((state, counters)) = slot_values(tid, slot) else {
         return;
     };
     let Some(oncpu) = ONCPU_HIST.get_ptr_mut(slot) else {
@@ -72,7 +79,7 @@ pub(crate) fn switch_in(tid: u32, now: u64) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    let Some((state, _)) = slot_values(slot) else {
+    let Some((state, _)) = slot_values(tid, slot) else {
         return;
     };
     let Some(runq) = RUNQ_HIST.get_ptr_mut(slot) else {
@@ -93,7 +100,7 @@ pub(crate) fn kvm_exit(tid: u32, reason: u32) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    if let Some((state, _)) = slot_values(slot) {
+    if let Some((state, _)) = slot_values(tid, slot) {
         state.on_kvm_exit(now_ns(), reason);
     }
 }
@@ -104,7 +111,7 @@ pub(crate) fn kvm_entry(tid: u32) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    let Some((state, counters)) = slot_values(slot) else {
+    let Some((state, counters)) = slot_values(tid, slot) else {
         return;
     };
     let Some((reason, ns)) = state.on_kvm_entry(counters, now_ns()) else {

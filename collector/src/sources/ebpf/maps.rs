@@ -6,8 +6,9 @@
 //! `WATCHED` maps a thread id to a slot; every per-thread value lives at
 //! that slot in an array map. [`ThreadMaps::set_watched`] hands out free
 //! slots to new threads (zeroing the slot's values first, then inserting
-//! the thread in `WATCHED`, so the programs never see a stale slot) and
-//! takes them back from threads no longer asked for.
+//! the thread in `WATCHED`) and takes them back from threads no longer
+//! asked for. Each slot's state names its thread, so an event still in
+//! flight for the slot's previous thread is dropped, not misattributed.
 //!
 //! # Reset by delta
 //!
@@ -20,7 +21,7 @@
 //! otherwise the upper bound of the highest bucket that grew (within
 //! 0.78%).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use hyper_stats_ebpf::{
@@ -44,8 +45,9 @@ pub struct ThreadMaps {
     pub(super) kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
     /// The watched threads, with their slot and last read.
     pub(super) threads: BTreeMap<u32, Watched>,
-    /// Slots not handed out, smallest last so they are reused first.
-    pub(super) free: Vec<u32>,
+    /// Slots not handed out, in the order they are handed out: a slot given
+    /// back goes to the end, so it is reused last.
+    pub(super) free: VecDeque<u32>,
 }
 
 /// A watched thread.
@@ -219,7 +221,7 @@ impl ThreadMaps {
             oncpu,
             kvm_exits,
             threads: BTreeMap::new(),
-            free: (0..capacity).rev().collect(),
+            free: (0..capacity).collect(),
         }
     }
 
@@ -252,7 +254,7 @@ impl ThreadMaps {
                 Err(err) => return Err(err),
             }
             if let Some(w) = self.threads.remove(&tid) {
-                self.free.push(w.slot);
+                self.free.push_back(w.slot);
             }
             change.removed.push(tid);
         }
@@ -261,12 +263,12 @@ impl ThreadMaps {
             if self.threads.contains_key(&tid) {
                 continue;
             }
-            let Some(slot) = self.free.pop() else {
+            let Some(slot) = self.free.pop_front() else {
                 change.refused.push(tid);
                 continue;
             };
             if let Err(err) = self.claim(tid, slot) {
-                self.free.push(slot);
+                self.free.push_front(slot);
                 return Err(err);
             }
             self.threads.insert(
@@ -283,7 +285,11 @@ impl ThreadMaps {
 
     /// Zeroes `slot`'s values, then points `tid` at it.
     fn claim(&mut self, tid: u32, slot: u32) -> Result<(), MapError> {
-        self.state.set(slot, ThreadState::default(), 0)?;
+        let state = ThreadState {
+            tid,
+            ..ThreadState::default()
+        };
+        self.state.set(slot, state, 0)?;
         self.counters.set(slot, ThreadCounters::default(), 0)?;
         self.runq.set(slot, LatencyHist::ZERO, 0)?;
         self.oncpu.set(slot, LatencyHist::ZERO, 0)?;
