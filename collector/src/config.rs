@@ -33,6 +33,31 @@ pub const MIN_QEMU_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Config {
     /// How to reach libvirt and how often to ask it.
     pub libvirt: LibvirtConfig,
+    /// The query socket for `check_hyper_stats`.
+    pub query: QueryConfig,
+}
+
+/// The `[query]` section: the local socket `check_hyper_stats` asks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Serve the socket at all.
+    pub enabled: bool,
+    /// Where the socket is created (its directory too, if missing).
+    pub socket: PathBuf,
+    /// The socket's group (name or number); default `nagios` if that group
+    /// exists, since NRPE and Nagios run checks as it.
+    pub group: Option<String>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            enabled: true,
+            socket: PathBuf::from(hyper_stats_query::DEFAULT_SOCKET_PATH),
+            group: None,
+        }
+    }
 }
 
 /// The `[libvirt]` section.
@@ -159,6 +184,14 @@ impl Config {
         if self.libvirt.uri.trim().is_empty() {
             bail!("libvirt.uri must not be empty (e.g. \"qemu:///system\")");
         }
+        // sun_path holds 108 bytes including the terminating NUL.
+        let socket = &self.query.socket;
+        if !socket.is_absolute() || socket.as_os_str().len() > 107 {
+            bail!(
+                "query.socket = {:?} must be an absolute path of at most 107 bytes",
+                socket.display()
+            );
+        }
         Ok(())
     }
 
@@ -235,6 +268,11 @@ mod tests {
                 "libvirt.call_timeout must be greater than zero",
             ),
             ("[sinks]\n", "unknown field `sinks`"),
+            (
+                "[query]\nsocket = \"q.sock\"",
+                "query.socket = \"q.sock\" must be",
+            ),
+            ("[query]\nport = 1", "unknown field `port`"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

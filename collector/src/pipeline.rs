@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::rollup::SharedRollup;
 use crate::sample::Batch;
 use crate::sinks;
 use crate::sources::libvirt::LibvirtSource;
@@ -52,6 +53,16 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
             }
         };
         sink_txs.push((name, tx, false));
+    }
+    // The histogram rollup: the eBPF source fills it, the query socket
+    // reads its windows.
+    let rollup = SharedRollup::default();
+    if config.query.enabled {
+        let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
+        let settings = sinks::query::Settings::from_config(config);
+        let rollup = Arc::clone(&rollup);
+        sink_tasks.spawn(async move { ("query", sinks::query::run(settings, rx, rollup).await) });
+        sink_txs.push(("query", tx, false));
     }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);

@@ -53,6 +53,14 @@ struct DomainSeries {
     series: BTreeMap<(&'static str, Option<u32>), Series>,
 }
 
+/// The rollup shared between the eBPF source (which fills it) and the
+/// query socket (which reads its windows).
+pub type SharedRollup = Arc<std::sync::Mutex<Rollup>>;
+
+/// One series as [`Rollup::series`] lists it: `(uuid, domain name,
+/// metric, vCPU)`.
+pub type SeriesId = (Arc<str>, Arc<str>, &'static str, Option<u32>);
+
 /// All latency series of the host.
 #[derive(Default)]
 pub struct Rollup {
@@ -125,6 +133,18 @@ impl Rollup {
             }
         }
         batch
+    }
+
+    /// Every series: `(uuid, domain name, metric, vCPU)`, the domain-wide
+    /// merge as vCPU `None` (read-only, for the query socket's listings).
+    pub fn series(&self) -> Vec<SeriesId> {
+        let mut out = Vec::new();
+        for d in self.domains.values() {
+            for (metric, vcpu) in d.series.keys() {
+                out.push((Arc::clone(&d.uuid), Arc::clone(&d.name), *metric, *vcpu));
+            }
+        }
+        out
     }
 
     /// The merged histogram of `metric` over the last `window` for one vCPU

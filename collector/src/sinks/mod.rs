@@ -1,3 +1,4 @@
 //! Where datapoints go.
 
 pub mod json;
+pub mod query;

@@ -1,0 +1,278 @@
+//! The socket side of the query sink: creating the Unix socket with the
+//! right owner and mode, and answering one request per connection.
+//!
+//! Each connection is served by its own task, at most
+//! [`MAX_CONNECTIONS`] at once, with a deadline on reading the request and
+//! writing the answer, so a client that connects and says nothing, sends
+//! garbage or never reads costs one task for a bounded time and nothing
+//! else. Answers are computed on a blocking thread, because merging
+//! histogram windows holds the rollup's lock for a few milliseconds.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use hyper_stats_query::{ErrorCode, MAX_REQUEST_BYTES, Response, parse_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::state::QueryState;
+use crate::rollup::SharedRollup;
+
+/// Mode of the socket: the agent's user and the configured group may
+/// connect, nobody else.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Mode of a socket directory the agent creates.
+pub const DIR_MODE: u32 = 0o750;
+
+/// Connections served at once; more wait in the kernel's backlog. Nagios
+/// runs checks one per service, so even a busy host opens a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send its request line, and to read the answer:
+/// the plugin needs milliseconds, so this only bounds a stuck client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The group the socket belongs to when none is configured, if it exists:
+/// Debian's NRPE and Nagios run checks as this group.
+pub const DEFAULT_GROUP: &str = "nagios";
+
+/// The system's group file, where group names are looked up.
+const GROUP_FILE: &str = "/etc/group";
+
+/// Looks up a group id by name (or takes a number) in `group_file`.
+pub fn group_id(group_file: &Path, name: &str) -> Result<Option<u32>> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    let text = std::fs::read_to_string(group_file)
+        .with_context(|| format!("failed to read {}", group_file.display()))?;
+    Ok(text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let (n, _, gid) = (fields.next()?, fields.next()?, fields.next()?);
+        (n == name).then(|| gid.parse().ok()).flatten()
+    }))
+}
+
+/// The group id the socket gets: the configured group (which must exist),
+/// else [`DEFAULT_GROUP`] if it exists, else none (root's group).
+pub fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
+    let file = Path::new(GROUP_FILE);
+    match configured {
+        Some(name) => match group_id(file, name)? {
+            Some(gid) => Ok(Some(gid)),
+            None => bail!(
+                "query.group {name:?} does not exist in {GROUP_FILE}\n\
+                 create it, set another group, or remove query.group to use {DEFAULT_GROUP:?} when it exists"
+            ),
+        },
+        None => group_id(file, DEFAULT_GROUP),
+    }
+}
+
+/// A bound socket that removes its file when dropped (if the file is still
+/// the one it created).
+pub struct BoundSocket {
+    /// The listener.
+    pub listener: UnixListener,
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates the socket's directory if missing, removes a stale socket left
+/// by an agent that died, binds, and sets mode [`SOCKET_MODE`] and group
+/// `gid`. Refuses to take over a socket another process still answers on,
+/// and to remove anything that is not a socket.
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .with_context(|| format!("query socket path {} has no directory", path.display()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("failed to set the mode of {}", dir.display()))?;
+        if gid.is_some() {
+            std::os::unix::fs::chown(dir, None, gid)
+                .with_context(|| format!("failed to set the group of {}", dir.display()))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => bail!(
+                    "another process is listening on {}\nis another hyper-stats agent running?",
+                    path.display()
+                ),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    debug!(message = "Removing stale query socket.", path = %path.display());
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("failed to remove stale socket {}", path.display())
+                    })?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("failed to check the existing socket {}", path.display())
+                    });
+                }
+            }
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("failed to look at {}", path.display())),
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("failed to bind the query socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("failed to set the mode of {}", path.display()))?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(path, None, gid)
+            .with_context(|| format!("failed to set the group of {}", path.display()))?;
+    }
+    let ino = std::fs::symlink_metadata(path)
+        .with_context(|| format!("failed to look at {}", path.display()))?
+        .ino();
+    Ok(BoundSocket {
+        listener,
+        path: path.to_path_buf(),
+        ino,
+    })
+}
+
+/// Accepts connections forever, answering each from `state` and `rollup`.
+pub async fn serve(
+    listener: &UnixListener,
+    state: Arc<Mutex<QueryState>>,
+    rollup: SharedRollup,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_failing = false;
+    loop {
+        let permit = Arc::clone(&permits)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_failing = false;
+                stream
+            }
+            Err(error) => {
+                // EMFILE and friends pass; back off instead of spinning.
+                if !accept_failing {
+                    warn!(message = "Query socket accept failed; retrying.", %error);
+                    accept_failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        let rollup = Arc::clone(&rollup);
+        tokio::spawn(async move {
+            if let Err(error) = handle(stream, state, rollup).await {
+                debug!(message = "Query connection ended with an error.", error = %format!("{error:#}"));
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads a request line of at most [`MAX_REQUEST_BYTES`]. `Err` is the
+/// error reply to send.
+async fn read_request(
+    stream: &mut UnixStream,
+) -> io::Result<std::result::Result<Vec<u8>, Response>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Ok(buf));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            buf.truncate(end);
+            return Ok(Ok(buf));
+        }
+        if buf.len() > MAX_REQUEST_BYTES {
+            return Ok(Err(Response::error(
+                ErrorCode::TooLarge,
+                format!("request is longer than the limit of {MAX_REQUEST_BYTES} bytes"),
+            )));
+        }
+    }
+}
+
+async fn handle(
+    mut stream: UnixStream,
+    state: Arc<Mutex<QueryState>>,
+    rollup: SharedRollup,
+) -> Result<()> {
+    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
+        Err(_) => Response::error(
+            ErrorCode::BadRequest,
+            format!("no request line within {IO_TIMEOUT:?}"),
+        ),
+        Ok(Err(e)) => return Err(e).context("failed to read the request"),
+        Ok(Ok(Err(too_large))) => too_large,
+        Ok(Ok(Ok(line))) => match parse_request(&line) {
+            Err(e) => Response::error(e.code, e.message),
+            Ok(request) => tokio::task::spawn_blocking(move || {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let state = state.lock().unwrap_or_else(|p| p.into_inner());
+                let rollup = rollup.lock().unwrap_or_else(|p| p.into_inner());
+                state.answer(&request.query, &rollup, now)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Response::error(ErrorCode::Internal, format!("the query failed: {e}"))
+            }),
+        },
+    };
+    let line = response.to_line();
+    tokio::time::timeout(IO_TIMEOUT, async {
+        stream.write_all(line.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .context("client did not read the answer in time")?
+    .context("failed to write the answer")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_lookup_by_name_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("group");
+        std::fs::write(&file, "root:x:0:\nnagios:x:118:\nbad-line\n").unwrap();
+        assert_eq!(group_id(&file, "nagios").unwrap(), Some(118));
+        assert_eq!(group_id(&file, "root").unwrap(), Some(0));
+        assert_eq!(group_id(&file, "nope").unwrap(), None);
+        assert_eq!(group_id(&file, "4242").unwrap(), Some(4242));
+    }
+}
