@@ -265,3 +265,103 @@ fn slots_are_bounded_and_reused() {
     assert!(d.voluntary_switches >= 1, "{d:?}");
     assert_eq!(probes.threads().watched().collect::<Vec<_>>(), vec![me]);
 }
+
+/// The vCPU threads of the lab's running guests, watched for 3 s: summed
+/// run-queue latency against their schedstat `run_delay`, switch counts
+/// against their status. The guests keep running while both sides are
+/// read, so a wait or switch can fall on either side of a read; the
+/// tolerance is per guest set, not per thread.
+#[test]
+#[ignore = "needs root, the eBPF object and the lab: cargo xtask test"]
+fn lab_vcpu_threads_match_the_kernel() {
+    use hyper_stats::sources::ebpf::targets::{self, VcpuThread};
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run_dir = std::path::Path::new(targets::LIBVIRT_QEMU_RUN_DIR);
+    let mut threads: Vec<(String, VcpuThread)> = Vec::new();
+    for entry in std::fs::read_dir(run_dir).expect("libvirt's run dir: is the lab up?") {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(domain) = name.strip_suffix(".pid").filter(|d| *d != "driver") else {
+            continue;
+        };
+        for t in targets::domain_vcpu_threads(domain).unwrap() {
+            threads.push((domain.to_owned(), t));
+        }
+    }
+    assert!(!threads.is_empty(), "no running guest: is the lab up?");
+    let tids: Vec<u32> = threads.iter().map(|(_, t)| t.tid).collect();
+
+    // `/proc/TID/` is the thread's own view, as `/proc/PID/task/TID/` is.
+    let task_file =
+        |tid: u32, file: &str| std::fs::read_to_string(format!("/proc/{tid}/{file}")).unwrap();
+    let kernel = |tid: u32| -> (u64, u64, u64) {
+        let delay = task_file(tid, "schedstat")
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let status = task_file(tid, "status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        (
+            delay,
+            field("voluntary_ctxt_switches:"),
+            field("nonvoluntary_ctxt_switches:"),
+        )
+    };
+
+    let mut probes = load(64);
+    probes.threads().set_watched(&tids).unwrap();
+    let before: Vec<_> = tids.iter().map(|&t| kernel(t)).collect();
+    probes.threads().read().unwrap();
+    thread::sleep(Duration::from_secs(3));
+    let deltas = probes.threads().read().unwrap();
+    let after: Vec<_> = tids.iter().map(|&t| kernel(t)).collect();
+
+    let (mut probe_sum, mut kernel_sum) = (0u64, 0u64);
+    let (mut probe_sw, mut kernel_sw) = (0u64, 0u64);
+    for (((domain, t), (b, a)), d) in threads
+        .iter()
+        .zip(before.iter().zip(&after))
+        .zip(deltas.iter())
+    {
+        assert_eq!(d.tid, t.tid);
+        let (kd, kv, ki) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+        eprintln!(
+            "{domain} vcpu {} (tid {}): run-queue {} ns in {} waits (p99 {:?} ns) vs \
+             schedstat {kd} ns; on-CPU {} ns; switches {}/{} vs {kv}/{ki}",
+            t.vcpu,
+            t.tid,
+            d.runq.sum_ns,
+            d.runq.count,
+            d.runq.quantile_ns(0.99),
+            d.oncpu.sum_ns,
+            d.voluntary_switches,
+            d.involuntary_switches,
+        );
+        probe_sum += d.runq.sum_ns;
+        kernel_sum += kd;
+        probe_sw += d.voluntary_switches + d.involuntary_switches;
+        kernel_sw += kv + ki;
+    }
+    let err = probe_sum.abs_diff(kernel_sum) as f64 / kernel_sum.max(1) as f64;
+    eprintln!(
+        "all vCPUs: run-queue {probe_sum} vs {kernel_sum} ns ({:.2}% off), switches \
+         {probe_sw} vs {kernel_sw}",
+        err * 100.0
+    );
+    assert!(err <= 0.05, "run-queue sum off by {:.2}%", err * 100.0);
+    let sw_err = probe_sw.abs_diff(kernel_sw) as f64 / kernel_sw.max(1) as f64;
+    assert!(sw_err <= 0.02, "switches off by {:.2}%", sw_err * 100.0);
+}

@@ -19,6 +19,7 @@
 
 pub mod format;
 pub mod maps;
+pub mod targets;
 
 use std::ffi::CString;
 use std::io;

@@ -1,0 +1,154 @@
+//! Which threads to watch: the vCPU threads of the running guests.
+//!
+//! QEMU names each vCPU thread `CPU <n>/KVM` (or `CPU <n>/TCG` without
+//! hardware virtualization), and libvirt's QEMU driver writes each running
+//! domain's QEMU pid to `<run dir>/<name>.pid`. This module turns a domain
+//! name into its vCPU thread ids by reading both; it keeps no state. A
+//! domain that stopped between the listing and the read simply has no
+//! threads (the error says which file was missing).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Where libvirt's QEMU driver keeps its run files (system instance).
+pub const LIBVIRT_QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
+
+/// Where the kernel shows processes.
+pub const PROC: &str = "/proc";
+
+/// A vCPU thread of a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VcpuThread {
+    /// The vCPU's index in the guest (`vcpu.<n>` in libvirt's stats).
+    pub vcpu: u32,
+    /// The thread id on the host.
+    pub tid: u32,
+}
+
+/// Why a domain's vCPU threads could not be listed.
+#[derive(Debug, Error)]
+pub enum TargetError {
+    /// A file or directory could not be read.
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        /// What was read.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The pid file did not hold a pid.
+    #[error("{} does not hold a pid: {content:?}", path.display())]
+    BadPid {
+        /// The pid file.
+        path: PathBuf,
+        /// What it held.
+        content: String,
+    },
+}
+
+/// The vCPU index in a QEMU thread name: `CPU 3/KVM` and `CPU 3/TCG` give 3.
+pub fn parse_vcpu_comm(comm: &str) -> Option<u32> {
+    let rest = comm.trim_end().strip_prefix("CPU ")?;
+    let (index, accel) = rest.split_once('/')?;
+    if accel.is_empty() {
+        return None;
+    }
+    index.parse().ok()
+}
+
+/// The QEMU pid of the running domain `name`, from libvirt's pid file.
+pub fn qemu_pid(run_dir: &Path, name: &str) -> Result<u32, TargetError> {
+    let path = run_dir.join(format!("{name}.pid"));
+    let content = fs::read_to_string(&path).map_err(|source| TargetError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    content
+        .trim()
+        .parse()
+        .map_err(|_| TargetError::BadPid { path, content })
+}
+
+/// The vCPU threads of process `pid`, by vCPU index.
+pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, TargetError> {
+    let tasks = proc_root.join(pid.to_string()).join("task");
+    let entries = fs::read_dir(&tasks).map_err(|source| TargetError::Read {
+        path: tasks.clone(),
+        source,
+    })?;
+    let mut threads: Vec<VcpuThread> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let tid = entry.file_name().to_str()?.parse().ok()?;
+            // A thread that exited since the listing has no comm: skip it.
+            let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
+            let vcpu = parse_vcpu_comm(&comm)?;
+            Some(VcpuThread { vcpu, tid })
+        })
+        .collect();
+    threads.sort();
+    Ok(threads)
+}
+
+/// The vCPU threads of the running domain `name`.
+pub fn domain_vcpu_threads(name: &str) -> Result<Vec<VcpuThread>, TargetError> {
+    let pid = qemu_pid(Path::new(LIBVIRT_QEMU_RUN_DIR), name)?;
+    vcpu_threads(Path::new(PROC), pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcpu_thread_names() {
+        let cases = [
+            ("CPU 0/KVM\n", Some(0)),
+            ("CPU 12/TCG", Some(12)),
+            ("CPU 1/", None),
+            ("CPU x/KVM", None),
+            ("qemu-system-x86", None),
+            ("IO mon_iothread", None),
+            ("worker", None),
+        ];
+        for (comm, want) in cases {
+            assert_eq!(parse_vcpu_comm(comm), want, "{comm:?}");
+        }
+    }
+
+    #[test]
+    fn finds_the_vcpu_threads_of_a_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let proc_root = dir.path().join("proc");
+        fs::create_dir_all(&run).unwrap();
+        fs::write(run.join("web-1.pid"), "4242").unwrap();
+        fs::write(run.join("bad.pid"), "x\n").unwrap();
+        for (tid, comm) in [
+            (4242, "qemu-system-x86\n"),
+            (4250, "CPU 1/KVM\n"),
+            (4249, "CPU 0/KVM\n"),
+            (4251, "worker\n"),
+        ] {
+            let task = proc_root.join("4242/task").join(tid.to_string());
+            fs::create_dir_all(&task).unwrap();
+            fs::write(task.join("comm"), comm).unwrap();
+        }
+
+        let pid = qemu_pid(&run, "web-1").unwrap();
+        assert_eq!(
+            vcpu_threads(&proc_root, pid).unwrap(),
+            vec![
+                VcpuThread { vcpu: 0, tid: 4249 },
+                VcpuThread { vcpu: 1, tid: 4250 },
+            ]
+        );
+        let err = qemu_pid(&run, "gone").unwrap_err().to_string();
+        assert!(err.starts_with("failed to read ") && err.contains("gone.pid"), "{err}");
+        let err = qemu_pid(&run, "bad").unwrap_err().to_string();
+        assert!(err.ends_with("bad.pid does not hold a pid: \"x\\n\""), "{err}");
+    }
+}
