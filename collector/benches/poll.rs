@@ -11,6 +11,8 @@
 //! - Agent CPU: this process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: the
 //!   calling thread plus libvirt's event loop thread), mean per call. This
 //!   is what the agent pays to send the request and decode the reply.
+//!   "caller" is the calling thread alone (`CLOCK_THREAD_CPUTIME_ID`):
+//!   the rest is libvirt's event loop thread waking up for the reply.
 //! - libvirtd CPU: utime + stime of the `libvirtd` (or `virtqemud`)
 //!   process from /proc over the whole run, mean per call. Clock-tick
 //!   resolution (10 ms) over hundreds of calls; it includes any other
@@ -78,13 +80,14 @@ fn main() {
     );
     println!();
     println!(
-        "{:<8} {:>10} {:>9} {:>9} {:>11} {:>10} {:>11} {:>11} {:>11}",
+        "{:<8} {:>10} {:>9} {:>9} {:>11} {:>10} {:>10} {:>11} {:>11} {:>11}",
         "group",
         "fields/dom",
         "p50 ms",
         "p90 ms",
         "p50/dom ms",
         "agent us",
+        "caller us",
         "agent/dom",
         "libvirtd ms",
         "lvd/dom ms"
@@ -105,6 +108,7 @@ fn main() {
         let mut seen_domains = 0;
         let daemon_before = daemon.and_then(daemon_cpu);
         let cpu_before = process_cpu();
+        let thread_before = thread_cpu();
         for _ in 0..calls {
             let t = Instant::now();
             let recs = conn
@@ -115,6 +119,7 @@ fn main() {
             fields = recs.iter().map(|r| r.params.len()).sum::<usize>();
         }
         let agent = process_cpu().saturating_sub(cpu_before);
+        let caller = thread_cpu().saturating_sub(thread_before);
         let daemon_used = match (daemon_before, daemon.and_then(daemon_cpu)) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
@@ -130,15 +135,17 @@ fn main() {
         let n = calls as f64;
         let d = domains as f64;
         let agent_us = agent.as_secs_f64() * 1e6 / n;
+        let caller_us = caller.as_secs_f64() * 1e6 / n;
         let lvd = daemon_used.map(|c| c.as_secs_f64() * 1e3 / n);
         println!(
-            "{:<8} {:>10} {:>9.3} {:>9.3} {:>11.3} {:>10.1} {:>11.1} {:>11} {:>11}",
+            "{:<8} {:>10} {:>9.3} {:>9.3} {:>11.3} {:>10.1} {:>10.1} {:>11.1} {:>11} {:>11}",
             label,
             fields / domains,
             p50,
             p90,
             p50 / d,
             agent_us,
+            caller_us,
             agent_us / d,
             lvd.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
             lvd.map_or_else(|| "-".to_owned(), |v| format!("{:.2}", v / d)),
@@ -157,13 +164,22 @@ fn ms(d: Duration) -> f64 {
 
 /// CPU time of this whole process (all threads).
 fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time of the calling thread only.
+fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid clock id and a valid out pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock})");
     Duration::new(
         u64::try_from(ts.tv_sec).unwrap_or(0),
         u32::try_from(ts.tv_nsec).unwrap_or(0),
