@@ -365,3 +365,70 @@ fn lab_vcpu_threads_match_the_kernel() {
     let sw_err = probe_sw.abs_diff(kernel_sw) as f64 / kernel_sw.max(1) as f64;
     assert!(sw_err <= 0.02, "switches off by {:.2}%", sw_err * 100.0);
 }
+
+/// The source end to end on the lab's guests: three seconds of batches
+/// carry per-vCPU run-queue percentiles and switch rates.
+#[test]
+#[ignore = "needs root, the eBPF object and the lab: cargo xtask test"]
+fn lab_source_emits_vcpu_latency_series() {
+    use hyper_stats::rollup::SharedRollup;
+    use hyper_stats::sources::ebpf::EbpfSource;
+    use hyper_stats::sources::libvirt::DomainRef;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut domains: Vec<DomainRef> = std::fs::read_dir("/run/libvirt/qemu")
+        .expect("libvirt's run dir: is the lab up?")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let name = name.strip_suffix(".pid").filter(|n| *n != "driver")?;
+            // The name stands in for the UUID: the source only passes it on.
+            let name: Arc<str> = Arc::from(name);
+            Some(DomainRef {
+                uuid: Arc::clone(&name),
+                name,
+            })
+        })
+        .collect();
+    domains.sort();
+    assert!(!domains.is_empty(), "no running guest: is the lab up?");
+
+    let probes = load(64);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let batches = runtime.block_on(async {
+        let (_domains_tx, domains_rx) = tokio::sync::watch::channel(Arc::from(domains.clone()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let source = EbpfSource::new(probes, SharedRollup::default(), domains_rx);
+        let task = tokio::spawn(source.run(tx));
+        let mut batches = Vec::new();
+        while batches.len() < 4 {
+            batches.push(rx.recv().await.expect("a batch a second"));
+        }
+        drop(rx);
+        task.await.unwrap();
+        batches
+    });
+
+    // The first read only sets the baseline; look at the last second.
+    let last = batches.last().unwrap();
+    let first_domain = &domains[0].name;
+    let value = |metric: &str| {
+        last.iter()
+            .find(|d| d.domain == *first_domain && d.metric == metric)
+            .map(|d| d.value)
+    };
+    for d in last.iter().filter(|d| d.metric.starts_with("vcpu.0.")) {
+        eprintln!("{} {} = {}", d.domain, d.metric, d.value);
+    }
+    let waits = value("vcpu.0.runq_latency_us.count").expect("run-queue count");
+    assert!(
+        waits > 0.0,
+        "no run-queue wait in a second of a running guest"
+    );
+    assert!(value("vcpu.0.runq_latency_us.p99").is_some());
+    assert!(value("runq_latency_us.p99").is_some(), "domain-wide merge");
+    assert!(value("vcpu.0.switches_voluntary_per_s").unwrap() > 0.0);
+}

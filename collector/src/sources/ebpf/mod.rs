@@ -19,6 +19,7 @@
 
 pub mod format;
 pub mod maps;
+pub mod source;
 pub mod targets;
 
 use std::ffi::CString;
@@ -37,6 +38,7 @@ use thiserror::Error;
 
 pub use format::FormatError;
 pub use maps::{HistDelta, KvmExitDelta, ThreadDelta, ThreadMaps, WatchChange};
+pub use source::EbpfSource;
 
 /// What a developer runs to build the eBPF object into the agent.
 pub const BUILD_COMMAND: &str = "cargo xtask setup && cargo xtask build-ebpf";

@@ -26,6 +26,9 @@ pub struct VcpuThread {
     pub vcpu: u32,
     /// The thread id on the host.
     pub tid: u32,
+    /// Whether the vCPU runs under KVM (`CPU n/KVM`), not emulated
+    /// (`CPU n/TCG`): only then can it have KVM exits.
+    pub kvm: bool,
 }
 
 /// Why a domain's vCPU threads could not be listed.
@@ -49,14 +52,15 @@ pub enum TargetError {
     },
 }
 
-/// The vCPU index in a QEMU thread name: `CPU 3/KVM` and `CPU 3/TCG` give 3.
-pub fn parse_vcpu_comm(comm: &str) -> Option<u32> {
+/// The vCPU index and accelerator in a QEMU thread name: `CPU 3/KVM`
+/// gives `(3, "KVM")`, `CPU 3/TCG` gives `(3, "TCG")`.
+pub fn parse_vcpu_comm(comm: &str) -> Option<(u32, &str)> {
     let rest = comm.trim_end().strip_prefix("CPU ")?;
     let (index, accel) = rest.split_once('/')?;
     if accel.is_empty() {
         return None;
     }
-    index.parse().ok()
+    Some((index.parse().ok()?, accel))
 }
 
 /// The QEMU pid of the running domain `name`, from libvirt's pid file.
@@ -85,8 +89,12 @@ pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, Targe
             let tid = entry.file_name().to_str()?.parse().ok()?;
             // A thread that exited since the listing has no comm: skip it.
             let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
-            let vcpu = parse_vcpu_comm(&comm)?;
-            Some(VcpuThread { vcpu, tid })
+            let (vcpu, accel) = parse_vcpu_comm(&comm)?;
+            Some(VcpuThread {
+                vcpu,
+                tid,
+                kvm: accel == "KVM",
+            })
         })
         .collect();
     threads.sort();
@@ -106,8 +114,8 @@ mod tests {
     #[test]
     fn vcpu_thread_names() {
         let cases = [
-            ("CPU 0/KVM\n", Some(0)),
-            ("CPU 12/TCG", Some(12)),
+            ("CPU 0/KVM\n", Some((0, "KVM"))),
+            ("CPU 12/TCG", Some((12, "TCG"))),
             ("CPU 1/", None),
             ("CPU x/KVM", None),
             ("qemu-system-x86", None),
@@ -130,7 +138,7 @@ mod tests {
         for (tid, comm) in [
             (4242, "qemu-system-x86\n"),
             (4250, "CPU 1/KVM\n"),
-            (4249, "CPU 0/KVM\n"),
+            (4249, "CPU 0/TCG\n"),
             (4251, "worker\n"),
         ] {
             let task = proc_root.join("4242/task").join(tid.to_string());
@@ -142,13 +150,27 @@ mod tests {
         assert_eq!(
             vcpu_threads(&proc_root, pid).unwrap(),
             vec![
-                VcpuThread { vcpu: 0, tid: 4249 },
-                VcpuThread { vcpu: 1, tid: 4250 },
+                VcpuThread {
+                    vcpu: 0,
+                    tid: 4249,
+                    kvm: false
+                },
+                VcpuThread {
+                    vcpu: 1,
+                    tid: 4250,
+                    kvm: true
+                },
             ]
         );
         let err = qemu_pid(&run, "gone").unwrap_err().to_string();
-        assert!(err.starts_with("failed to read ") && err.contains("gone.pid"), "{err}");
+        assert!(
+            err.starts_with("failed to read ") && err.contains("gone.pid"),
+            "{err}"
+        );
         let err = qemu_pid(&run, "bad").unwrap_err().to_string();
-        assert!(err.ends_with("bad.pid does not hold a pid: \"x\\n\""), "{err}");
+        assert!(
+            err.ends_with("bad.pid does not hold a pid: \"x\\n\""),
+            "{err}"
+        );
     }
 }

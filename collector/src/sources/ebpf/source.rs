@@ -1,0 +1,479 @@
+//! The eBPF source: once a second, the per-vCPU scheduler histograms of
+//! every running guest into the rollup, and the switch and exit rates into
+//! the datapoint stream.
+//!
+//! # What it receives and emits
+//!
+//! It receives the running domains from the libvirt source (a watch
+//! channel of [`DomainRef`]) and finds their vCPU threads itself
+//! ([`targets`](super::targets)). It emits, per vCPU and second:
+//!
+//! - into the shared [`Rollup`]: every run-queue wait (`runq_latency`) and
+//!   on-CPU slice (`oncpu`), decoded from the kernel's buckets; the rollup
+//!   turns them into `vcpu.N.runq_latency_us.{count,mean,p50,...}` and the
+//!   domain-wide merge, and keeps the windows the query socket reads;
+//! - into the stream, with the rollup's summaries: `vcpu.N.switches_voluntary_per_s`,
+//!   `vcpu.N.switches_involuntary_per_s`, `vcpu.N.wakeups_per_s`, and, for
+//!   vCPUs under KVM, `vcpu.N.kvm_exits_per_s` and
+//!   `vcpu.N.kvm_exit_time_percent`.
+//!
+//! # Targets
+//!
+//! The watched threads are refreshed when the domain list changes and
+//! every [`TARGET_REFRESH`] (vCPU hotplug, a QEMU restarted under the same
+//! name). A domain whose threads cannot be listed is skipped and logged
+//! once; threads beyond the slots are refused and logged once.
+//!
+//! # When things fail
+//!
+//! A failed map read skips that second (logged once per failure episode);
+//! events the programs had to drop (the `STATS` counters) are logged when
+//! they grow. The source stops when the stream is closed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper_stats_ebpf::{Stat, bucket_mid};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use super::targets::{self, TargetError, VcpuThread};
+use super::{HistDelta, Probes, ThreadDelta};
+use crate::rollup::{Rollup, SharedRollup};
+use crate::sample::{Batch, Datapoint};
+use crate::sources::libvirt::DomainRef;
+
+/// How often the histograms are read: the rollup closes one second per
+/// read.
+pub const READ_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the vCPU threads are listed again even if the domains did not
+/// change: catches vCPU hotplug and a QEMU restarted under the same name
+/// without reading every guest's `/proc` each second.
+pub const TARGET_REFRESH: Duration = Duration::from_secs(10);
+
+/// Rollup metric of run-queue waits.
+pub const RUNQ_METRIC: &str = "runq_latency";
+/// Rollup metric of on-CPU slices.
+pub const ONCPU_METRIC: &str = "oncpu";
+
+/// Who a watched thread is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The domain's UUID.
+    pub uuid: Arc<str>,
+    /// The domain's name.
+    pub name: Arc<str>,
+    /// The vCPU index.
+    pub vcpu: u32,
+    /// Whether the vCPU runs under KVM, so its KVM exits are reported.
+    pub kvm: bool,
+}
+
+/// What [`resolve_targets`] found.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// The vCPU threads by thread id.
+    pub targets: BTreeMap<u32, Target>,
+    /// Domains whose threads could not be listed, with the reason.
+    pub failed: Vec<(Arc<str>, TargetError)>,
+}
+
+/// Maps the domains to their vCPU threads, with `list` giving a domain's
+/// threads (injected for tests).
+pub fn resolve_targets(
+    domains: &[DomainRef],
+    list: impl Fn(&str) -> Result<Vec<VcpuThread>, TargetError>,
+) -> Resolved {
+    let mut targets = BTreeMap::new();
+    let mut failed = Vec::new();
+    for domain in domains {
+        match list(&domain.name) {
+            Ok(threads) => {
+                for t in threads {
+                    targets.insert(
+                        t.tid,
+                        Target {
+                            uuid: Arc::clone(&domain.uuid),
+                            name: Arc::clone(&domain.name),
+                            vcpu: t.vcpu,
+                            kvm: t.kvm,
+                        },
+                    );
+                }
+            }
+            Err(err) => failed.push((Arc::clone(&domain.name), err)),
+        }
+    }
+    Resolved { targets, failed }
+}
+
+/// Records one thread's interval into the rollup: each bucket that grew,
+/// at the bucket's midpoint (within 0.4% of every value in it).
+pub fn record_delta(rollup: &mut Rollup, target: &Target, delta: &ThreadDelta) {
+    for (metric, hist) in [(RUNQ_METRIC, &delta.runq), (ONCPU_METRIC, &delta.oncpu)] {
+        rollup.declare(&target.uuid, &target.name, target.vcpu, metric);
+        record_hist(rollup, target, metric, hist);
+    }
+}
+
+fn record_hist(rollup: &mut Rollup, target: &Target, metric: &'static str, hist: &HistDelta) {
+    for (index, &count) in hist.buckets.iter().enumerate() {
+        if count != 0 {
+            rollup.record(
+                &target.uuid,
+                &target.name,
+                target.vcpu,
+                metric,
+                bucket_mid(index),
+                u64::from(count),
+            );
+        }
+    }
+}
+
+/// The per-second rates of one thread's interval of `elapsed`; the KVM
+/// ones only for a vCPU under KVM while the KVM probes are attached.
+pub fn rate_datapoints(
+    ts: f64,
+    target: &Target,
+    delta: &ThreadDelta,
+    elapsed: Duration,
+    kvm_attached: bool,
+) -> Vec<Datapoint> {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let point = |name: &str, value: f64| Datapoint {
+        ts,
+        uuid: Arc::clone(&target.uuid),
+        domain: Arc::clone(&target.name),
+        metric: format!("vcpu.{}.{name}", target.vcpu),
+        value,
+    };
+    let mut points = vec![
+        point(
+            "switches_voluntary_per_s",
+            delta.voluntary_switches as f64 / secs,
+        ),
+        point(
+            "switches_involuntary_per_s",
+            delta.involuntary_switches as f64 / secs,
+        ),
+        point("wakeups_per_s", delta.wakeups as f64 / secs),
+    ];
+    if kvm_attached && target.kvm {
+        let exits: u64 = delta.kvm_exits.iter().map(|e| e.count).sum();
+        let exit_ns: u64 = delta.kvm_exits.iter().map(|e| e.sum_ns).sum();
+        points.push(point("kvm_exits_per_s", exits as f64 / secs));
+        points.push(point(
+            "kvm_exit_time_percent",
+            exit_ns as f64 / 1e9 / secs * 100.0,
+        ));
+    }
+    points
+}
+
+/// The running source.
+pub struct EbpfSource {
+    probes: Probes,
+    rollup: SharedRollup,
+    domains: watch::Receiver<Arc<[DomainRef]>>,
+    /// The watched threads and who they are.
+    targets: BTreeMap<u32, Target>,
+    /// Domains whose threads could not be listed, so each is logged once.
+    unlisted: BTreeSet<Arc<str>>,
+    /// The last `STATS` read, to log drops when they grow.
+    last_stats: Vec<(Stat, u64)>,
+}
+
+impl EbpfSource {
+    /// A source reading `probes` into `rollup`, watching the vCPU threads
+    /// of the domains `domains` publishes.
+    pub fn new(
+        probes: Probes,
+        rollup: SharedRollup,
+        domains: watch::Receiver<Arc<[DomainRef]>>,
+    ) -> Self {
+        Self {
+            probes,
+            rollup,
+            domains,
+            targets: BTreeMap::new(),
+            unlisted: BTreeSet::new(),
+            last_stats: Vec::new(),
+        }
+    }
+
+    /// Reads every [`READ_INTERVAL`] until `out` is closed.
+    pub async fn run(mut self, out: mpsc::Sender<Batch>) {
+        let mut tick = tokio::time::interval(READ_INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        let mut last_refresh: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = out.closed() => return,
+            }
+            // Step 1: who to watch, when the domains changed or it is time.
+            let changed = self.domains.has_changed().unwrap_or(false);
+            if changed || last_refresh.is_none_or(|t| t.elapsed() >= TARGET_REFRESH) {
+                let domains = Arc::clone(&self.domains.borrow_and_update());
+                self.refresh_targets(&domains);
+                last_refresh = Some(Instant::now());
+            }
+
+            // Step 2: what the kernel recorded since the last read.
+            let deltas = match self.probes.threads().read() {
+                Ok(deltas) => {
+                    if failing {
+                        info!(message = "eBPF maps readable again.");
+                        failing = false;
+                    }
+                    deltas
+                }
+                Err(err) => {
+                    if !failing {
+                        warn!(message = "Failed to read the eBPF maps; skipping this second.", error = %err);
+                        failing = true;
+                    }
+                    continue;
+                }
+            };
+            let elapsed = last_read.elapsed();
+            last_read = Instant::now();
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+
+            // Step 3: histograms into the rollup, which closes the second;
+            // rates straight into the batch.
+            let kvm = self.probes.kvm_attached();
+            let mut batch = {
+                let mut rollup = self.rollup.lock().unwrap_or_else(|e| e.into_inner());
+                for delta in &deltas {
+                    if let Some(target) = self.targets.get(&delta.tid) {
+                        record_delta(&mut rollup, target, delta);
+                    }
+                }
+                rollup.close_second(ts)
+            };
+            for delta in &deltas {
+                if let Some(target) = self.targets.get(&delta.tid) {
+                    batch.extend(rate_datapoints(ts, target, delta, elapsed, kvm));
+                }
+            }
+            self.log_drops();
+            if out.send(batch).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Lists the domains' vCPU threads and watches exactly those.
+    fn refresh_targets(&mut self, domains: &[DomainRef]) {
+        let Resolved { targets, failed } = resolve_targets(domains, targets::domain_vcpu_threads);
+        let failed_names: BTreeSet<Arc<str>> = failed.iter().map(|(n, _)| Arc::clone(n)).collect();
+        for (name, err) in failed {
+            if !self.unlisted.contains(&name) {
+                warn!(message = "Cannot list a domain's vCPU threads; not probing it.", domain = %name, error = %err);
+            }
+        }
+        self.unlisted = failed_names;
+
+        // Domains gone from the list: their series leave the rollup.
+        let live: BTreeSet<&str> = domains.iter().map(|d| &*d.uuid).collect();
+        let gone: BTreeSet<Arc<str>> = self
+            .targets
+            .values()
+            .filter(|t| !live.contains(&*t.uuid))
+            .map(|t| Arc::clone(&t.uuid))
+            .collect();
+        if !gone.is_empty() {
+            let mut rollup = self.rollup.lock().unwrap_or_else(|e| e.into_inner());
+            for uuid in gone {
+                rollup.retire(&uuid);
+            }
+        }
+
+        let tids: Vec<u32> = targets.keys().copied().collect();
+        match self.probes.threads().set_watched(&tids) {
+            Ok(change) => {
+                if !change.refused.is_empty() {
+                    warn!(
+                        message = "More vCPU threads than eBPF slots; some are not probed.",
+                        refused = change.refused.len(),
+                        slots = self.probes.threads().capacity(),
+                    );
+                }
+            }
+            Err(err) => {
+                warn!(message = "Failed to update the watched threads.", error = %err);
+            }
+        }
+        self.targets = targets;
+    }
+
+    /// Logs the drop counters that grew since the last read.
+    fn log_drops(&mut self) {
+        let Ok(stats) = self.probes.stats() else {
+            return;
+        };
+        for ((stat, now), (_, before)) in stats.iter().zip(self.last_stats.iter()) {
+            let dropped = matches!(
+                stat,
+                Stat::ReadErrors | Stat::SlotMissing | Stat::KvmExitsFull | Stat::StaleSlot
+            );
+            if dropped && now > before {
+                warn!(
+                    message = "eBPF probes dropped events.",
+                    counter = stat.name(),
+                    count = now - before
+                );
+            }
+        }
+        self.last_stats = stats;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use hyper_stats_ebpf::{LatencyHist, bucket_index};
+
+    use super::*;
+    use crate::sources::ebpf::KvmExitDelta;
+
+    fn domain(uuid: &str, name: &str) -> DomainRef {
+        DomainRef {
+            uuid: Arc::from(uuid),
+            name: Arc::from(name),
+        }
+    }
+
+    fn hist(values: &[u64]) -> HistDelta {
+        let mut buckets = vec![0u32; LatencyHist::ZERO.buckets.len()];
+        for &v in values {
+            buckets[bucket_index(v)] += 1;
+        }
+        HistDelta {
+            count: values.len() as u64,
+            sum_ns: values.iter().sum(),
+            max_ns: values.iter().max().copied(),
+            buckets,
+        }
+    }
+
+    fn delta(tid: u32) -> ThreadDelta {
+        ThreadDelta {
+            tid,
+            runq: hist(&[10_000, 20_000, 5_000_000]),
+            oncpu: hist(&[1_000_000]),
+            voluntary_switches: 4,
+            involuntary_switches: 2,
+            wakeups: 4,
+            kvm_exits: vec![
+                KvmExitDelta {
+                    reason: 30,
+                    count: 3,
+                    sum_ns: 15_000_000,
+                    max_ns_ever: 9_000_000,
+                },
+                KvmExitDelta {
+                    reason: 12,
+                    count: 1,
+                    sum_ns: 5_000_000,
+                    max_ns_ever: 5_000_000,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn targets_map_threads_to_domains_and_vcpus() {
+        let domains = [domain("u-1", "web-1"), domain("u-2", "gone")];
+        let Resolved { targets, failed } = resolve_targets(&domains, |name| match name {
+            "web-1" => Ok(vec![
+                VcpuThread {
+                    vcpu: 0,
+                    tid: 100,
+                    kvm: true,
+                },
+                VcpuThread {
+                    vcpu: 1,
+                    tid: 101,
+                    kvm: true,
+                },
+            ]),
+            _ => Err(TargetError::Read {
+                path: PathBuf::from("gone.pid"),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            }),
+        });
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[&101].vcpu, 1);
+        assert_eq!(&*targets[&100].uuid, "u-1");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(&*failed[0].0, "gone");
+    }
+
+    fn target() -> Target {
+        Target {
+            uuid: Arc::from("u-1"),
+            name: Arc::from("web-1"),
+            vcpu: 2,
+            kvm: true,
+        }
+    }
+
+    #[test]
+    fn deltas_reach_the_rollup_as_per_vcpu_latency_series() {
+        let mut rollup = Rollup::default();
+        record_delta(&mut rollup, &target(), &delta(100));
+        let batch = rollup.close_second(1_000.0);
+        let value = |metric: &str| {
+            batch
+                .iter()
+                .find(|d| d.metric == metric)
+                .unwrap_or_else(|| panic!("no {metric}"))
+                .value
+        };
+        assert_eq!(value("vcpu.2.runq_latency_us.count"), 3.0);
+        assert_eq!(value("vcpu.2.oncpu_us.count"), 1.0);
+        // 5 ms, through a bucket midpoint and the rollup's histogram.
+        let max = value("vcpu.2.runq_latency_us.max");
+        assert!((max - 5_000.0).abs() / 5_000.0 < 0.01, "{max}");
+        assert_eq!(value("runq_latency_us.count"), 3.0);
+    }
+
+    #[test]
+    fn rates_are_per_second_and_kvm_only_under_kvm() {
+        let points = rate_datapoints(5.0, &target(), &delta(100), Duration::from_secs(2), true);
+        let got: Vec<(&str, f64)> = points
+            .iter()
+            .map(|d| (d.metric.as_str(), d.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("vcpu.2.switches_voluntary_per_s", 2.0),
+                ("vcpu.2.switches_involuntary_per_s", 1.0),
+                ("vcpu.2.wakeups_per_s", 2.0),
+                ("vcpu.2.kvm_exits_per_s", 2.0),
+                ("vcpu.2.kvm_exit_time_percent", 1.0),
+            ]
+        );
+        let points = rate_datapoints(5.0, &target(), &delta(100), Duration::from_secs(2), false);
+        assert_eq!(points.len(), 3);
+        let tcg = Target {
+            kvm: false,
+            ..target()
+        };
+        let points = rate_datapoints(5.0, &tcg, &delta(100), Duration::from_secs(2), true);
+        assert_eq!(points.len(), 3);
+    }
+}
