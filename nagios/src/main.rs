@@ -1,15 +1,14 @@
-//! `check_hyper_stats`: the Nagios plugin over the agent's query socket.
-//!
-//! Until the query socket exists this plugin only reports UNKNOWN, with
-//! exit code 3, as the plugin guidelines require for any state it cannot
-//! judge.
+//! `check_hyper_stats`: prints the plugin's output on stdout (never
+//! stderr) and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-/// Nagios plugin exit code for UNKNOWN.
-const UNKNOWN: u8 = 3;
-
 fn main() -> ExitCode {
-    println!("HYPER-STATS UNKNOWN - the agent's query socket is not implemented yet");
-    ExitCode::from(UNKNOWN)
+    let (text, code) = hyper_stats_nagios::cli::run(std::env::args_os());
+    let mut stdout = std::io::stdout().lock();
+    // Nagios reads stdout only; if it went away there is no one to tell.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    ExitCode::from(code)
 }

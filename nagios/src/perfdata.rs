@@ -1,0 +1,307 @@
+//! Performance data: `'label'=value[UOM];[warn];[crit];[min];[max]`, one
+//! value per label, in the form the plugin guidelines define and Graphios
+//! and PNP parse.
+//!
+//! Labels are built from the domain name and the metric (the same dotted
+//! names the agent's JSON and Carbon outputs use), with every character
+//! outside `[A-Za-z0-9_.-]` replaced by `_`, so a label is a stable,
+//! Graphite-friendly path and never needs quoting (it is quoted anyway).
+//! Values are plain decimals (never exponents, which the guidelines do not
+//! allow); a value that does not exist is `U`.
+
+use std::fmt;
+
+use crate::range::Range;
+
+/// One perfdata item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Perf {
+    /// The label, already sanitized (see [`label`]).
+    pub label: String,
+    /// The value; `None` prints as `U` (undetermined).
+    pub value: Option<f64>,
+    /// Unit of measure: `us`, `ms`, `s`, `%`, `B`, `c` or empty.
+    pub uom: &'static str,
+    /// The warning range.
+    pub warn: Option<Range>,
+    /// The critical range.
+    pub crit: Option<Range>,
+    /// Smallest possible value.
+    pub min: Option<f64>,
+    /// Largest possible value.
+    pub max: Option<f64>,
+}
+
+/// A perfdata label from its parts, joined with `.`, each part sanitized.
+pub fn label(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        let before = out.len();
+        out.extend(part.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        }));
+        if out.len() == before {
+            out.push('_');
+        }
+    }
+    out
+}
+
+/// A number as perfdata wants it: plain decimal, at most 3 decimals,
+/// trailing zeros dropped.
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return "U".to_owned();
+    }
+    let mut s = format!("{v:.3}");
+    if s.contains('.') {
+        while s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    if s == "-0" {
+        s = "0".to_owned();
+    }
+    s
+}
+
+impl fmt::Display for Perf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}'=", self.label)?;
+        match self.value.filter(|v| v.is_finite()) {
+            Some(v) => write!(f, "{}{}", number(v), self.uom)?,
+            None => f.write_str("U")?,
+        }
+        let opt_range = |r: &Option<Range>| r.map(|r| r.to_string()).unwrap_or_default();
+        let opt_num = |n: &Option<f64>| n.map(number).unwrap_or_default();
+        let mut tail = [
+            opt_range(&self.warn),
+            opt_range(&self.crit),
+            opt_num(&self.min),
+            opt_num(&self.max),
+        ]
+        .to_vec();
+        while tail.last().is_some_and(String::is_empty) {
+            tail.pop();
+        }
+        for field in tail {
+            write!(f, ";{field}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One item parsed back from perfdata text: label, value (`None` for `U`),
+/// unit, and the raw warn/crit/min/max fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The label, unquoted.
+    pub label: String,
+    /// The value, `None` for `U`.
+    pub value: Option<f64>,
+    /// The unit of measure.
+    pub uom: String,
+    /// The fields after the value: warn, crit, min, max (as given).
+    pub fields: Vec<String>,
+}
+
+/// Parses a perfdata string (the part after `|`) into its items. Used by
+/// tests and tools to read the plugin's output back; accepts quoted labels
+/// with `''` as an escaped quote.
+pub fn parse(text: &str) -> Result<Vec<Parsed>, String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let (label, after) = if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut label = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((i, '\'')) => {
+                        if quoted[i + 1..].starts_with('\'') {
+                            label.push('\'');
+                            chars.next();
+                        } else {
+                            break i + 1;
+                        }
+                    }
+                    Some((_, c)) => label.push(c),
+                    None => return Err(format!("unterminated label in {text:?}")),
+                }
+            };
+            (label, &quoted[end..])
+        } else {
+            let end = rest
+                .find('=')
+                .ok_or_else(|| format!("no '=' after label in {rest:?}"))?;
+            (rest[..end].to_owned(), &rest[end..])
+        };
+        let after = after
+            .strip_prefix('=')
+            .ok_or_else(|| format!("no '=' after label {label:?}"))?;
+        let end = after.find(' ').unwrap_or(after.len());
+        let (item, next) = after.split_at(end);
+        let mut fields = item.split(';');
+        let value_uom = fields.next().unwrap_or_default();
+        let split = value_uom
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+            .unwrap_or(value_uom.len());
+        let (value, uom) = value_uom.split_at(split);
+        let value = if value_uom == "U" {
+            None
+        } else {
+            Some(
+                value
+                    .parse::<f64>()
+                    .map_err(|_| format!("bad value {value_uom:?} for {label:?}"))?,
+            )
+        };
+        out.push(Parsed {
+            label,
+            value,
+            uom: if value.is_none() {
+                String::new()
+            } else {
+                uom.to_owned()
+            },
+            fields: fields.map(str::to_owned).collect(),
+        });
+        rest = next.trim_start();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exact_strings() {
+        let r = |s| Some(Range::parse(s).unwrap());
+        let cases = [
+            (
+                Perf {
+                    label: label(&["hs-lab-1", "runq_latency_us", "p99"]),
+                    value: Some(812.3456),
+                    uom: "us",
+                    warn: r("5000"),
+                    crit: r("10000"),
+                    min: Some(0.0),
+                    max: None,
+                },
+                "'hs-lab-1.runq_latency_us.p99'=812.346us;5000;10000;0",
+            ),
+            (
+                Perf {
+                    label: label(&["web 1/a", "vcpu.0.delay_percent", "avg"]),
+                    value: Some(0.5),
+                    uom: "%",
+                    warn: None,
+                    crit: r("@10:20"),
+                    min: None,
+                    max: None,
+                },
+                "'web_1_a.vcpu.0.delay_percent.avg'=0.5%;;@10:20",
+            ),
+            (
+                Perf {
+                    label: label(&["db", "runq_latency_us", "p99"]),
+                    value: None,
+                    uom: "us",
+                    warn: None,
+                    crit: None,
+                    min: Some(0.0),
+                    max: None,
+                },
+                "'db.runq_latency_us.p99'=U;;;0",
+            ),
+            (
+                Perf {
+                    label: label(&["", "x"]),
+                    value: Some(-0.0001),
+                    uom: "",
+                    warn: r("~:"),
+                    crit: None,
+                    min: None,
+                    max: Some(1e15),
+                },
+                "'_.x'=0;~:;;;1000000000000000",
+            ),
+        ];
+        for (perf, want) in cases {
+            assert_eq!(perf.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn parses_what_others_write() {
+        let items = parse("'a b'=1.5ms;2;3;0; 'it''s'=U c=10%").unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].label, "a b");
+        assert_eq!(items[0].value, Some(1.5));
+        assert_eq!(items[0].uom, "ms");
+        assert_eq!(items[0].fields, ["2", "3", "0", ""]);
+        assert_eq!(items[1].label, "it's");
+        assert_eq!(items[1].value, None);
+        assert_eq!(items[2].value, Some(10.0));
+        assert!(parse("'open=1").is_err());
+        assert!(parse("x=abc").is_err());
+    }
+
+    fn range() -> impl Strategy<Value = Option<Range>> {
+        proptest::option::of((-1e6f64..1e6, 0f64..1e6, any::<bool>()).prop_map(
+            |(start, len, inside)| {
+                let start = number(start).parse().unwrap();
+                let end: f64 = number(start + len).parse().unwrap();
+                Range {
+                    start,
+                    end: end.max(start),
+                    inside,
+                }
+            },
+        ))
+    }
+
+    proptest! {
+        #[test]
+        fn what_we_print_parses_back(
+            parts in proptest::collection::vec("\\PC{0,12}", 1..4),
+            value in proptest::option::of(-1e12f64..1e12),
+            uom in prop_oneof![Just(""), Just("us"), Just("%"), Just("ms"), Just("B")],
+            warn in range(), crit in range(),
+            min in proptest::option::of(-1e6f64..1e6),
+        ) {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let p = Perf { label: label(&parts), value, uom, warn, crit, min, max: None };
+            let text = p.to_string();
+            prop_assert!(text.is_ascii(), "{}", text);
+            prop_assert!(!text.contains(' '), "{}", text);
+            let back = parse(&text).unwrap();
+            prop_assert_eq!(back.len(), 1);
+            let b = &back[0];
+            prop_assert_eq!(&b.label, &p.label);
+            match value {
+                None => prop_assert_eq!(b.value, None),
+                Some(v) => {
+                    prop_assert!((b.value.unwrap() - v).abs() <= 0.0005 + v.abs() * 1e-15, "{}", text);
+                    prop_assert_eq!(b.uom.as_str(), uom);
+                }
+            }
+            let fields: Vec<Option<Range>> = [0, 1].iter().map(|i| {
+                b.fields.get(*i).filter(|f| !f.is_empty()).map(|f| Range::parse(f).unwrap())
+            }).collect();
+            prop_assert_eq!(fields, vec![warn, crit]);
+        }
+    }
+}
