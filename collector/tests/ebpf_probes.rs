@@ -432,3 +432,27 @@ fn lab_source_emits_vcpu_latency_series() {
     assert!(value("runq_latency_us.p99").is_some(), "domain-wide merge");
     assert!(value("vcpu.0.switches_voluntary_per_s").unwrap() > 0.0);
 }
+
+/// What one read of a full set of slots costs the agent: every slot's two
+/// 13 KiB histograms are copied out of the kernel each second.
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn reading_every_slot_takes_milliseconds() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let slots = hyper_stats_ebpf::DEFAULT_MAX_WATCHED;
+    let mut probes = load(slots);
+    // Thread ids no thread has: the slots stay idle but are read in full.
+    let tids: Vec<u32> = (0..slots).map(|i| u32::MAX - i).collect();
+    let change = probes.threads().set_watched(&tids).unwrap();
+    assert_eq!(change.added.len(), slots as usize);
+    probes.threads().read().unwrap();
+
+    let rounds = 10;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(probes.threads().read().unwrap().len(), slots as usize);
+    }
+    let per_read = start.elapsed() / rounds;
+    eprintln!("reading {slots} slots: {per_read:?} per read");
+    assert!(per_read < Duration::from_millis(200), "{per_read:?}");
+}
