@@ -1,4 +1,5 @@
 //! Where datapoints go.
 
+pub mod carbon;
 pub mod json;
 pub mod query;
