@@ -35,6 +35,8 @@ pub struct Config {
     pub libvirt: LibvirtConfig,
     /// The query socket for `check_hyper_stats`.
     pub query: QueryConfig,
+    /// Pushing datapoints to Graphite (off without `carbon.address`).
+    pub carbon: crate::sinks::carbon::CarbonConfig,
 }
 
 /// The `[query]` section: the local socket `check_hyper_stats` asks.
@@ -192,6 +194,7 @@ impl Config {
                 socket.display()
             );
         }
+        self.carbon.validate()?;
         Ok(())
     }
 
@@ -273,6 +276,11 @@ mod tests {
                 "query.socket = \"q.sock\" must be",
             ),
             ("[query]\nport = 1", "unknown field `port`"),
+            ("[carbon]\nprotocol = \"udp\"", "unknown variant `udp`"),
+            (
+                "[carbon]\naddress = \":2003\"",
+                "carbon.address = \":2003\": missing host",
+            ),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -6,6 +6,7 @@
 //! stream. `main.rs` only parses the command line and wires the parts.
 
 pub mod config;
+pub mod graphios;
 pub mod pipeline;
 pub mod rollup;
 pub mod sample;

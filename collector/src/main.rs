@@ -38,9 +38,13 @@ enum Command {
         /// libvirt connection URI (overrides libvirt.uri).
         #[arg(long, value_name = "URI")]
         connect: Option<String>,
-        /// Where datapoints go.
-        #[arg(long, value_enum, default_value = "json")]
+        /// Where datapoints go (default: json, unless Carbon is configured).
+        #[arg(long, value_enum)]
         output: Vec<Output>,
+        /// Also push every datapoint to Carbon at HOST:PORT (overrides
+        /// carbon.address).
+        #[arg(long, value_name = "HOST:PORT")]
+        carbon: Option<String>,
         /// Stop after this long (e.g. `10s`, `5m`); default: run until
         /// SIGINT or SIGTERM.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -57,6 +61,8 @@ enum Command {
     },
     /// Validate the config file and print the effective settings.
     CheckConfig,
+    /// Forward Nagios perfdata spool files (Graphios format) to Carbon.
+    Graphios(hyper_stats::graphios::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,11 +94,18 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run {
             connect,
-            output,
+            mut output,
+            carbon,
             duration,
         } => {
             if let Some(uri) = connect {
                 config.libvirt.uri = uri;
+            }
+            if let Some(address) = carbon {
+                config.carbon.address = Some(address);
+            }
+            if output.is_empty() && config.carbon.address.is_none() {
+                output.push(Output::Json);
             }
             config.validate()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +114,17 @@ fn run(cli: Cli) -> Result<()> {
                 .build()
                 .context("failed to start the async runtime")?;
             runtime.block_on(pipeline::run(&config, &output, duration))
+        }
+        Command::Graphios(args) => {
+            if let Some(address) = &args.carbon {
+                config.carbon.address = Some(address.clone());
+            }
+            config.validate()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(hyper_stats::graphios::run(&config, &args))
         }
         Command::Domains { connect, json } => {
             if let Some(uri) = connect {
@@ -118,6 +142,13 @@ fn run(cli: Cli) -> Result<()> {
                     Some(every) => println!("libvirt.intervals.{group} = {every:?}"),
                     None => println!("libvirt.intervals.{group} = off"),
                 }
+            }
+            match &config.carbon.address {
+                Some(address) => println!(
+                    "carbon.address = {address:?} ({})",
+                    config.carbon.protocol.name()
+                ),
+                None => println!("carbon.address = none (Carbon sink off)"),
             }
             Ok(())
         }

@@ -64,6 +64,14 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         sink_tasks.spawn(async move { ("query", sinks::query::run(settings, rx, rollup).await) });
         sink_txs.push(("query", tx, false));
     }
+    // Carbon: every datapoint to Graphite, queued and spooled while Carbon
+    // is away. Its spool is opened here, so a bad spool_dir stops the
+    // agent before it samples.
+    if let Some(carbon) = sinks::carbon::build(&config.carbon)? {
+        let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
+        sink_tasks.spawn(async move { ("carbon", sinks::carbon::run(carbon, rx).await) });
+        sink_txs.push(("carbon", tx, false));
+    }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
     let source = LibvirtSource::new(conn, config.group_intervals());
