@@ -284,9 +284,17 @@ impl Connection {
         rc == 1
     }
 
-    /// Bulk stats of every active domain for `groups`.
+    /// Bulk stats of every active domain for `groups`. A domain whose
+    /// monitor another job holds (a migration, a snapshot) is returned
+    /// without the fields that need the monitor instead of making the whole
+    /// call wait up to 30 s for it (`NOWAIT`): one busy domain must not cost
+    /// every other domain its samples.
     pub fn all_domain_stats(&self, groups: Groups) -> Result<Vec<DomainRecord>, LibvirtError> {
-        self.all_domain_stats_with_flags(groups, sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+        self.all_domain_stats_with_flags(
+            groups,
+            sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+                | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+        )
     }
 
     /// Bulk stats for `groups` with explicit `VIR_CONNECT_GET_ALL_DOMAINS_STATS_*`
