@@ -4,6 +4,7 @@
 //! workspace root; this file only parses the command line and reports the
 //! error chain once.
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod lab;
@@ -39,6 +40,11 @@ enum Task {
     Test,
     /// Set up, start the lab and show the agent's live datapoints.
     Demo,
+    /// Run a benchmark suite that needs the lab; reports go to bench/runs/.
+    Bench {
+        #[arg(value_enum)]
+        suite: bench::Suite,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Task::Lab { action } => lab::run(action),
         Task::Test => test::run_all(),
         Task::Demo => demo::run_demo(),
+        Task::Bench { suite } => bench::run(suite),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

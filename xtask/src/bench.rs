@@ -1,0 +1,110 @@
+//! `cargo xtask bench poll`: benchmarks that need the lab at a given size,
+//! run in sequence, with their output kept in `bench/runs/`.
+//!
+//! `poll` runs the per-group bulk-stats bench (`collector/benches/poll.rs`)
+//! against 2 and then 8 lab guests, so the cost per domain can be compared
+//! at both sizes in one run on one machine. Afterwards the lab runs 2
+//! guests, or is down again if it was down before.
+//!
+//! Each run's output goes to `bench/runs/<unix time>-<bench>.txt`, headed
+//! with the date, kernel and CPU, so numbers from different days and
+//! machines are never mixed up.
+
+use std::fs;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+use crate::lab;
+use crate::util::workspace_root;
+
+/// A benchmark suite.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Suite {
+    /// Bulk-stats poll cost per group, with 2 and 8 guests.
+    Poll,
+}
+
+/// Lab sizes the poll bench runs at.
+const POLL_GUESTS: [u32; 2] = [2, 8];
+
+pub fn run(suite: Suite) -> Result<()> {
+    match suite {
+        Suite::Poll => poll(),
+    }
+}
+
+fn poll() -> Result<()> {
+    let was_up = lab::is_up()?;
+    let mut report = header()?;
+    for guests in POLL_GUESTS {
+        lab::run(lab::Action::Up { guests })?;
+        let out = cargo_bench("poll")?;
+        report.push_str(&format!("\n## {guests} guests\n\n{out}"));
+        print!("{out}");
+    }
+    lab::run(lab::Action::Up {
+        guests: POLL_GUESTS[0],
+    })?;
+    if !was_up {
+        lab::run(lab::Action::Down)?;
+    }
+    save("poll", &report)
+}
+
+/// Runs one bench target of the collector and returns its stdout.
+fn cargo_bench(name: &str) -> Result<String> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["bench", "--package", "hyper-stats", "--bench", name])
+        .output()
+        .with_context(|| format!("failed to run the {name} bench"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the {name} bench failed with {}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Date, kernel and CPU of this run.
+fn header() -> Result<String> {
+    let uname = Command::new("uname")
+        .arg("-srm")
+        .output()
+        .context("failed to run uname")?;
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .context("failed to run date")?;
+    Ok(format!(
+        "# date: {}# kernel: {}# cpu: {cpu}, {} cores\n",
+        String::from_utf8_lossy(&date.stdout),
+        String::from_utf8_lossy(&uname.stdout),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ))
+}
+
+/// Writes `report` to `bench/runs/<unix time>-<name>.txt`.
+fn save(name: &str, report: &str) -> Result<()> {
+    let dir = workspace_root().join("bench").join("runs");
+    fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let path = dir.join(format!("{secs}-{name}.txt"));
+    fs::write(&path, report).with_context(|| format!("failed to write {}", path.display()))?;
+    println!("bench: report saved to {}", path.display());
+    Ok(())
+}
