@@ -48,9 +48,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libc6-dev", "the C library rustc links against"),
     ("pkg-config", "finds libvirt for the collector's build"),
     // Nagios: the plugin's integration tests run the real daemons.
-    ("nagios-nrpe-server", "nrpe, for the plugin's integration test"),
-    ("nagios-nrpe-plugin", "check_nrpe, for the plugin's integration test"),
-    ("nagios4-core", "a Nagios core scheduling the plugin in its test"),
+    (
+        "nagios-nrpe-server",
+        "nrpe, for the plugin's integration test",
+    ),
+    (
+        "nagios-nrpe-plugin",
+        "check_nrpe, for the plugin's integration test",
+    ),
+    (
+        "nagios4-core",
+        "a Nagios core scheduling the plugin in its test",
+    ),
     // eBPF tooling and references.
     ("bpftool", "inspects loaded eBPF programs"),
     (

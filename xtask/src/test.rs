@@ -17,7 +17,7 @@ use crate::lab;
 use crate::util::{run, workspace_root};
 
 /// Integration test targets that run against the lab.
-const LAB_TESTS: &[&str] = &["lab", "libvirt_conn"];
+const LAB_TESTS: &[&str] = &["lab", "libvirt_conn", "nagios", "carbon"];
 
 /// Guests the integration tests run against.
 const LAB_GUESTS: u32 = 2;
