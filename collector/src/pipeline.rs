@@ -20,6 +20,8 @@ use crate::config::Config;
 use crate::rollup::SharedRollup;
 use crate::sample::Batch;
 use crate::sinks;
+use crate::sources::ebpf::source::EbpfSource;
+use crate::sources::ebpf::{ProbeOptions, Probes};
 use crate::sources::libvirt::LibvirtSource;
 use crate::sources::libvirt::conn::Conn;
 
@@ -75,7 +77,24 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
     let source = LibvirtSource::new(conn, config.group_intervals());
-    let source_task = tokio::spawn(source.run(source_tx));
+    let mut source_tasks = JoinSet::new();
+    // The eBPF probes watch the vCPU threads of the domains libvirt lists.
+    // Without them (no root, no BTF, object not built) the agent still
+    // reports every libvirt stat; the reason is said once, with the fix.
+    match Probes::load(ProbeOptions::default()) {
+        Ok(probes) => {
+            info!(
+                message = "eBPF probes attached.",
+                kvm = probes.kvm_attached()
+            );
+            let ebpf = EbpfSource::new(probes, Arc::clone(&rollup), source.domains());
+            source_tasks.spawn(ebpf.run(source_tx.clone()));
+        }
+        Err(reason) => {
+            warn!(message = "eBPF probes are off; reporting libvirt stats only.", reason = %format!("{reason:#}"))
+        }
+    }
+    source_tasks.spawn(source.run(source_tx));
 
     let fanout = tokio::spawn(async move {
         while let Some(batch) = source_rx.recv().await {
@@ -107,8 +126,7 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         r = shutdown_signal() => { info!(message = "Stopping.", reason = r?); None }
         Some(ended) = sink_tasks.join_next() => Some(ended),
     };
-    source_task.abort();
-    let _ = source_task.await;
+    source_tasks.shutdown().await;
     // The source's sender is gone now: the fan-out drains and ends, which
     // closes every sink's queue.
     fanout.await.context("fan-out task panicked")?;
