@@ -3,8 +3,11 @@
 //! 1. formatting and clippy, warnings as errors;
 //! 2. the unit tests of every crate (no daemon, no root needed);
 //! 3. the lab: real libvirtd and QEMU guests (`lab up`), then every
-//!    integration test marked `#[ignore = "needs the lab..."]`, one at a time
-//!    since they stop and start guests and libvirtd.
+//!    integration test marked `#[ignore = "needs the lab..."]` (including
+//!    the eBPF probe tests, which need root), one at a time since they stop
+//!    and start guests and libvirtd.
+//!
+//! Every build here requires the eBPF object (`HYPER_STATS_EBPF=require`).
 //!
 //! A lab this task brought up is taken down again at the end; one that was
 //! already running is left as it was.
@@ -13,20 +16,22 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::lab;
 use crate::util::{run, workspace_root};
+use crate::{build_ebpf, lab};
 
 /// Integration test targets that run against the lab.
-const LAB_TESTS: &[&str] = &["lab", "libvirt_conn", "nagios", "carbon"];
+const LAB_TESTS: &[&str] = &["lab", "libvirt_conn", "ebpf_probes", "nagios", "carbon"];
 
 /// Guests the integration tests run against.
 const LAB_GUESTS: u32 = 2;
 
 pub fn run_all() -> Result<()> {
     let root = workspace_root();
+    // Every build requires the eBPF object: a CI machine without the bpf
+    // toolchain must fail, not quietly test an agent without probes.
     let cargo = || {
         let mut c = Command::new(env!("CARGO"));
-        c.current_dir(&root);
+        c.current_dir(&root).env(build_ebpf::MODE_VAR, "require");
         c
     };
     run(cargo().args(["fmt", "--all", "--check"]))?;
