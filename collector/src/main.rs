@@ -3,7 +3,7 @@
 //! This file parses arguments, sets up logging, runs one command and is
 //! the only place that prints a top-level error and picks the exit code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 
 use hyper_stats::config::Config;
 use hyper_stats::pipeline::{self, Output};
+use hyper_stats::sources::ebpf::targets;
 use hyper_stats::sources::libvirt::ffi::Connection;
 use hyper_stats::sources::libvirt::groups::{Group, Groups};
-use hyper_stats::sources::libvirt::threads;
 
 #[derive(Parser)]
 #[command(
@@ -170,35 +170,35 @@ fn list_domains(uri: &str, json: bool) -> Result<()> {
         );
     }
     for rec in records {
-        let found = threads::find(std::path::Path::new(threads::QEMU_RUN_DIR), &rec.name);
+        let found = targets::qemu_pid(Path::new(targets::LIBVIRT_QEMU_RUN_DIR), &rec.name)
+            .and_then(|pid| Ok((pid, targets::vcpu_threads(Path::new(targets::PROC), pid)?)));
         if json {
             let value = match &found {
-                Ok(t) => {
-                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "qemu_pid": t.qemu_pid,
-                    "vcpus": t.vcpus.iter().map(|(id, tid)| serde_json::json!({"id": id, "tid": tid})).collect::<Vec<_>>()})
-                }
+                Ok((pid, vcpus)) => serde_json::json!({
+                    "uuid": rec.uuid, "name": rec.name, "qemu_pid": pid,
+                    "vcpus": vcpus.iter().map(|t| serde_json::json!({"id": t.vcpu, "tid": t.tid, "kvm": t.kvm})).collect::<Vec<_>>(),
+                }),
                 Err(e) => {
-                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "error": format!("{e:#}")})
+                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "error": e.to_string()})
                 }
             };
             println!("{value}");
         } else {
             match &found {
-                Ok(t) => {
-                    let vcpus: Vec<String> = t
-                        .vcpus
+                Ok((pid, vcpus)) => {
+                    let vcpus: Vec<String> = vcpus
                         .iter()
-                        .map(|(id, tid)| format!("{id}:{tid}"))
+                        .map(|t| format!("{}:{}", t.vcpu, t.tid))
                         .collect();
                     println!(
                         "{:<36}  {:<20}  {:>8}  {}",
                         rec.uuid,
                         rec.name,
-                        t.qemu_pid,
+                        pid,
                         vcpus.join(" ")
                     );
                 }
-                Err(e) => println!("{:<36}  {:<20}  {:>8}  ({e:#})", rec.uuid, rec.name, "?"),
+                Err(e) => println!("{:<36}  {:<20}  {:>8}  ({e})", rec.uuid, rec.name, "?"),
             }
         }
     }

@@ -37,7 +37,6 @@ pub mod net;
 pub mod params;
 pub mod perf;
 pub mod state;
-pub mod threads;
 pub mod vcpu;
 
 use std::collections::{BTreeMap, HashMap};
