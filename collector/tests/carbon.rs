@@ -1,0 +1,724 @@
+//! The Carbon sink end to end, with a real carbon-cache (Debian's
+//! graphite-carbon, run by hand with its own config, ports and pid file on
+//! 127.0.0.1, 1 s retention) and the real agent on the lab guests. What
+//! Carbon stored is read back from whisper with `whisper-fetch --json` and
+//! compared, value for value, with what the same agent printed with
+//! `--output json`.
+//!
+//! - every second of every series reaches whisper, equal to the JSON;
+//! - carbon-cache stopped for 60 s mid-run: nothing lost, sampling never
+//!   paused;
+//! - the same with the agent restarted while Carbon is down, a disk spool
+//!   configured;
+//! - `hyper-stats graphios`: Nagios perfdata spool files (written as Nagios
+//!   does with the Graphios template) end up in whisper, files deleted.
+//!
+//! Needs the lab (`cargo xtask lab up`) and `cargo xtask setup`'s
+//! graphite-carbon and python3-whisper; run by `cargo xtask test`. Every
+//! carbon-cache here is started and stopped by this file, by its pid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+const URI: &str = "qemu:///system";
+
+/// The path component the agent is told to use for this node.
+const NODE: &str = "labhost";
+
+/// How long carbon-cache may take to write what it holds to whisper.
+const WHISPER_SETTLE: Duration = Duration::from_secs(30);
+
+/// A carbon-cache of our own.
+struct Carbon {
+    dir: PathBuf,
+    line_port: u16,
+    pickle_port: u16,
+    pid: Option<u32>,
+}
+
+impl Carbon {
+    /// Writes a config (1 s retention, no rate limits, 127.0.0.1 only)
+    /// under `dir` and starts carbon-cache.
+    fn start(dir: &Path) -> Carbon {
+        for tool in ["/usr/bin/carbon-cache", "/usr/bin/whisper-fetch"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: run `cargo xtask setup` (installs graphite-carbon, python3-whisper)"
+            );
+        }
+        let [line_port, pickle_port, query_port] = free_ports();
+        std::fs::create_dir_all(dir.join("storage/whisper")).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("carbon.conf"),
+            format!(
+                "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\n\
+                 CONF_DIR = {d}/\nLOG_DIR = {d}/log/\nPID_DIR = {d}/\nUSER =\n\
+                 MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\n\
+                 LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
+                 PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle_port}\n\
+                 CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query_port}\n\
+                 ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("storage-schemas.conf"),
+            "[hyperstats]\npattern = .*\nretentions = 1s:6h,10s:7d,1m:90d\n",
+        )
+        .unwrap();
+        let mut c = Carbon {
+            dir: dir.to_path_buf(),
+            line_port,
+            pickle_port,
+            pid: None,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts carbon-cache (again, on the same ports and storage).
+    fn restart(&mut self) {
+        assert!(self.pid.is_none(), "carbon-cache is running");
+        let pidfile = self.dir.join("carbon.pid");
+        let out = Command::new("carbon-cache")
+            .arg(format!(
+                "--config={}",
+                self.dir.join("carbon.conf").display()
+            ))
+            .arg(format!("--pidfile={}", pidfile.display()))
+            .arg(format!("--logdir={}", self.dir.join("log").display()))
+            .arg("start")
+            .output()
+            .expect("carbon-cache runs");
+        assert!(
+            out.status.success(),
+            "carbon-cache start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pid = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            if let Some(pid) = pid
+                && TcpStream::connect(("127.0.0.1", self.line_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.pickle_port)).is_ok()
+            {
+                self.pid = Some(pid);
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "carbon-cache did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops carbon-cache with SIGTERM (it writes its cache out first) and
+    /// waits until it has exited.
+    fn stop(&mut self) {
+        let Some(pid) = self.pid.take() else { return };
+        signal(pid, "TERM");
+        let until = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < until, "carbon-cache {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn whisper_file(&self, path: &str) -> PathBuf {
+        let mut f = self.dir.join("storage/whisper");
+        for c in path.split('.') {
+            f.push(c);
+        }
+        f.set_extension("wsp");
+        f
+    }
+
+    /// `whisper-fetch --json` of `path` for seconds `from..=until`: the
+    /// seconds holding a value.
+    fn fetch(&self, path: &str, from: i64, until: i64) -> BTreeMap<i64, f64> {
+        #[derive(Deserialize)]
+        struct Fetched {
+            start: i64,
+            step: i64,
+            values: Vec<Option<f64>>,
+        }
+        let file = self.whisper_file(path);
+        if !file.exists() {
+            return BTreeMap::new();
+        }
+        let out = Command::new("whisper-fetch")
+            .arg("--json")
+            .arg(format!("--from={}", from - 1))
+            .arg(format!("--until={until}"))
+            .arg(&file)
+            .output()
+            .expect("whisper-fetch runs");
+        assert!(
+            out.status.success(),
+            "whisper-fetch {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f: Fetched = serde_json::from_slice(&out.stdout).unwrap();
+        f.values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (f.start + i as i64 * f.step, v)))
+            .collect()
+    }
+}
+
+impl Drop for Carbon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Three ports nothing listens on.
+fn free_ports() -> [u16; 3] {
+    let ls: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let p: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    [p[0], p[1], p[2]]
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Point {
+    ts: f64,
+    domain: String,
+    metric: String,
+    value: f64,
+}
+
+/// The agent with `--output json --carbon ...`, its stdout collected and
+/// its log kept (and echoed).
+struct Agent {
+    child: Child,
+    points: Arc<Mutex<Vec<Point>>>,
+    log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(config: &Path, carbon_port: u16, extra: &[&str]) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
+            .arg("--config")
+            .arg(config)
+            .args(["run", "--output", "json", "--connect", URI])
+            .arg("--carbon")
+            .arg(format!("127.0.0.1:{carbon_port}"))
+            .args(extra)
+            .env("HYPER_STATS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("failed to start hyper-stats");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let points = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&points);
+        let out_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let p: Point = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                sink.lock().unwrap().push(p);
+            }
+        });
+        let lines = Arc::clone(&log);
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !line.contains("Domain found") {
+                    eprintln!("agent: {line}");
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Agent {
+            child,
+            points,
+            log,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    /// Stops the agent with SIGTERM (a clean shutdown) and returns every
+    /// point it printed and its log.
+    fn stop(mut self) -> (Vec<Point>, Vec<String>) {
+        signal(self.child.id(), "TERM");
+        self.wait()
+    }
+
+    /// Waits for the agent to exit by itself or after a signal.
+    fn wait(&mut self) -> (Vec<Point>, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "hyper-stats exited with {status}");
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        (
+            self.points.lock().unwrap().clone(),
+            self.log.lock().unwrap().clone(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for the agent: this node named `labhost`, no query socket,
+/// and `extra` TOML in the `[carbon]` section.
+fn agent_config(dir: &Path, carbon_extra: &str) -> PathBuf {
+    let path = dir.join("hyper-stats.toml");
+    std::fs::write(
+        &path,
+        format!("[query]\nenabled = false\n\n[carbon]\nhost = \"{NODE}\"\n{carbon_extra}\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// The running lab guests.
+fn lab_guests() -> BTreeSet<String> {
+    let out = Command::new("virsh")
+        .args(["-c", URI, "list", "--name", "--state-running"])
+        .output()
+        .expect("virsh runs");
+    let guests: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with("hs-lab-"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !guests.is_empty(),
+        "no lab guests running: run `cargo xtask lab up` first"
+    );
+    guests
+}
+
+/// The JSON points as series → second → value (the last one printed for
+/// a second, which is what whisper keeps).
+fn series(points: &[Point]) -> BTreeMap<(String, String), BTreeMap<i64, f64>> {
+    let mut out: BTreeMap<(String, String), BTreeMap<i64, f64>> = BTreeMap::new();
+    for p in points {
+        out.entry((p.domain.clone(), p.metric.clone()))
+            .or_default()
+            .insert(p.ts.floor() as i64, p.value);
+    }
+    out
+}
+
+/// The whisper path of a lab guest's series (lab names need no sanitizing).
+fn carbon_path(domain: &str, metric: &str) -> String {
+    format!("hyperstats.{NODE}.{domain}.{metric}")
+}
+
+/// Waits until whisper holds every JSON point of every lab guest with the
+/// same value; panics with the differences after [`WHISPER_SETTLE`].
+fn assert_whisper_matches(carbon: &Carbon, points: &[Point]) -> usize {
+    // Every lab guest the agent saw (guests may come and go meanwhile);
+    // at least one must be running now.
+    assert!(!lab_guests().is_empty());
+    let all = series(points);
+    let wanted: Vec<_> = all
+        .iter()
+        .filter(|((d, _), _)| d.starts_with("hs-lab-"))
+        .collect();
+    assert!(
+        !wanted.is_empty(),
+        "the agent printed no point of a lab guest"
+    );
+    let until = Instant::now() + WHISPER_SETTLE;
+    loop {
+        let mut missing = Vec::new();
+        let mut differ = Vec::new();
+        let mut checked = 0;
+        for ((domain, metric), seconds) in &wanted {
+            let path = carbon_path(domain, metric);
+            let first = *seconds.keys().next().unwrap();
+            let last = *seconds.keys().last().unwrap();
+            let stored = carbon.fetch(&path, first, last);
+            for (ts, value) in seconds.iter() {
+                checked += 1;
+                match stored.get(ts) {
+                    None => missing.push(format!("{path} @{ts}")),
+                    Some(v) if v.to_bits() != value.to_bits() => {
+                        differ.push(format!("{path} @{ts}: json {value} whisper {v}"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if missing.is_empty() && differ.is_empty() {
+            eprintln!(
+                "whisper matches the JSON: {checked} points in {} series",
+                wanted.len()
+            );
+            return checked;
+        }
+        if Instant::now() >= until {
+            panic!(
+                "after {WHISPER_SETTLE:?}: {} of {checked} points missing from whisper (first: {:?}), {} differ (first: {:?})",
+                missing.len(),
+                missing.iter().take(10).collect::<Vec<_>>(),
+                differ.len(),
+                differ.iter().take(10).collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The longest stretch without a sample the agent may have on a loaded
+/// 2-core machine (a poll slower than its interval skips a tick); a
+/// sampling loop that waited on Carbon would show the whole outage.
+const MAX_SAMPLING_GAP_S: i64 = 5;
+
+/// The agent sampled throughout `from..=to`: a lab guest's `state.code`
+/// at least every [`MAX_SAMPLING_GAP_S`], and the pipeline never had to
+/// drop batches for the Carbon sink. Returns the share of seconds sampled.
+fn assert_never_paused(points: &[Point], log: &[String], from: i64, to: i64) -> f64 {
+    let seconds: BTreeSet<i64> = points
+        .iter()
+        .filter(|p| p.domain.starts_with("hs-lab-") && p.metric == "state.code")
+        .map(|p| p.ts.floor() as i64)
+        .filter(|s| (from..=to).contains(s))
+        .collect();
+    let mut last = from - 1;
+    for s in seconds.iter().copied().chain([to + 1]) {
+        assert!(
+            s - last <= MAX_SAMPLING_GAP_S,
+            "no sample from {last} to {s}: sampling paused for {}s",
+            s - last - 1
+        );
+        last = s;
+    }
+    let behind: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("falling behind") && l.contains("carbon"))
+        .collect();
+    assert!(behind.is_empty(), "the Carbon sink fell behind: {behind:?}");
+    seconds.len() as f64 / (to - from + 1) as f64
+}
+
+/// The sum of the agent's own `agent.carbon.<metric>` over its whisper
+/// file.
+fn agent_sum(carbon: &Carbon, metric: &str, from: i64, to: i64) -> f64 {
+    carbon
+        .fetch(
+            &format!("hyperstats.{NODE}.agent.carbon.{metric}"),
+            from,
+            to,
+        )
+        .values()
+        .sum()
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn first_last(points: &[Point]) -> (i64, i64) {
+    let ts = points.iter().map(|p| p.ts.floor() as i64);
+    (ts.clone().min().unwrap(), ts.max().unwrap())
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn whisper_holds_every_second_the_json_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let carbon = Carbon::start(&tmp.path().join("carbon"));
+    let config = agent_config(tmp.path(), "");
+    let mut agent = Agent::start(&config, carbon.line_port, &["--duration", "30s"]);
+    let (points, log) = agent.wait();
+    let (first, last) = first_last(&points);
+    assert!(last - first >= 28, "the agent ran {}s", last - first);
+    let checked = assert_whisper_matches(&carbon, &points);
+    // Whisper has a point in exactly the seconds the JSON has one, for
+    // every series: one per second wherever the agent sampled.
+    for ((domain, metric), seconds) in series(&points) {
+        if !domain.starts_with("hs-lab-") {
+            continue;
+        }
+        let stored = carbon.fetch(&carbon_path(&domain, &metric), first, last);
+        let stored: Vec<i64> = stored.into_keys().collect();
+        let printed: Vec<i64> = seconds.into_keys().collect();
+        assert_eq!(stored, printed, "{domain} {metric}");
+    }
+    let sampled = assert_never_paused(&points, &log, first, last);
+    assert_eq!(agent_sum(&carbon, "dropped_points", first, now_s()), 0.0);
+    eprintln!(
+        "30 s: {checked} points checked; {:.0}% of the seconds sampled",
+        sampled * 100.0
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn pickle_protocol_stores_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let carbon = Carbon::start(&tmp.path().join("carbon"));
+    let config = agent_config(tmp.path(), "protocol = \"pickle\"");
+    let mut agent = Agent::start(&config, carbon.pickle_port, &["--duration", "10s"]);
+    let (points, _) = agent.wait();
+    assert_whisper_matches(&carbon, &points);
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn carbon_outage_of_60s_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut carbon = Carbon::start(&tmp.path().join("carbon"));
+    let config = agent_config(tmp.path(), "");
+    let agent = Agent::start(&config, carbon.line_port, &[]);
+    std::thread::sleep(Duration::from_secs(20));
+    let down_at = now_s();
+    carbon.stop();
+    eprintln!("carbon-cache stopped at {down_at}");
+    std::thread::sleep(Duration::from_secs(60));
+    carbon.restart();
+    let up_at = now_s();
+    eprintln!("carbon-cache started at {up_at}");
+    std::thread::sleep(Duration::from_secs(30));
+    let (points, log) = agent.stop();
+    let (first, last) = first_last(&points);
+    // Sampling never paused, outage included.
+    let sampled = assert_never_paused(&points, &log, first, last);
+    let sampled_in_outage = assert_never_paused(&points, &log, down_at, up_at);
+    let checked = assert_whisper_matches(&carbon, &points);
+    let outage: usize = points
+        .iter()
+        .filter(|p| (down_at..up_at).contains(&(p.ts as i64)))
+        .count();
+    assert!(outage > 0);
+    assert!(agent_sum(&carbon, "reconnects", first, now_s()) >= 1.0);
+    assert_eq!(agent_sum(&carbon, "dropped_points", first, now_s()), 0.0);
+    eprintln!(
+        "outage: {checked} points checked, {outage} of them sampled while carbon-cache was down; \
+         {:.0}% of the seconds sampled ({:.0}% during the outage)",
+        sampled * 100.0,
+        sampled_in_outage * 100.0
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn agent_restarted_during_an_outage_sends_its_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut carbon = Carbon::start(&tmp.path().join("carbon"));
+    let config = agent_config(
+        tmp.path(),
+        &format!(
+            "spool_dir = \"{}\"\nspool_max_size = \"64MiB\"",
+            spool.display()
+        ),
+    );
+    let first_agent = Agent::start(&config, carbon.line_port, &[]);
+    std::thread::sleep(Duration::from_secs(15));
+    carbon.stop();
+    std::thread::sleep(Duration::from_secs(20));
+    // A clean stop while Carbon is down: the queue goes to the spool.
+    let (mut points, _) = first_agent.stop();
+    let spooled: usize = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    eprintln!("first agent stopped; {spooled} points spooled");
+    assert!(spooled > 0, "nothing was spooled");
+    let second_agent = Agent::start(&config, carbon.line_port, &[]);
+    std::thread::sleep(Duration::from_secs(15));
+    carbon.restart();
+    std::thread::sleep(Duration::from_secs(25));
+    let (second, log) = second_agent.stop();
+    let (from, to) = first_last(&second);
+    assert_never_paused(&second, &log, from, to);
+    points.extend(second);
+    let checked = assert_whisper_matches(&carbon, &points);
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the spool still holds {} files",
+        left.len()
+    );
+    eprintln!("restart with spool: {checked} points checked");
+}
+
+/// A Nagios perfdata spool line in the Graphios template of the README.
+fn perfdata_line(
+    timet: i64,
+    host: &str,
+    desc: &str,
+    perfdata: &str,
+    prefix: &str,
+    postfix: &str,
+) -> String {
+    format!(
+        "DATATYPE::SERVICEPERFDATA\tTIMET::{timet}\tHOSTNAME::{host}\tSERVICEDESC::{desc}\t\
+         SERVICEPERFDATA::{perfdata}\tSERVICECHECKCOMMAND::check_hyper_stats_nrpe!x\t\
+         HOSTSTATE::UP\tHOSTSTATETYPE::HARD\tSERVICESTATE::OK\tSERVICESTATETYPE::HARD\t\
+         GRAPHITEPREFIX::{prefix}\tGRAPHITEPOSTFIX::{postfix}\n"
+    )
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn graphios_moves_perfdata_spool_files_into_whisper() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut carbon = Carbon::start(&tmp.path().join("carbon"));
+    let spool = tmp.path().join("graphios");
+    std::fs::create_dir_all(&spool).unwrap();
+    let config = agent_config(tmp.path(), "");
+    let t0 = now_s() - 60;
+    // Six files as Nagios leaves them, 10 s apart, each with two checks of
+    // the lab node plus one service without prefix/postfix (not for
+    // Graphite) and a malformed line.
+    let mut want: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for f in 0..6 {
+        let t = t0 + f * 10;
+        let mut text = String::new();
+        for (i, guest) in ["hs-lab-1", "hs-lab-2"].iter().enumerate() {
+            let p99 = 0.25 * (f as f64 + 1.0) + i as f64;
+            let delay = 1.5 + f as f64 / 8.0;
+            text += &perfdata_line(
+                t,
+                "lab-node.example.com",
+                "VM vCPU run-queue p99",
+                &format!(
+                    "'{guest}_rq_p99'={p99}ms;5;10;0; '{guest}.vcpu.0.delay_percent.avg'={delay}%;20;50;0;"
+                ),
+                "nagios.dc1",
+                "hyperstats",
+            );
+            want.entry(format!(
+                "nagios.dc1.lab-node_example_com.hyperstats.{guest}_rq_p99"
+            ))
+            .or_default()
+            .insert(t, p99);
+            want.entry(format!(
+                "nagios.dc1.lab-node_example_com.hyperstats.{guest}.vcpu.0.delay_percent.avg"
+            ))
+            .or_default()
+            .insert(t, delay);
+        }
+        text += &perfdata_line(
+            t,
+            "lab-node.example.com",
+            "Other",
+            "x=1",
+            "$_SERVICEGRAPHITEPREFIX$",
+            "",
+        );
+        text += "DATATYPE::SERVICEPERFDATA\tTIMET\tbroken\n";
+        let file = spool.join(format!("service-perfdata.{t}"));
+        std::fs::write(&file, text).unwrap();
+    }
+    // The file Nagios is appending to is left alone.
+    std::fs::write(
+        spool.join("service-perfdata"),
+        perfdata_line(t0, "h", "S", "y=1", "p", ""),
+    )
+    .unwrap();
+
+    // Carbon down: nothing confirmed, every file stays.
+    carbon.stop();
+    let out = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
+        .arg("--config")
+        .arg(&config)
+        .args(["graphios", "--once", "--timeout", "3s", "--spool"])
+        .arg(&spool)
+        .arg("--carbon")
+        .arg(format!("127.0.0.1:{}", carbon.line_port))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "graphios --once succeeded with Carbon down"
+    );
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 7);
+
+    carbon.restart();
+    let out = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
+        .arg("--config")
+        .arg(&config)
+        .args(["graphios", "--once", "--spool"])
+        .arg(&spool)
+        .arg("--carbon")
+        .arg(format!("127.0.0.1:{}", carbon.line_port))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "graphios --once failed: {stderr}");
+    // Only the file Nagios appends to is left.
+    let left: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["service-perfdata"]);
+    // Each malformed line was logged with its file and line number.
+    for f in 0..6 {
+        let name = format!("service-perfdata.{}", t0 + f * 10);
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("malformed") && l.contains(&name) && l.contains("line=4")),
+            "no log of {name}'s malformed line 4"
+        );
+    }
+    // Carbon confirmed before the files went: the values are in its
+    // cache, and reach whisper soon after.
+    let until = Instant::now() + WHISPER_SETTLE;
+    for (path, points) in &want {
+        loop {
+            let stored = carbon.fetch(path, t0, t0 + 60);
+            if &stored == points {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{path}: whisper has {stored:?}, want {points:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    // The service without prefix or postfix was not for Graphite.
+    assert!(!carbon.whisper_file("lab-node_example_com.x").exists());
+}
