@@ -224,8 +224,13 @@ impl Nrpe {
 }
 
 fn check_nrpe(port: u16, command: &str) -> Nrpe {
+    check_nrpe_with(port, command, &[])
+}
+
+fn check_nrpe_with(port: u16, command: &str, extra: &[&str]) -> Nrpe {
     let started = Instant::now();
     let out = Command::new(CHECK_NRPE)
+        .args(extra)
         .args([
             "-H",
             "127.0.0.1",
@@ -361,7 +366,8 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
          command[t_runq_ok]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 10000000 -c 10000000\n\
          command[t_runq_warning]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 10000000\n\
          command[t_runq_critical]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 0.001\n\
-         command[t_timeout]={p} -S {s} -m cpu.time_percent --window 1m -t 3\n"
+         command[t_timeout]={p} -S {s} -m cpu.time_percent --window 1m -t 3\n\
+         command[t_nrpe_v2]={p} -S {s} -m 'balloon.*' --aggregate max --window 1m -c 0.1 --max-bytes 1023\n"
     );
     let nrpe_cfg = nrpe_dir.join("nrpe.cfg");
     let pid_file = nrpe_dir.join("nrpe.pid");
@@ -452,6 +458,27 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
     });
     let compared = agrees_with_socket(&socket, port, "t_vcpu_delay", delay, 0);
     assert!(compared >= guests.len(), "vCPU series compared: {compared}");
+
+    // NRPE v2 packets hold 1,023 bytes: with --max-bytes 1023 the plugin
+    // cuts whole domains (worst kept) and says so, and NRPE cuts nothing.
+    let r = check_nrpe_with(port, "t_nrpe_v2", &["-2"]);
+    eprintln!(
+        "t_nrpe_v2 (check_nrpe -2): exit {}, {} bytes\n{}",
+        r.code,
+        r.output.len(),
+        r.output
+    );
+    assert_eq!(r.code, 2, "{}", r.output);
+    assert!(r.output.len() <= 1023, "{} bytes", r.output.len());
+    if guests.len() > 1 {
+        assert!(
+            r.first_line()
+                .contains("left out of this output to fit 1023 bytes"),
+            "{}",
+            r.output
+        );
+    }
+    assert!(!r.perfdata().is_empty(), "{}", r.output);
 
     // The shipped commands run through NRPE and answer in the plugin's form.
     for command in [

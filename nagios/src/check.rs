@@ -170,6 +170,9 @@ pub fn human(value: Option<f64>, uom: &str) -> String {
         "us" => format!("{v:.0}us"),
         "ms" => format!("{v:.2}ms"),
         "%" => format!("{v:.2}%"),
+        "B" if v >= 1024.0 * 1024.0 * 1024.0 => format!("{:.2}GiB", v / (1024.0 * 1024.0 * 1024.0)),
+        "B" if v >= 1024.0 * 1024.0 => format!("{:.1}MiB", v / (1024.0 * 1024.0)),
+        "B" if v >= 1024.0 => format!("{:.1}KiB", v / 1024.0),
         "B" => format!("{v:.0}B"),
         _ => perfdata::number(v),
     }
@@ -229,7 +232,8 @@ pub struct Report {
     pub state: State,
     /// What was checked, e.g. `runq_latency_us p99 over 5m`.
     pub what: String,
-    /// The unit of every value.
+    /// The unit of the metric asked for (each item carries its own, which
+    /// differs only for patterns such as `balloon.*`).
     pub uom: &'static str,
     /// Every domain, worst first.
     pub groups: Vec<Group>,
@@ -418,11 +422,13 @@ impl Check {
                         Aggregate::Avg => s.avg,
                         Aggregate::Max => s.max,
                     };
+                    // A pattern may mix units (balloon.*): each series
+                    // carries the unit of its own name.
                     self.item(
                         format!("{} {}", s.metric, aggregate.name()),
                         perfdata::label(&[&d.domain, &s.metric, aggregate.name()]),
                         value,
-                        uom,
+                        uom_of(&s.metric),
                     )
                 })
                 .collect();
@@ -477,6 +483,8 @@ mod tests {
         assert_eq!(human(Some(812.4), "us"), "812us");
         assert_eq!(human(Some(5200.0), "us"), "5.20ms");
         assert_eq!(human(None, "us"), "no samples");
+        assert_eq!(human(Some(134217728.0), "B"), "128.0MiB");
+        assert_eq!(human(Some(512.0), "B"), "512B");
         assert_eq!(window_text(300), "5m");
         assert_eq!(window_text(90), "90s");
         assert!(is_histogram_metric("runq_latency_us"));

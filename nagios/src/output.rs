@@ -46,12 +46,12 @@ fn fit_line(mut line: String, max_bytes: usize) -> String {
     line
 }
 
-fn item_text(g: &Group, uom: &str) -> String {
+fn item_text(g: &Group) -> String {
     let items: Vec<String> = g
         .items
         .iter()
         .map(|i| {
-            let mut s = format!("{} {}", i.name, human(i.perf.value, uom));
+            let mut s = format!("{} {}", i.name, human(i.perf.value, i.perf.uom));
             if i.state != State::Ok {
                 s.push(' ');
                 s.push_str(&i.state.to_string());
@@ -62,9 +62,11 @@ fn item_text(g: &Group, uom: &str) -> String {
     items.join(", ")
 }
 
-fn offender(g: &Group, uom: &str) -> String {
+fn offender(g: &Group) -> String {
     let worst = g.worst_item();
-    let value = worst.map(|i| human(i.perf.value, uom)).unwrap_or_default();
+    let value = worst
+        .map(|i| human(i.perf.value, i.perf.uom))
+        .unwrap_or_default();
     let which = match worst {
         Some(i) if g.items.len() > 1 => format!(" {}", i.name),
         _ => String::new(),
@@ -89,14 +91,14 @@ fn summary(r: &Report) -> String {
             "{n} domain{} OK, highest {} {} ({}{which})",
             if n == 1 { "" } else { "s" },
             r.what,
-            human(worst.and_then(|i| i.perf.value), r.uom),
+            worst.map_or_else(|| human(None, r.uom), |i| human(i.perf.value, i.perf.uom)),
             top.domain,
         );
     }
     let named: Vec<String> = bad
         .iter()
         .take(NAMED_OFFENDERS)
-        .map(|g| offender(g, r.uom))
+        .map(|g| offender(g))
         .collect();
     let mut s = format!("{}: {}", r.what, named.join(", "));
     if bad.len() > NAMED_OFFENDERS {
@@ -128,12 +130,7 @@ fn compose(r: &Report, keep: usize, max_bytes: usize) -> String {
     }
     out.push('\n');
     for g in kept {
-        out.push_str(&format!(
-            "{}: {} {}",
-            g.domain,
-            g.state,
-            item_text(g, r.uom)
-        ));
+        out.push_str(&format!("{}: {} {}", g.domain, g.state, item_text(g)));
         if let Some(note) = &g.note {
             out.push_str(&format!(" ({note})"));
         }
