@@ -10,11 +10,13 @@
 //! # The budget
 //! Nagios core keeps 8,192 bytes of plugin output; NRPE v2/v3 packets carry
 //! 1,023. Past the budget the text would be cut anywhere (often mid
-//! perfdata, which then fails to parse), so the plugin drops whole domains
-//! instead, best first: the worst offenders always stay, and the status
-//! line says how many domains were left out.
+//! perfdata, which then fails to parse), so the plugin drops whole values
+//! (a perfdata item with its long-output entry) instead, best first: the
+//! worst domains, and within a domain its worst series or vCPUs, always
+//! stay, and the status line says how many domains (or values, when a
+//! domain has several) were left out.
 
-use crate::check::{Failure, Group, Report, State, human};
+use crate::check::{Failure, Group, Item, Report, State, human};
 
 /// The prefix of every status line.
 pub const PREFIX: &str = "HYPER-STATS";
@@ -46,20 +48,13 @@ fn fit_line(mut line: String, max_bytes: usize) -> String {
     line
 }
 
-fn item_text(g: &Group) -> String {
-    let items: Vec<String> = g
-        .items
-        .iter()
-        .map(|i| {
-            let mut s = format!("{} {}", i.name, human(i.perf.value, i.perf.uom));
-            if i.state != State::Ok {
-                s.push(' ');
-                s.push_str(&i.state.to_string());
-            }
-            s
-        })
-        .collect();
-    items.join(", ")
+fn item_text(i: &Item) -> String {
+    let mut s = format!("{} {}", i.name, human(i.perf.value, i.perf.uom));
+    if i.state != State::Ok {
+        s.push(' ');
+        s.push_str(&i.state.to_string());
+    }
+    s
 }
 
 fn offender(g: &Group) -> String {
@@ -108,29 +103,86 @@ fn summary(r: &Report) -> String {
     s
 }
 
-/// The whole output with the first `keep` groups.
-fn compose(r: &Report, keep: usize, max_bytes: usize) -> String {
-    let cut = r.groups.len() - keep;
-    let mut first = format!("{PREFIX} {} - {}", r.state, summary(r));
+/// Every item as (group, item) index, in the order they are kept when the
+/// output must be cut: groups worst first, and within a group its worst
+/// items first.
+fn keep_order(r: &Report) -> Vec<(usize, usize)> {
+    let mut order = Vec::new();
+    for (gi, g) in r.groups.iter().enumerate() {
+        let mut items: Vec<usize> = (0..g.items.len()).collect();
+        items.sort_by(|a, b| {
+            let (a, b) = (&g.items[*a], &g.items[*b]);
+            b.state.severity().cmp(&a.state.severity()).then(
+                b.perf
+                    .value
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&a.perf.value.unwrap_or(f64::NEG_INFINITY)),
+            )
+        });
+        order.extend(items.into_iter().map(|ii| (gi, ii)));
+    }
+    order
+}
+
+/// The whole output with the first `keep` items of `order`.
+fn compose(r: &Report, order: &[(usize, usize)], keep: usize, max_bytes: usize) -> String {
+    let mut kept: Vec<Vec<bool>> = r
+        .groups
+        .iter()
+        .map(|g| vec![false; g.items.len()])
+        .collect();
+    for (gi, ii) in &order[..keep] {
+        kept[*gi][*ii] = true;
+    }
+    let cut = order.len() - keep;
+    let mut out = format!("{PREFIX} {} - {}", r.state, summary(r));
     if cut > 0 {
-        first.push_str(&format!(
-            "; {cut} domain{} left out of this output to fit {max_bytes} bytes",
-            if cut == 1 { "" } else { "s" }
+        // One value per domain: count domains; else values.
+        let what = if order.len() == r.groups.len() {
+            if cut == 1 { "domain" } else { "domains" }
+        } else if cut == 1 {
+            "value"
+        } else {
+            "values"
+        };
+        out.push_str(&format!(
+            "; {cut} {what} left out of this output to fit {max_bytes} bytes"
         ));
     }
-    let kept = &r.groups[..keep];
-    let perf: Vec<String> = kept
+    let perf: Vec<String> = r
+        .groups
         .iter()
-        .flat_map(|g| g.items.iter().map(|i| i.perf.to_string()))
+        .zip(&kept)
+        .flat_map(|(g, k)| {
+            g.items
+                .iter()
+                .zip(k)
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| i.perf.to_string())
+        })
         .collect();
-    let mut out = first;
     if !perf.is_empty() {
         out.push_str(" | ");
         out.push_str(&perf.join(" "));
     }
     out.push('\n');
-    for g in kept {
-        out.push_str(&format!("{}: {} {}", g.domain, g.state, item_text(g)));
+    // Long output in worst-first group order, items in their own order.
+    for (g, k) in r.groups.iter().zip(&kept) {
+        let shown = k.iter().filter(|k| **k).count();
+        if shown == 0 {
+            continue;
+        }
+        let items: Vec<String> = g
+            .items
+            .iter()
+            .zip(k)
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| item_text(i))
+            .collect();
+        out.push_str(&format!("{}: {} {}", g.domain, g.state, items.join(", ")));
+        if shown < g.items.len() {
+            out.push_str(&format!(", {} more", g.items.len() - shown));
+        }
         if let Some(note) = &g.note {
             out.push_str(&format!(" ({note})"));
         }
@@ -141,21 +193,23 @@ fn compose(r: &Report, keep: usize, max_bytes: usize) -> String {
 
 /// The output of a report, at most `max_bytes` long (newlines included).
 pub fn render(r: &Report, max_bytes: usize) -> String {
-    // The longest prefix of groups that fits: more groups never make the
-    // output shorter, so a binary search finds it.
-    let (mut lo, mut hi) = (0, r.groups.len());
-    if compose(r, hi, max_bytes).len() <= max_bytes {
-        return compose(r, hi, max_bytes);
+    let order = keep_order(r);
+    // The most items that fit: more items never make the output shorter,
+    // so a binary search finds it.
+    let (mut lo, mut hi) = (0, order.len());
+    let all = compose(r, &order, hi, max_bytes);
+    if all.len() <= max_bytes {
+        return all;
     }
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if compose(r, mid, max_bytes).len() <= max_bytes {
+        if compose(r, &order, mid, max_bytes).len() <= max_bytes {
             lo = mid;
         } else {
             hi = mid - 1;
         }
     }
-    let out = compose(r, lo, max_bytes);
+    let out = compose(r, &order, lo, max_bytes);
     if out.len() <= max_bytes {
         return out;
     }
@@ -302,6 +356,50 @@ mod tests {
              | 'web.vcpu.0.delay_percent.avg'=0.4%;10;20;0 'web.vcpu.1.delay_percent.avg'=12.5%;10;20;0\n\
              web: WARNING vcpu.0.delay_percent avg 0.40%, vcpu.1.delay_percent avg 12.50% WARNING\n"
         );
+    }
+
+    #[test]
+    fn a_domain_too_big_for_the_budget_keeps_its_worst_values() {
+        let series: Vec<GaugeSeries> = (0..40)
+            .map(|i| GaugeSeries {
+                metric: format!("vcpu.{i}.delay_percent"),
+                samples: 60,
+                avg: Some(f64::from(i)),
+                max: None,
+                min: None,
+                last: 0.0,
+                age_s: 1.0,
+            })
+            .collect();
+        let a = GaugeAnswer {
+            metric: "vcpu.*.delay_percent".into(),
+            window_s: 60,
+            newest_age_s: Some(1.0),
+            domains_total: 1,
+            domains: vec![GaugeDomain {
+                uuid: "u".into(),
+                domain: "big".into(),
+                series,
+            }],
+        };
+        let c = Check {
+            metric: "vcpu.*.delay_percent".into(),
+            kind: Kind::Gauge {
+                aggregate: Aggregate::Avg,
+            },
+            ..check("30", "35")
+        };
+        let out = render(&c.gauge(&a).unwrap(), 1023);
+        assert!(out.len() <= 1023, "{}", out.len());
+        assert!(out.contains("'big.vcpu.39.delay_percent.avg'=39%"), "{out}");
+        assert!(
+            out.contains("values left out of this output to fit 1023 bytes"),
+            "{out}"
+        );
+        assert!(!out.contains("'big.vcpu.0.delay_percent.avg'"), "{out}");
+        let long = out.lines().nth(1).unwrap();
+        assert!(long.starts_with("big: CRITICAL vcpu."), "{long}");
+        assert!(long.contains(" more"), "{long}");
     }
 
     #[test]
