@@ -394,6 +394,17 @@ impl Check {
         if groups.is_empty() {
             return self.empty(a.domains_total, what, uom);
         }
+        // A running vCPU always waits sometimes: no sample at all in any
+        // domain means the window has no data yet, not that all is well.
+        let selected = a.domains.iter().filter(|d| self.selected(&d.domain));
+        if selected.clone().all(|d| d.all.count == 0) {
+            return Err(Failure(format!(
+                "no {} samples in the last {} for any of {} domains (the agent's window fills within a minute of its start)",
+                self.metric,
+                window_text(self.window_s),
+                selected.count()
+            )));
+        }
         Ok(finish(groups, what, uom, a.domains_total))
     }
 
