@@ -154,6 +154,20 @@ fn stale(q: &Query) -> Option<Response> {
     Some(r)
 }
 
+fn empty_window(q: &Query) -> Option<Response> {
+    let mut r = histogram(q)?;
+    if let Outcome::Histogram(a) = &mut r.outcome {
+        for d in &mut a.domains {
+            d.all = HistogramValues {
+                count: 0,
+                values: vec![None],
+                max: None,
+            };
+        }
+    }
+    Some(r)
+}
+
 fn refuses(_: &Query) -> Option<Response> {
     Some(Response::error(
         ErrorCode::UnknownMetric,
@@ -291,6 +305,12 @@ const CASES: &[Case] = &[
         name: "unknown_stale",
         agent: Some(stale),
         args: &["-m", "runq_latency_us", "-w", "5000", "--max-age", "60s"],
+        code: 3,
+    },
+    Case {
+        name: "unknown_window_filling",
+        agent: Some(empty_window),
+        args: &["-m", "runq_latency_us", "-w", "5000", "--window", "15m"],
         code: 3,
     },
     Case {
