@@ -152,6 +152,7 @@ pub struct QueryState {
 fn histogram_metric(metric: &str) -> Option<&str> {
     let (base, suffix) = metric.rsplit_once('.')?;
     let known = suffix == "count"
+        || suffix == "sum"
         || suffix == "mean"
         || suffix == "max"
         || PERCENTILES.iter().any(|(_, name)| *name == suffix);
@@ -416,6 +417,7 @@ mod tests {
             ("runq_latency_us.p99", Some("runq_latency_us")),
             ("vcpu.1.runq_latency_us.count", Some("runq_latency_us")),
             ("vcpu.0.oncpu_us.p999", Some("oncpu_us")),
+            ("runq_latency_us.sum", Some("runq_latency_us")),
             ("vcpu.0.delay_percent", None),
             ("block.vda.wr.latency_mean_ms", None),
             ("runq_latency_us", None),
