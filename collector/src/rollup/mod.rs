@@ -4,12 +4,18 @@
 //!
 //! # What it receives and emits
 //! The eBPF source records `(domain, vCPU, metric, value, count)` as it
-//! decodes the kernel's buckets. Once a second, [`Rollup::close_second`]
+//! decodes the kernel's buckets, with the exact sum the kernel kept
+//! ([`Rollup::record_decoded`]). Once a second, [`Rollup::close_second`]
 //! turns every series' histogram of that second into datapoints
-//! `vcpu.N.<metric>_us.{count,mean,p50,p90,p99,p999,max}` and, from the
+//! `vcpu.N.<metric>_us.{count,sum,mean,p50,p90,p99,p999,max}` and, from the
 //! merged histogram of all of a domain's vCPUs (merged, never averaged
 //! percentiles), `<metric>_us.{...}`; then the second joins the series'
 //! [`window::Windows`].
+//!
+//! `sum` and `mean` are exact (the sum of the recorded durations, not of
+//! bucket midpoints), so summing `sum` over seconds gives a thread's total
+//! wait to the nanosecond; the percentiles and `max` carry the histograms'
+//! 1% error.
 //!
 //! # Lifetime
 //! A domain's series live until [`Rollup::retire`] is called for it (the
@@ -30,9 +36,13 @@ use window::Windows;
 pub const PERCENTILES: [(f64, &str); 4] =
     [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
 
-/// One series: the histogram of the current second and the windows.
+/// One series: the histogram of the current second, its exact sum, and
+/// the windows.
 struct Series {
     current: LatencyHistogram,
+    /// The exact sum of the current second's values, in ns: the histogram
+    /// only knows its buckets.
+    current_sum_ns: u64,
     windows: Windows,
 }
 
@@ -40,6 +50,7 @@ impl Default for Series {
     fn default() -> Self {
         Series {
             current: histogram::new(),
+            current_sum_ns: 0,
             windows: Windows::default(),
         }
     }
@@ -81,6 +92,46 @@ impl Rollup {
         value_ns: u64,
         count: u64,
     ) {
+        let s = self.series_mut(uuid, name, vcpu, metric);
+        s.current_sum_ns = s
+            .current_sum_ns
+            .saturating_add(value_ns.saturating_mul(count));
+        if histogram::record(&mut s.current, value_ns, count) {
+            self.clamped += count;
+        }
+    }
+
+    /// Records samples decoded from buckets, `(value_ns, count)` each,
+    /// whose exact sum `sum_ns` is known (the kernel keeps it): the
+    /// histogram gets the samples, the series' sum gets `sum_ns`.
+    pub fn record_decoded(
+        &mut self,
+        uuid: &Arc<str>,
+        name: &Arc<str>,
+        vcpu: u32,
+        metric: &'static str,
+        samples: impl IntoIterator<Item = (u64, u64)>,
+        sum_ns: u64,
+    ) {
+        let s = self.series_mut(uuid, name, vcpu, metric);
+        s.current_sum_ns = s.current_sum_ns.saturating_add(sum_ns);
+        let mut clamped = 0;
+        for (value_ns, count) in samples {
+            if histogram::record(&mut s.current, value_ns, count) {
+                clamped += count;
+            }
+        }
+        self.clamped += clamped;
+    }
+
+    /// The series of one vCPU, created on first use.
+    fn series_mut(
+        &mut self,
+        uuid: &Arc<str>,
+        name: &Arc<str>,
+        vcpu: u32,
+        metric: &'static str,
+    ) -> &mut Series {
         let domain = self
             .domains
             .entry(Arc::clone(uuid))
@@ -92,10 +143,7 @@ impl Rollup {
         if domain.name != *name {
             domain.name = Arc::clone(name);
         }
-        let s = domain.series.entry((metric, Some(vcpu))).or_default();
-        if histogram::record(&mut s.current, value_ns, count) {
-            self.clamped += count;
-        }
+        domain.series.entry((metric, Some(vcpu))).or_default()
     }
 
     /// Declares a vCPU series so that it reports `count` 0 even in seconds
@@ -115,21 +163,32 @@ impl Rollup {
         let mut batch = Batch::new();
         for domain in self.domains.values_mut() {
             // Domain aggregates are rebuilt from this second's vCPUs.
-            let mut merged: BTreeMap<&'static str, LatencyHistogram> = BTreeMap::new();
+            let mut merged: BTreeMap<&'static str, (LatencyHistogram, u64)> = BTreeMap::new();
             for ((metric, vcpu), s) in domain.series.iter().filter(|((_, v), _)| v.is_some()) {
-                let h = merged.entry(metric).or_insert_with(histogram::new);
+                let (h, sum) = merged
+                    .entry(metric)
+                    .or_insert_with(|| (histogram::new(), 0));
                 histogram::merge(h, &s.current);
+                *sum = sum.saturating_add(s.current_sum_ns);
                 let prefix = format!("vcpu.{}.{metric}_us", vcpu.expect("filtered"));
-                summarize(&mut batch, domain, ts, &prefix, &s.current);
+                summarize(
+                    &mut batch,
+                    domain,
+                    ts,
+                    &prefix,
+                    &s.current,
+                    s.current_sum_ns,
+                );
             }
-            for (metric, h) in merged {
-                summarize(&mut batch, domain, ts, &format!("{metric}_us"), &h);
+            for (metric, (h, sum)) in merged {
+                summarize(&mut batch, domain, ts, &format!("{metric}_us"), &h, sum);
                 let agg = domain.series.entry((metric, None)).or_default();
                 agg.current = h;
             }
             for s in domain.series.values_mut() {
                 s.windows.push_second(&s.current);
                 s.current.reset();
+                s.current_sum_ns = 0;
             }
         }
         batch
@@ -165,13 +224,15 @@ impl Rollup {
     }
 }
 
-/// Appends the summary datapoints of `h` under `prefix`.
+/// Appends the summary datapoints of `h`, whose values sum to `sum_ns`,
+/// under `prefix`.
 fn summarize(
     batch: &mut Batch,
     domain: &DomainSeries,
     ts: f64,
     prefix: &str,
     h: &LatencyHistogram,
+    sum_ns: u64,
 ) {
     let mut put = |suffix: &str, value: f64| {
         batch.push(Datapoint {
@@ -183,11 +244,12 @@ fn summarize(
         })
     };
     put("count", h.len() as f64);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    put("sum", us(sum_ns));
     if h.is_empty() {
         return;
     }
-    let us = |ns: u64| ns as f64 / 1000.0;
-    put("mean", h.mean() / 1000.0);
+    put("mean", us(sum_ns) / h.len() as f64);
     for (q, name) in PERCENTILES {
         put(name, us(h.value_at_quantile(q)));
     }
@@ -220,6 +282,10 @@ mod tests {
         // Merged, not averaged: the domain's p50 is the fast vCPU's, its
         // p999 the slow one's.
         assert_eq!(get(&b, "runq_latency_us.count"), 100.0);
+        // Sums and means are exact: 99 * 10 us + 5000 us.
+        assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 990.0);
+        assert_eq!(get(&b, "runq_latency_us.sum"), 5_990.0);
+        assert_eq!(get(&b, "runq_latency_us.mean"), 59.9);
         assert!((get(&b, "runq_latency_us.p50") - 10.0).abs() <= 0.1);
         assert!((get(&b, "runq_latency_us.p999") - 5000.0).abs() <= 50.0);
         assert!(b.iter().all(|p| p.ts == 100.0 && &*p.domain == "web"));
@@ -227,6 +293,7 @@ mod tests {
         // The next second is empty but still reports its count.
         let b = r.close_second(101.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 0.0);
+        assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 0.0);
         assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
 
         let w = r
@@ -240,5 +307,21 @@ mod tests {
 
         r.retire("u1");
         assert!(r.close_second(102.0).is_empty());
+    }
+
+    /// Samples decoded from kernel buckets stand at bucket midpoints; the
+    /// sum and mean come from the kernel's exact sum instead.
+    #[test]
+    fn decoded_samples_keep_the_exact_sum() {
+        let mut r = Rollup::default();
+        let (u, n): (Arc<str>, Arc<str>) = ("u1".into(), "web".into());
+        r.record_decoded(&u, &n, 0, "runq_latency", [(1_003, 2), (2_007, 1)], 4_001);
+        r.record_decoded(&u, &n, 1, "runq_latency", [(500, 1)], 499);
+        let b = r.close_second(100.0);
+        assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 3.0);
+        assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 4.001);
+        assert!((get(&b, "vcpu.0.runq_latency_us.mean") - 4.001 / 3.0).abs() < 1e-12);
+        assert_eq!(get(&b, "runq_latency_us.sum"), 4.5);
+        assert_eq!(get(&b, "runq_latency_us.count"), 4.0);
     }
 }

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use hyper_stats_ebpf::{
     KvmExitKey, KvmExitStats, LatencyHist, ThreadCounters, ThreadState, bucket_lower, bucket_mid,
     bucket_upper,
@@ -230,9 +230,19 @@ impl ThreadMaps {
         self.threads.len() + self.free.len()
     }
 
-    /// The watched thread ids.
+    /// The watched thread ids, as the agent keeps them.
     pub fn watched(&self) -> impl Iterator<Item = u32> + '_ {
         self.threads.keys().copied()
+    }
+
+    /// The kernel's ids of `WATCHED` and `THREAD_STATE` (what `bpftool map
+    /// show` lists), so the kernel's side of the watch set can be read from
+    /// outside the agent with [`KernelWatch::read`].
+    pub fn map_ids(&self) -> Result<MapIds, MapError> {
+        Ok(MapIds {
+            watched: self.watched.map().info()?.id(),
+            state: self.state.map().info()?.id(),
+        })
     }
 
     /// Watches exactly `tids` (as far as slots go): stops watching threads
@@ -333,6 +343,74 @@ impl ThreadMaps {
             watched.last = now;
         }
         Ok(deltas)
+    }
+}
+
+/// The kernel ids of the maps that make up the watch set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapIds {
+    /// `WATCHED`: thread id to slot.
+    pub watched: u32,
+    /// `THREAD_STATE`: per slot, the thread it was handed to.
+    pub state: u32,
+}
+
+/// The watch set as the kernel holds it, read through map ids: what the
+/// programs act on, whatever the agent believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelWatch {
+    /// Every `WATCHED` entry: thread id to slot.
+    pub slots: BTreeMap<u32, u32>,
+    /// For each of those slots, the thread id its `THREAD_STATE` names.
+    pub slot_owner: BTreeMap<u32, u32>,
+    /// `max_entries` of `THREAD_STATE`: how many slots exist.
+    pub capacity: u32,
+}
+
+impl KernelWatch {
+    /// Opens the maps by id (as `bpftool map dump id N` does; needs root)
+    /// and reads them.
+    pub fn read(ids: MapIds) -> Result<Self, MapError> {
+        let watched: HashMap<MapData, u32, u32> =
+            HashMap::try_from(Map::HashMap(MapData::from_id(ids.watched)?))?;
+        let state: Array<MapData, ThreadState> =
+            Array::try_from(Map::Array(MapData::from_id(ids.state)?))?;
+        let slots = watched.iter().collect::<Result<BTreeMap<u32, u32>, _>>()?;
+        let slot_owner = slots
+            .values()
+            .map(|&slot| Ok((slot, state.get(&slot, 0)?.tid)))
+            .collect::<Result<BTreeMap<u32, u32>, MapError>>()?;
+        Ok(Self {
+            slots,
+            slot_owner,
+            capacity: state.len(),
+        })
+    }
+
+    /// What is wrong with this watch set, if anything: two threads on one
+    /// slot, a slot beyond the arrays, a slot whose state names another
+    /// thread.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut by_slot: BTreeMap<u32, u32> = BTreeMap::new();
+        for (&tid, &slot) in &self.slots {
+            if let Some(other) = by_slot.insert(slot, tid) {
+                problems.push(format!("slot {slot} is held by threads {other} and {tid}"));
+            }
+            if slot >= self.capacity {
+                problems.push(format!(
+                    "thread {tid} has slot {slot}, beyond the {} slots",
+                    self.capacity
+                ));
+            }
+            match self.slot_owner.get(&slot) {
+                Some(&owner) if owner == tid => {}
+                owner => problems.push(format!(
+                    "slot {slot} of thread {tid} names thread {owner:?} in THREAD_STATE"
+                )),
+            }
+        }
+        problems
     }
 }
 

@@ -37,7 +37,9 @@ use hyper_stats_ebpf::{
 use thiserror::Error;
 
 pub use format::FormatError;
-pub use maps::{HistDelta, KvmExitDelta, ThreadDelta, ThreadMaps, WatchChange};
+pub use maps::{
+    HistDelta, KernelWatch, KvmExitDelta, MapIds, ThreadDelta, ThreadMaps, WatchChange,
+};
 pub use source::EbpfSource;
 
 /// What a developer runs to build the eBPF object into the agent.

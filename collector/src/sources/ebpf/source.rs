@@ -19,7 +19,8 @@
 //!
 //! # Targets
 //!
-//! The watched threads are refreshed when the domain list changes and
+//! The watched threads are refreshed as soon as the domain list changes
+//! (not at the next read: a stopped guest's slots are freed at once) and
 //! every [`TARGET_REFRESH`] (vCPU hotplug, a QEMU restarted under the same
 //! name). A domain whose threads cannot be listed is skipped and logged
 //! once; threads beyond the slots are refused and logged once.
@@ -111,7 +112,8 @@ pub fn resolve_targets(
 }
 
 /// Records one thread's interval into the rollup: each bucket that grew,
-/// at the bucket's midpoint (within 0.4% of every value in it).
+/// at the bucket's midpoint (within 0.4% of every value in it), and the
+/// kernel's exact sum.
 pub fn record_delta(rollup: &mut Rollup, target: &Target, delta: &ThreadDelta) {
     for (metric, hist) in [(RUNQ_METRIC, &delta.runq), (ONCPU_METRIC, &delta.oncpu)] {
         rollup.declare(&target.uuid, &target.name, target.vcpu, metric);
@@ -120,18 +122,20 @@ pub fn record_delta(rollup: &mut Rollup, target: &Target, delta: &ThreadDelta) {
 }
 
 fn record_hist(rollup: &mut Rollup, target: &Target, metric: &'static str, hist: &HistDelta) {
-    for (index, &count) in hist.buckets.iter().enumerate() {
-        if count != 0 {
-            rollup.record(
-                &target.uuid,
-                &target.name,
-                target.vcpu,
-                metric,
-                bucket_mid(index),
-                u64::from(count),
-            );
-        }
-    }
+    let samples = hist
+        .buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count != 0)
+        .map(|(index, &count)| (bucket_mid(index), u64::from(count)));
+    rollup.record_decoded(
+        &target.uuid,
+        &target.name,
+        target.vcpu,
+        metric,
+        samples,
+        hist.sum_ns,
+    );
 }
 
 /// The per-second rates of one thread's interval of `elapsed`; the KVM
@@ -212,12 +216,31 @@ impl EbpfSource {
         let mut last_read = Instant::now();
         let mut last_refresh: Option<Instant> = None;
         let mut failing = false;
+        // Whether the libvirt source still publishes domains; once it is
+        // gone, only the periodic refresh is left.
+        let mut domains_open = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                changed = self.domains.changed(), if domains_open => {
+                    // A domain started or stopped: watch its threads (or
+                    // stop watching them) now rather than at the next
+                    // tick, so no slot outlives its thread by a second and
+                    // a new guest's first second is complete.
+                    match changed {
+                        Ok(()) => {
+                            let domains = Arc::clone(&self.domains.borrow_and_update());
+                            self.refresh_targets(&domains);
+                            last_refresh = Some(Instant::now());
+                        }
+                        Err(_) => domains_open = false,
+                    }
+                    continue;
+                }
                 _ = out.closed() => return,
             }
-            // Step 1: who to watch, when the domains changed or it is time.
+            // Step 1: who to watch, when it is time (vCPU hotplug, QEMU
+            // restarted under the same name), or before the first read.
             let changed = self.domains.has_changed().unwrap_or(false);
             if changed || last_refresh.is_none_or(|t| t.elapsed() >= TARGET_REFRESH) {
                 let domains = Arc::clone(&self.domains.borrow_and_update());
@@ -444,6 +467,8 @@ mod tests {
         };
         assert_eq!(value("vcpu.2.runq_latency_us.count"), 3.0);
         assert_eq!(value("vcpu.2.oncpu_us.count"), 1.0);
+        // The kernel's exact sum, not the bucket midpoints'.
+        assert_eq!(value("vcpu.2.runq_latency_us.sum"), 5_030.0);
         // 5 ms, through a bucket midpoint and the rollup's histogram.
         let max = value("vcpu.2.runq_latency_us.max");
         assert!((max - 5_000.0).abs() / 5_000.0 < 0.01, "{max}");
