@@ -65,7 +65,8 @@ impl Carbon {
                  LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
                  PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle_port}\n\
                  CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query_port}\n\
-                 ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n"
+                 ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n\
+                 WHISPER_SPARSE_CREATE = True\nWHISPER_FALLOCATE_CREATE = False\n"
             ),
         )
         .unwrap();

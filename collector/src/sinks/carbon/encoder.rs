@@ -1,8 +1,9 @@
 //! Carbon's two wire formats, and the point type both encode.
 //!
 //! - Plaintext: one `path value timestamp\n` line per point. Values are
-//!   written in Rust's shortest round-trip decimal form, which Carbon's
-//!   `float()` parses back to the very same `f64`.
+//!   written in the shortest form that round-trips (`zmij`, as serde_json
+//!   writes floats: `2.0`, `0.1`, `1e+21`), which Carbon's `float()` parses
+//!   back to the very same `f64`.
 //! - Pickle: frames of a 4-byte big-endian length followed by a pickle
 //!   (protocol 2) of a list of `(path, (timestamp, value))` tuples, the
 //!   format of Carbon's pickle receiver. Only five opcodes are needed, so
@@ -15,7 +16,6 @@
 //! floored. Non-finite values are not encodable in plaintext and mean
 //! nothing to Graphite; they are never turned into points.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use super::config::Protocol;
@@ -63,8 +63,12 @@ pub fn is_valid_path(path: &str) -> bool {
 
 /// Appends one plaintext line for `p` to `out`.
 pub fn write_line(out: &mut Vec<u8>, p: &CarbonPoint) {
-    // Writing to a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {}", p.path, p.value, p.ts);
+    out.extend_from_slice(p.path.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(zmij::Buffer::new().format_finite(p.value).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(p.ts).as_bytes());
+    out.push(b'\n');
 }
 
 /// Parses one plaintext line (as written by [`write_line`]) back into a
@@ -199,9 +203,9 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "hyperstats.n1.web-1.cpu.time_percent 12.5 1764100001\n\
-             hyperstats.n1.web-1.vcpu.current 2 1764100001\n\
+             hyperstats.n1.web-1.vcpu.current 2.0 1764100001\n\
              a.b -0.000123 1764100002\n\
-             a.b 1000000000000000000000 1764100003\n\
+             a.b 1e+21 1764100003\n\
              a.b 0.30000000000000004 1764100004\n"
         );
     }

@@ -321,7 +321,7 @@ mod tests {
         );
         assert_eq!(
             fs::read_to_string(dir.path().join(&names[1])).unwrap(),
-            "hyperstats.n.d.m 0.75 3\nhyperstats.n.d.m 1 4\n"
+            "hyperstats.n.d.m 0.75 3\nhyperstats.n.d.m 1.0 4\n"
         );
         // A leftover temporary file from a crash is removed at open.
         fs::write(dir.path().join("00000000000000000002.tmp"), "x").unwrap();

@@ -156,7 +156,7 @@ async fn plaintext_batches_arrive_as_exact_lines() {
     assert_eq!(
         lines(&received).concat(),
         vec![
-            "hyperstats.n1.d.m.0 1764100001 1764100001",
+            "hyperstats.n1.d.m.0 1764100001.0 1764100001",
             "hyperstats.n1.d.m.1 1764100001.001 1764100001",
         ]
     );
