@@ -196,6 +196,11 @@ pub async fn serve(
     }
 }
 
+/// How much of an oversized request is read and thrown away after the
+/// error reply, so the client can read the reply: a client that sends more
+/// is cut off (and may see a reset).
+const DRAIN_LIMIT_BYTES: u64 = 1 << 20;
+
 /// Reads a request line of at most [`MAX_REQUEST_BYTES`]. `Err` is the
 /// error reply to send.
 async fn read_request(
@@ -233,7 +238,20 @@ async fn handle(
             format!("no request line within {IO_TIMEOUT:?}"),
         ),
         Ok(Err(e)) => return Err(e).context("failed to read the request"),
-        Ok(Ok(Err(too_large))) => too_large,
+        Ok(Ok(Err(too_large))) => {
+            // Closing a Unix socket with unread input resets it, and the
+            // client would lose this reply: answer, then discard (bounded)
+            // what it is still sending before closing.
+            let line = too_large.to_line();
+            let _ = tokio::time::timeout(IO_TIMEOUT, async {
+                stream.write_all(line.as_bytes()).await?;
+                stream.shutdown().await?;
+                let mut sink = (&mut stream).take(DRAIN_LIMIT_BYTES);
+                tokio::io::copy(&mut sink, &mut tokio::io::sink()).await
+            })
+            .await;
+            return Ok(());
+        }
         Ok(Ok(Ok(line))) => match parse_request(&line) {
             Err(e) => Response::error(e.code, e.message),
             Ok(request) => tokio::task::spawn_blocking(move || {
