@@ -4,9 +4,9 @@
 //! Keeping 900 per-second histograms per series would cost megabytes per
 //! vCPU, so the window is tiered: 60 one-second histograms, 30 ten-second
 //! histograms and 15 one-minute histograms (105 in all). A query is
-//! answered from the finest tier that covers it, from whole buckets: the
-//! 5-minute window advances in 10 s steps and the 15-minute window in 60 s
-//! steps.
+//! answered from the finest tier that covers it: the bucket being filled
+//! plus as many closed buckets as it takes, so the 5-minute window covers
+//! 5 min to 5 min 10 s and the 15-minute window 15 to 16 min.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -90,11 +90,18 @@ impl Windows {
     /// than [`Windows::MAX`]. Covers less time while the series is young.
     pub fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
         let tier = self.tiers.iter().find(|t| window <= t.span())?;
-        let step = Duration::from_secs(u64::from(tier.step));
-        let buckets = window.as_nanos().div_ceil(step.as_nanos()) as usize;
-        let mut out = histogram::new();
-        for h in tier.closed.iter().rev().take(buckets) {
+        // The bucket being filled counts too, so a young series (or one
+        // second after a bucket closed) is never answered from nothing;
+        // closed buckets are added, newest first, until the window is
+        // covered: at most `step` seconds more than asked.
+        let mut out = tier.open.clone();
+        let mut covered = u64::from(tier.open_secs);
+        for h in tier.closed.iter().rev() {
+            if covered >= window.as_secs() {
+                break;
+            }
             histogram::merge(&mut out, h);
+            covered += u64::from(tier.step);
         }
         Some(out)
     }
@@ -143,8 +150,25 @@ mod tests {
         assert_eq!(w.merged(Duration::from_secs(60)).unwrap().len(), 10);
         assert_eq!(
             w.merged(Duration::from_secs(300)).unwrap().len(),
-            0,
-            "no 10 s bucket closed yet"
+            10,
+            "the open 10 s bucket answers before any closed"
+        );
+        // 25 s in: the open bucket (5 s) and two closed ones (20 s) cover
+        // less than a minute, and all of it is used.
+        for _ in 0..20 {
+            w.push_second(&second_with(5_000, 1));
+        }
+        assert_eq!(w.merged(Duration::from_secs(60)).unwrap().len(), 30);
+        assert_eq!(w.merged(Duration::from_secs(900)).unwrap().len(), 30);
+        // 25 s asked at the 10 s tier: open 5 s + two closed buckets = 25 s.
+        let mut w = Windows::default();
+        for s in 0..65 {
+            w.push_second(&second_with(1_000 + s, 1));
+        }
+        assert_eq!(
+            w.merged(Duration::from_secs(61)).unwrap().len(),
+            65,
+            "61 s: open 5 s + 6 closed 10 s buckets"
         );
     }
 }
