@@ -723,3 +723,281 @@ fn graphios_moves_perfdata_spool_files_into_whisper() {
     // The service without prefix or postfix was not for Graphite.
     assert!(!carbon.whisper_file("lab-node_example_com.x").exists());
 }
+
+/// The uid and gid of user `nagios` (Debian's nagios4-core creates it).
+fn nagios_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "nagios"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("user nagios exists (cargo xtask setup installs nagios4-core)")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Builds check_hyper_stats in a target directory of its own (this test's
+/// cargo holds the workspace's) and copies it where user nagios can run it.
+fn build_plugin(dest: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = repo.join("target").join("nagios-it");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "check-hyper-stats",
+            "--bin",
+            "check_hyper_stats",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(repo)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building check_hyper_stats failed");
+    let bin = dest.join("check_hyper_stats");
+    std::fs::copy(target.join("debug/check_hyper_stats"), &bin).unwrap();
+    bin
+}
+
+/// (path, TIMET, value) of every perfdata value in Graphios spool files,
+/// named the way the README documents for this test's service (prefix
+/// `nagios.lab`, postfix `cpu`, host `lab-node.example.com`); read
+/// independently of the code under test, for the labels and values
+/// check_hyper_stats writes (`'label'=12.5%;...`).
+fn expected_from_spool(files: &[PathBuf]) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let mut want: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let field = |name: &str| {
+                line.split('\t')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}::")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let timet: i64 = field("TIMET").parse().unwrap();
+            for item in field("SERVICEPERFDATA").split_whitespace() {
+                let (label, data) = item.split_once('=').unwrap();
+                let label = label.trim_matches('\'');
+                let value = data
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(|c: char| !c.is_ascii_digit());
+                let path = format!("nagios.lab.lab-node_example_com.cpu.{label}");
+                want.entry(path)
+                    .or_default()
+                    .insert(timet, value.parse().unwrap());
+            }
+        }
+    }
+    want
+}
+
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn graphios_forwards_what_a_real_nagios_core_wrote() {
+    use std::os::unix::fs::PermissionsExt;
+    const NAGIOS: &str = "/usr/sbin/nagios4";
+    assert!(
+        Path::new(NAGIOS).exists(),
+        "{NAGIOS} is missing: run `cargo xtask setup` (installs nagios4-core)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    // User nagios runs the plugin from here and reaches the socket.
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plugin = build_plugin(tmp);
+    let carbon = Carbon::start(&tmp.join("carbon"));
+
+    // The agent, with its query socket for the plugin.
+    let socket = tmp.join("run").join("hyper-stats.sock");
+    let config = tmp.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[query]\nsocket = {:?}\ngroup = \"nagios\"\n\n[carbon]\nhost = \"{NODE}\"\n",
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&config, carbon.line_port, &[]);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < until, "the agent made no query socket");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Let the agent's windows fill a little.
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Nagios 4: one host, one service running check_hyper_stats every
+    // 2 s with Graphios's custom variables; perfdata in the Graphios
+    // template, moved into the spool every 5 s as Graphios's README says.
+    let (uid, gid) = nagios_ids();
+    let n = tmp.join("nagios");
+    let spool = tmp.join("graphios");
+    for d in [&n, &n.join("checkresults"), &spool] {
+        std::fs::create_dir_all(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+    }
+    let p = |name: &str| n.join(name).display().to_string();
+    let sp = spool.display();
+    std::fs::write(
+        n.join("objects.cfg"),
+        format!(
+            "define timeperiod {{\n timeperiod_name 24x7\n alias always\n sunday 00:00-24:00\n monday 00:00-24:00\n \
+             tuesday 00:00-24:00\n wednesday 00:00-24:00\n thursday 00:00-24:00\n friday 00:00-24:00\n saturday 00:00-24:00\n}}\n\
+             define command {{\n command_name hs_true\n command_line /bin/true\n}}\n\
+             define command {{\n command_name check_hs_cpu\n command_line {} -S {} -m cpu.time_percent -W 60s -w 1000 -c 2000\n}}\n\
+             define command {{\n command_name graphios_perf_service\n command_line /bin/mv {sp}/service-perfdata {sp}/service-perfdata.$TIMET$\n}}\n\
+             define contact {{\n contact_name nobody\n host_notifications_enabled 0\n service_notifications_enabled 0\n \
+             host_notification_period 24x7\n service_notification_period 24x7\n host_notification_options n\n \
+             service_notification_options n\n host_notification_commands hs_true\n service_notification_commands hs_true\n}}\n\
+             define host {{\n host_name lab-node.example.com\n address 127.0.0.1\n check_command hs_true\n \
+             max_check_attempts 1\n check_interval 60\n check_period 24x7\n contacts nobody\n}}\n\
+             define service {{\n host_name lab-node.example.com\n service_description VM CPU\n \
+             check_command check_hs_cpu\n max_check_attempts 1\n check_interval 2\n retry_interval 2\n \
+             check_period 24x7\n notification_period 24x7\n contacts nobody\n process_perf_data 1\n \
+             _graphiteprefix nagios.lab\n _graphitepostfix cpu\n}}\n",
+            plugin.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let cfg = n.join("nagios.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "log_file={}\ncfg_file={}\nstatus_file={}\nstatus_update_interval=1\n\
+             object_cache_file={}\nprecached_object_file={}\ntemp_file={}\ntemp_path={}\nlock_file={}\n\
+             check_result_path={}\nstate_retention_file={}\nretain_state_information=0\ncommand_file={}\n\
+             nagios_user=nagios\nnagios_group=nagios\ninterval_length=1\nuse_syslog=0\ncheck_external_commands=0\n\
+             enable_notifications=0\nexecute_service_checks=1\nexecute_host_checks=1\nmax_service_check_spread=1\n\
+             max_host_check_spread=1\nservice_inter_check_delay_method=n\nhost_inter_check_delay_method=n\n\
+             check_result_reaper_frequency=1\nenable_flap_detection=0\n\
+             process_performance_data=1\nservice_perfdata_file={sp}/service-perfdata\n\
+             service_perfdata_file_template=DATATYPE::SERVICEPERFDATA\\tTIMET::$TIMET$\\tHOSTNAME::$HOSTNAME$\\t\
+             SERVICEDESC::$SERVICEDESC$\\tSERVICEPERFDATA::$SERVICEPERFDATA$\\tSERVICECHECKCOMMAND::$SERVICECHECKCOMMAND$\\t\
+             HOSTSTATE::$HOSTSTATE$\\tHOSTSTATETYPE::$HOSTSTATETYPE$\\tSERVICESTATE::$SERVICESTATE$\\t\
+             SERVICESTATETYPE::$SERVICESTATETYPE$\\tGRAPHITEPREFIX::$_SERVICEGRAPHITEPREFIX$\\t\
+             GRAPHITEPOSTFIX::$_SERVICEGRAPHITEPOSTFIX$\n\
+             service_perfdata_file_mode=a\nservice_perfdata_file_processing_interval=5\n\
+             service_perfdata_file_processing_command=graphios_perf_service\n",
+            p("nagios.log"),
+            p("objects.cfg"),
+            p("status.dat"),
+            p("objects.cache"),
+            p("objects.precache"),
+            p("nagios.tmp"),
+            n.display(),
+            p("nagios.pid"),
+            p("checkresults"),
+            p("retention.dat"),
+            p("nagios.cmd"),
+        ),
+    )
+    .unwrap();
+    let verify = Command::new(NAGIOS).arg("-v").arg(&cfg).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "nagios4 -v rejected the config:\n{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(
+        Command::new(NAGIOS)
+            .arg("-d")
+            .arg(&cfg)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pidfile = n.join("nagios.pid");
+    let until = Instant::now() + Duration::from_secs(10);
+    let nagios_pid: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < until, "nagios4 wrote no pid file");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let moved = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("service-perfdata.")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let until = Instant::now() + Duration::from_secs(90);
+    while moved().len() < 3 {
+        if Instant::now() >= until {
+            signal(nagios_pid, "TERM");
+            panic!(
+                "Nagios moved {} perfdata files in 90 s; its log:\n{}",
+                moved().len(),
+                std::fs::read_to_string(n.join("nagios.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(nagios_pid, "TERM");
+    let until = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{nagios_pid}")).exists() {
+        assert!(Instant::now() < until, "nagios4 did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let files = moved();
+    let want = expected_from_spool(&files);
+    let values: usize = want.values().map(BTreeMap::len).sum();
+    eprintln!(
+        "Nagios wrote {} spool files, {values} perfdata values in {} series",
+        files.len(),
+        want.len()
+    );
+    assert!(values > 0, "the spool files hold no perfdata");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
+        .arg("--config")
+        .arg(&config)
+        .args(["graphios", "--once", "--spool"])
+        .arg(&spool)
+        .arg("--carbon")
+        .arg(format!("127.0.0.1:{}", carbon.line_port))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "graphios --once failed: {stderr}");
+    assert!(!stderr.contains("WARN"), "graphios warned: {stderr}");
+    for f in &files {
+        assert!(!f.exists(), "{} was not deleted", f.display());
+    }
+    let until = Instant::now() + WHISPER_SETTLE;
+    for (path, points) in &want {
+        let (first, last) = (
+            *points.keys().next().unwrap(),
+            *points.keys().last().unwrap(),
+        );
+        loop {
+            let stored = carbon.fetch(path, first, last);
+            if &stored == points {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{path}: whisper has {stored:?}, the perfdata {points:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    drop(agent);
+}
