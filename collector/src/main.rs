@@ -150,6 +150,15 @@ fn run(cli: Cli) -> Result<()> {
                 ),
                 None => println!("carbon.address = none (Carbon sink off)"),
             }
+            if config.query.enabled {
+                println!("query.socket = {:?}", config.query.socket);
+                match &config.query.group {
+                    Some(group) => println!("query.group = {group:?}"),
+                    None => println!("query.group = \"nagios\" if that group exists, else root's"),
+                }
+            } else {
+                println!("query.enabled = false (no query socket)");
+            }
             Ok(())
         }
     }
