@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hyper_stats::sources::ebpf::{ProbeOptions, Probes, ThreadDelta};
+use hyper_stats::sources::ebpf::{HistDelta, ProbeOptions, Probes, ThreadDelta};
 use hyper_stats_ebpf::Stat;
 
 /// Tests here share the machine's CPUs and the kernel's tracepoints.
@@ -201,6 +201,168 @@ fn runq_latency_and_switches_match_the_kernel() {
     );
     assert_eq!(stat(&probes, Stat::ReadErrors), 0);
     assert_eq!(stat(&probes, Stat::SlotMissing), 0);
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // Safety: the set is a plain bitmask initialised by CPU_ZERO; pid 0 is
+    // the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Adds one interval's histogram into a running total.
+fn accumulate(total: &mut Option<HistDelta>, d: &HistDelta) {
+    match total {
+        None => *total = Some(d.clone()),
+        Some(t) => {
+            t.count += d.count;
+            t.sum_ns += d.sum_ns;
+            t.max_ns = t.max_ns.max(d.max_ns);
+            for (a, b) in t.buckets.iter_mut().zip(&d.buckets) {
+                *a += *b;
+            }
+        }
+    }
+}
+
+/// Competing spinners per phase of the synthetic load.
+const SPINNERS: [usize; 3] = [0, 1, 3];
+/// Rounds over the phases, interleaved so that a change in the machine's
+/// other load (builds, lab guests) hits every phase alike.
+const LOAD_ROUNDS: usize = 4;
+/// Measured time per phase and round.
+const LOAD_PHASE: Duration = Duration::from_millis(800);
+/// How far p50 of a thread competing with k spinners may stray from
+/// k times its own slice: the tick rounds slices, and the machine's other
+/// tasks take turns on the CPU too.
+const SLICE_MODEL_RANGE: (f64, f64) = (0.5, 2.0);
+
+/// A watched thread that never sleeps, pinned to one CPU together with 0,
+/// 1 and then 3 spinners. The scheduler shares the CPU in turns of about
+/// one slice each, so every time the watched thread is preempted it waits
+/// while the k others run theirs: run-queue p50 about k times its own
+/// slice (its on-CPU p50 in the same phase), p99 growing with k.
+#[test]
+#[ignore = "needs root and the eBPF object: cargo xtask test"]
+fn runq_percentiles_follow_a_synthetic_load() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cpus - 1;
+    let mut probes = load(8);
+
+    let stop_target = Arc::new(AtomicBool::new(false));
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let target = {
+        let stop = Arc::clone(&stop_target);
+        thread::spawn(move || {
+            pin_to(cpu);
+            tid_tx.send(gettid()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let tid = tid_rx.recv().unwrap();
+    probes.threads().set_watched(&[tid]).unwrap();
+
+    let mut runq: Vec<Option<HistDelta>> = vec![None; SPINNERS.len()];
+    let mut oncpu: Vec<Option<HistDelta>> = vec![None; SPINNERS.len()];
+    for _ in 0..LOAD_ROUNDS {
+        for (phase, &k) in SPINNERS.iter().enumerate() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let spinners: Vec<_> = (0..k)
+                .map(|_| {
+                    let stop = Arc::clone(&stop);
+                    thread::spawn(move || {
+                        pin_to(cpu);
+                        while !stop.load(Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    })
+                })
+                .collect();
+            // Let the spinners reach the CPU, then measure.
+            thread::sleep(Duration::from_millis(100));
+            probes.threads().read().unwrap();
+            thread::sleep(LOAD_PHASE);
+            let d = only(probes.threads().read().unwrap(), tid);
+            accumulate(&mut runq[phase], &d.runq);
+            accumulate(&mut oncpu[phase], &d.oncpu);
+            stop.store(true, Ordering::Relaxed);
+            for s in spinners {
+                s.join().unwrap();
+            }
+        }
+    }
+    stop_target.store(true, Ordering::Relaxed);
+    target.join().unwrap();
+
+    let ms = |ns: Option<u64>| ns.map_or(f64::NAN, |v| v as f64 / 1e6);
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    let mut problems = Vec::new();
+    for (phase, &k) in SPINNERS.iter().enumerate() {
+        let r = runq[phase].as_ref().unwrap();
+        let o = oncpu[phase].as_ref().unwrap();
+        let (r50, r99) = (r.quantile_ns(0.5), r.quantile_ns(0.99));
+        let slice = o.quantile_ns(0.5);
+        let secs = LOAD_ROUNDS as f64 * LOAD_PHASE.as_secs_f64();
+        eprintln!(
+            "CPU {cpu}, {k} spinners: {} waits, run-queue p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms, \
+             waiting {:.0}% of {secs:.1} s; own slice p50 {:.3} ms",
+            r.count,
+            ms(r50),
+            ms(r99),
+            r.mean_ns().unwrap_or(f64::NAN) / 1e6,
+            r.sum_ns as f64 / 1e9 / secs * 100.0,
+            ms(slice),
+        );
+        if k > 0 {
+            let (r50, slice) = (r50.expect("waits") as f64, slice.expect("slices") as f64);
+            let ratio = r50 / (k as f64 * slice);
+            if !(SLICE_MODEL_RANGE.0..=SLICE_MODEL_RANGE.1).contains(&ratio) {
+                problems.push(format!(
+                    "{k} spinners: p50 {:.3} ms is {ratio:.2} x ({k} x slice {:.3} ms), \
+                     outside {SLICE_MODEL_RANGE:?}",
+                    r50 / 1e6,
+                    slice / 1e6
+                ));
+            }
+            // Sharing the CPU with k equal spinners leaves it about
+            // 1/(k+1) of the time: it waits most of the phase.
+            let waiting = r.sum_ns as f64 / 1e9 / secs;
+            let fair = k as f64 / (k as f64 + 1.0);
+            if waiting < fair * 0.7 {
+                problems.push(format!(
+                    "{k} spinners: waited {:.0}% of the time, a fair share leaves it waiting {:.0}%",
+                    waiting * 100.0,
+                    fair * 100.0
+                ));
+            }
+        }
+        p50.push(r50.unwrap_or(0));
+        p99.push(r99.unwrap_or(0));
+    }
+    // p99 grows strictly with the load; p50 too between 1 and 3 spinners,
+    // and with none it is at most that with one (what waits there is the
+    // machine's other tasks, which are there in every phase).
+    if !(p99[0] < p99[1] && p99[1] < p99[2]) {
+        problems.push(format!("p99 not growing with the spinners: {p99:?} ns"));
+    }
+    if !(p50[0] <= p50[1] && p50[1] < p50[2]) {
+        problems.push(format!("p50 not growing with the spinners: {p50:?} ns"));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }
 
 /// The KVM handlers, driven through `BPF_PROG_TEST_RUN` on this thread:

@@ -20,9 +20,10 @@
 //! # Targets
 //!
 //! The watched threads are refreshed as soon as the domain list changes
-//! (not at the next read: a stopped guest's slots are freed at once) and
-//! every [`TARGET_REFRESH`] (vCPU hotplug, a QEMU restarted under the same
-//! name). A domain whose threads cannot be listed is skipped and logged
+//! (not at the next read: a stopped guest's slots are freed at once),
+//! every [`STARTING_RELIST`] while a domain is starting (libvirt lists it
+//! before QEMU has made its vCPU threads), and every [`TARGET_REFRESH`]
+//! (vCPU hotplug, a QEMU restarted under the same name). A domain whose threads cannot be listed is skipped and logged
 //! once; threads beyond the slots are refused and logged once.
 //!
 //! # When things fail
@@ -54,6 +55,15 @@ pub const READ_INTERVAL: Duration = Duration::from_secs(1);
 /// change: catches vCPU hotplug and a QEMU restarted under the same name
 /// without reading every guest's `/proc` each second.
 pub const TARGET_REFRESH: Duration = Duration::from_secs(10);
+
+/// How long a domain counts as starting: libvirt lists a guest as soon as
+/// its QEMU process is launched, before QEMU has created (and named) its
+/// vCPU threads, so a listing made then can come up short.
+pub const STARTING_DOMAIN: Duration = Duration::from_secs(5);
+
+/// How often the vCPU threads are listed while a domain is starting: a new
+/// guest is watched within this of its vCPU threads existing.
+pub const STARTING_RELIST: Duration = Duration::from_millis(250);
 
 /// Rollup metric of run-queue waits.
 pub const RUNQ_METRIC: &str = "runq_latency";
@@ -187,6 +197,10 @@ pub struct EbpfSource {
     targets: BTreeMap<u32, Target>,
     /// Domains whose threads could not be listed, so each is logged once.
     unlisted: BTreeSet<Arc<str>>,
+    /// When each domain (by UUID) was first listed; emptied of domains
+    /// that are gone. A domain younger than [`STARTING_DOMAIN`] is listed
+    /// again every [`STARTING_RELIST`], and not logged if it cannot be.
+    first_seen: BTreeMap<Arc<str>, Instant>,
     /// The last `STATS` read, to log drops when they grow.
     last_stats: Vec<(Stat, u64)>,
 }
@@ -205,6 +219,7 @@ impl EbpfSource {
             domains,
             targets: BTreeMap::new(),
             unlisted: BTreeSet::new(),
+            first_seen: BTreeMap::new(),
             last_stats: Vec::new(),
         }
     }
@@ -213,6 +228,8 @@ impl EbpfSource {
     pub async fn run(mut self, out: mpsc::Sender<Batch>) {
         let mut tick = tokio::time::interval(READ_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut relist = tokio::time::interval(STARTING_RELIST);
+        relist.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut last_read = Instant::now();
         let mut last_refresh: Option<Instant> = None;
         let mut failing = false;
@@ -235,6 +252,13 @@ impl EbpfSource {
                         }
                         Err(_) => domains_open = false,
                     }
+                    continue;
+                }
+                _ = relist.tick(), if self.has_starting_domain() => {
+                    // A starting guest's vCPU threads may not have existed
+                    // at the last listing.
+                    let domains = Arc::clone(&self.domains.borrow());
+                    self.refresh_targets(&domains);
                     continue;
                 }
                 _ = out.closed() => return,
@@ -295,16 +319,41 @@ impl EbpfSource {
         }
     }
 
+    /// Whether a domain was first listed less than [`STARTING_DOMAIN`] ago.
+    fn has_starting_domain(&self) -> bool {
+        self.first_seen
+            .values()
+            .any(|t| t.elapsed() < STARTING_DOMAIN)
+    }
+
     /// Lists the domains' vCPU threads and watches exactly those.
     fn refresh_targets(&mut self, domains: &[DomainRef]) {
+        let now = Instant::now();
+        self.first_seen
+            .retain(|uuid, _| domains.iter().any(|d| d.uuid == *uuid));
+        for d in domains {
+            self.first_seen.entry(Arc::clone(&d.uuid)).or_insert(now);
+        }
         let Resolved { targets, failed } = resolve_targets(domains, targets::domain_vcpu_threads);
-        let failed_names: BTreeSet<Arc<str>> = failed.iter().map(|(n, _)| Arc::clone(n)).collect();
+        let mut unlisted = BTreeSet::new();
         for (name, err) in failed {
+            let starting = domains.iter().any(|d| {
+                d.name == name
+                    && self
+                        .first_seen
+                        .get(&d.uuid)
+                        .is_some_and(|t| t.elapsed() < STARTING_DOMAIN)
+            });
+            if starting {
+                // Its QEMU may not have written its pid file yet.
+                continue;
+            }
             if !self.unlisted.contains(&name) {
                 warn!(message = "Cannot list a domain's vCPU threads; not probing it.", domain = %name, error = %err);
             }
+            unlisted.insert(name);
         }
-        self.unlisted = failed_names;
+        self.unlisted = unlisted;
 
         // Domains gone from the list: their series leave the rollup.
         let live: BTreeSet<&str> = domains.iter().map(|d| &*d.uuid).collect();
