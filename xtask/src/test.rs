@@ -20,7 +20,14 @@ use crate::util::{run, workspace_root};
 use crate::{build_ebpf, lab};
 
 /// Integration test targets that run against the lab.
-const LAB_TESTS: &[&str] = &["lab", "libvirt_conn", "ebpf_probes", "nagios", "carbon"];
+const LAB_TESTS: &[&str] = &[
+    "lab",
+    "libvirt_conn",
+    "ebpf_probes",
+    "ebpf_lab",
+    "nagios",
+    "carbon",
+];
 
 /// Guests the integration tests run against.
 const LAB_GUESTS: u32 = 2;
