@@ -1,10 +1,13 @@
-//! `cargo xtask bench poll`: benchmarks that need the lab at a given size,
-//! run in sequence, with their output kept in `bench/runs/`.
+//! `cargo xtask bench poll|probes`: benchmarks that need the lab at a
+//! given size, run in sequence, with their output kept in `bench/runs/`.
 //!
 //! `poll` runs the per-group bulk-stats bench (`collector/benches/poll.rs`)
 //! against 2 and then 8 lab guests, so the cost per domain can be compared
-//! at both sizes in one run on one machine. Afterwards the lab runs 2
-//! guests, or is down again if it was down before.
+//! at both sizes in one run on one machine. `probes` (`bench/probes.rs`)
+//! runs the agent with its eBPF probes and libbpf-tools
+//! `runqlat` side by side on 8 guests and a busy loop, and compares their
+//! cost per event. Afterwards the lab runs 2 guests, or is down again if it
+//! was down before.
 //!
 //! Each run's output goes to `bench/runs/<unix time>-<bench>.txt`, headed
 //! with the date, kernel and CPU, so numbers from different days and
@@ -19,11 +22,16 @@ use clap::ValueEnum;
 use crate::lab;
 use crate::util::workspace_root;
 
+mod probes;
+
 /// A benchmark suite.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Suite {
     /// Bulk-stats poll cost per group, with 2 and 8 guests.
     Poll,
+    /// eBPF probe cost per event against runqlat, and the agent's CPU, with
+    /// 8 guests.
+    Probes,
 }
 
 /// Lab sizes the poll bench runs at.
@@ -32,6 +40,7 @@ const POLL_GUESTS: [u32; 2] = [2, 8];
 pub fn run(suite: Suite) -> Result<()> {
     match suite {
         Suite::Poll => poll(),
+        Suite::Probes => probes::run(),
     }
 }
 
