@@ -27,7 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-const URI: &str = "qemu:///system";
+mod common;
+
+use common::{URI, lab_guests};
 
 /// The path component the agent is told to use for this node.
 const NODE: &str = "labhost";
@@ -305,25 +307,6 @@ fn agent_config(dir: &Path, carbon_extra: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// The running lab guests.
-fn lab_guests() -> BTreeSet<String> {
-    let out = Command::new("virsh")
-        .args(["-c", URI, "list", "--name", "--state-running"])
-        .output()
-        .expect("virsh runs");
-    let guests: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|n| n.starts_with("hs-lab-"))
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        !guests.is_empty(),
-        "no lab guests running: run `cargo xtask lab up` first"
-    );
-    guests
 }
 
 /// The JSON points as series → second → value (the last one printed for

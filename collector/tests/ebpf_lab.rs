@@ -30,7 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-const URI: &str = "qemu:///system";
+mod common;
+
+use common::{URI, virsh};
 
 /// libvirt's QEMU driver keeps a status XML per running domain here, with
 /// each vCPU's thread id (`<vcpu id='0' pid='1234'/>`).
@@ -570,19 +572,6 @@ fn running_vcpu_tids() -> BTreeSet<u32> {
         }
     }
     tids
-}
-
-fn virsh(args: &[&str]) {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .expect("virsh runs");
-    assert!(
-        out.status.success(),
-        "virsh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The guest to cycle: the highest-numbered running lab guest, so the

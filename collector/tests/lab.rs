@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-const URI: &str = "qemu:///system";
+mod common;
+
+use common::{URI, virsh};
 
 #[derive(Debug, Clone, Deserialize)]
 struct Point {
@@ -81,41 +83,18 @@ impl Drop for Agent {
     }
 }
 
-fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(URI)
-        .args(args)
-        .output()
-        .expect("virsh runs");
-    assert!(
-        out.status.success(),
-        "virsh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The running lab guests and their vCPU counts.
 fn lab_guests() -> BTreeMap<String, u32> {
-    let names = virsh(&["list", "--name", "--state-running"]);
-    let guests: BTreeMap<String, u32> = names
-        .lines()
-        .map(str::trim)
-        .filter(|n| n.starts_with("hs-lab-"))
+    common::lab_guests()
+        .into_iter()
         .map(|n| {
-            let vcpus = virsh(&["vcpucount", n, "--live", "--active"])
+            let vcpus = virsh(&["vcpucount", &n, "--live", "--active"])
                 .trim()
                 .parse()
                 .unwrap();
-            (n.to_owned(), vcpus)
+            (n, vcpus)
         })
-        .collect();
-    assert!(
-        !guests.is_empty(),
-        "no lab guests running: run `cargo xtask lab up` first"
-    );
-    guests
+        .collect()
 }
 
 fn values<'a>(points: &'a [Point], domain: &str, metric: &str) -> Vec<&'a Point> {

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use hyper_stats_query::{GaugeQuery, HistogramQuery, Outcome, Query, Request, Response};
 
-const URI: &str = "qemu:///system";
+mod common;
+
+use common::{URI, lab_guests};
 const CHECK_NRPE: &str = "/usr/lib/nagios/plugins/check_nrpe";
 const NRPE: &str = "/usr/sbin/nrpe";
 const NAGIOS: &str = "/usr/sbin/nagios4";
@@ -260,25 +262,6 @@ fn printed(v: f64) -> String {
         s.pop();
     }
     s
-}
-
-/// The lab's running guests.
-fn lab_guests() -> Vec<String> {
-    let out = Command::new("virsh")
-        .args(["-c", URI, "list", "--name", "--state-running"])
-        .output()
-        .expect("virsh runs");
-    let guests: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|n| n.starts_with("hs-lab-"))
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        !guests.is_empty(),
-        "no lab guests running: run `cargo xtask lab up` first"
-    );
-    guests
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
