@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 mod common;
 
-use common::{URI, lab_guests};
+use common::{URI, build_plugin, lab_guests, nagios_ids};
 
 /// The path component the agent is told to use for this node.
 const NODE: &str = "labhost";
@@ -705,43 +705,6 @@ fn graphios_moves_perfdata_spool_files_into_whisper() {
     }
     // The service without prefix or postfix was not for Graphite.
     assert!(!carbon.whisper_file("lab-node_example_com.x").exists());
-}
-
-/// The uid and gid of user `nagios` (Debian's nagios4-core creates it).
-fn nagios_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, "nagios"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("user nagios exists (cargo xtask setup installs nagios4-core)")
-    };
-    (id("-u"), id("-g"))
-}
-
-/// Builds check_hyper_stats in a target directory of its own (this test's
-/// cargo holds the workspace's) and copies it where user nagios can run it.
-fn build_plugin(dest: &Path) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = repo.join("target").join("nagios-it");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "check-hyper-stats",
-            "--bin",
-            "check_hyper_stats",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(repo)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building check_hyper_stats failed");
-    let bin = dest.join("check_hyper_stats");
-    std::fs::copy(target.join("debug/check_hyper_stats"), &bin).unwrap();
-    bin
 }
 
 /// (path, TIMET, value) of every perfdata value in Graphios spool files,

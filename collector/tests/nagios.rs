@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,45 +27,13 @@ use hyper_stats_query::{GaugeQuery, HistogramQuery, Outcome, Query, Request, Res
 
 mod common;
 
-use common::{URI, lab_guests};
+use common::{URI, build_plugin, lab_guests, nagios_ids, repo};
 const CHECK_NRPE: &str = "/usr/lib/nagios/plugins/check_nrpe";
 const NRPE: &str = "/usr/sbin/nrpe";
 const NAGIOS: &str = "/usr/sbin/nagios4";
 /// Where the shipped fragment expects the plugin and the socket.
 const SHIPPED_PLUGIN: &str = "/usr/lib/nagios/plugins/check_hyper_stats";
 const SHIPPED_SOCKET: &str = "/run/hyper-stats/hyper-stats.sock";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the plugin in a target directory of its own (the test's cargo
-/// holds the workspace's) and copies it where user `nagios` can run it.
-fn build_plugin(dest: &Path) -> PathBuf {
-    let target = repo().join("target").join("nagios-it");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "check-hyper-stats",
-            "--bin",
-            "check_hyper_stats",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(repo())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building check_hyper_stats failed");
-    let bin = dest.join("check_hyper_stats");
-    std::fs::copy(target.join("debug/check_hyper_stats"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
 
 fn require(path: &str) {
     assert!(
@@ -80,17 +48,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn nagios_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").args([flag, "nagios"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("user nagios exists")
-    };
-    (id("-u"), id("-g"))
 }
 
 fn chown_nagios(path: &Path) {

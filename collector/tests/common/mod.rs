@@ -40,3 +40,50 @@ pub fn lab_guests() -> Vec<String> {
     );
     guests
 }
+
+/// The workspace root.
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds check_hyper_stats in a target directory of its own (the test's
+/// cargo holds the workspace's) and copies it into `dest`, mode 0755, where
+/// user `nagios` can run it.
+pub fn build_plugin(dest: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let target = repo().join("target").join("nagios-it");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "check-hyper-stats",
+            "--bin",
+            "check_hyper_stats",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(repo())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building check_hyper_stats failed");
+    let bin = dest.join("check_hyper_stats");
+    std::fs::copy(target.join("debug/check_hyper_stats"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// The uid and gid of user `nagios` (Debian's nagios4-core creates it).
+pub fn nagios_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "nagios"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("user nagios exists (cargo xtask setup installs nagios4-core)")
+    };
+    (id("-u"), id("-g"))
+}
