@@ -13,9 +13,14 @@
 //!
 //! # What is measured, per watched thread
 //!
-//! - run-queue latency: from the moment the thread becomes runnable (woken
-//!   by `sched_wakeup`/`sched_wakeup_new`, or preempted while still runnable
-//!   on `sched_switch`) until `sched_switch` puts it on a CPU;
+//! - run-queue latency: from the moment the thread is queued runnable (woken,
+//!   or preempted while still runnable) until `sched_switch` puts it on a
+//!   CPU. The programs take each wait from the kernel's own accounting (the
+//!   task's `sched_info`, what `/proc/TID/schedstat` reports), not from
+//!   their own clock: the wakeup tracepoint fires after the enqueue that
+//!   starts the kernel's clock, so a wait timed from it comes out short by
+//!   the wakeup path's length (0.2-2.4 us per wait under nested
+//!   virtualization). See [`SchedInfo`];
 //! - on-CPU time: from being switched in until being switched out;
 //! - voluntary and involuntary switches, counted as the kernel counts
 //!   `nvcsw`/`nivcsw`;
@@ -45,9 +50,9 @@ pub const KVM_EXITS: &str = "KVM_EXITS";
 /// saw and what they had to drop. Per-CPU so the hot path never contends on
 /// a cache line; the agent sums the CPUs.
 pub const STATS: &str = "STATS";
-/// The `.rodata` global holding [`TracepointOffsets`], set at load time with
+/// The `.rodata` global holding [`KernelOffsets`], set at load time with
 /// `EbpfLoader::override_global`.
-pub const TP_OFFSETS: &str = "TP_OFFSETS";
+pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 
 /// Slots (and so `max_entries` of every per-slot map) when the agent does
 /// not ask for another number at load time. Each slot costs two
@@ -68,8 +73,8 @@ pub enum Stat {
     WakeupEvents = 1,
     /// `kvm_exit` events seen (all tasks).
     KvmExitEvents = 2,
-    /// Tracepoint fields that could not be read (`bpf_probe_read_kernel`
-    /// failed): the event was dropped.
+    /// Kernel fields that could not be read (`bpf_probe_read_kernel`
+    /// failed): the event, or the run-queue wait it ended, was dropped.
     ReadErrors = 3,
     /// A watched thread's slot had no entry in a per-slot map (the agent
     /// handed out a slot beyond `max_entries`): the event was dropped.
@@ -122,11 +127,11 @@ pub const STATS_LEN: u32 = Stat::ALL.len() as u32;
 /// Program names in the object, one per hook (the function's name in
 /// `main.rs`'s `probes` module).
 pub mod program {
-    /// `sched:sched_switch` tracepoint.
+    /// `sched_switch`, a BTF tracepoint (`tp_btf`).
     pub const SCHED_SWITCH: &str = "sched_switch";
-    /// `sched:sched_wakeup` tracepoint.
+    /// `sched_wakeup`, a BTF tracepoint.
     pub const SCHED_WAKEUP: &str = "sched_wakeup";
-    /// `sched:sched_wakeup_new` tracepoint.
+    /// `sched_wakeup_new`, a BTF tracepoint.
     pub const SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
     /// `kvm:kvm_exit` tracepoint.
     pub const KVM_EXIT: &str = "kvm_exit";
@@ -143,36 +148,42 @@ pub mod program {
 
 // ---------------------------------------------------------------- offsets
 
-/// Byte offsets of the tracepoint fields the programs read, from
-/// `/sys/kernel/tracing/events/<category>/<name>/format`. They live in a
-/// `.rodata` global so the verifier sees them as constants (an offset read
-/// from a map at run time is refused as unbounded pointer math).
+/// Byte offsets of the kernel fields the programs read: struct members from
+/// the kernel's BTF (`/sys/kernel/btf/vmlinux`), and the one classic
+/// tracepoint field from tracefs' format file. They live in a `.rodata`
+/// global, set at load time, so the programs carry no layout of their own.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TracepointOffsets {
-    /// `sched_switch.prev_pid` (`pid_t`).
-    pub switch_prev_pid: u32,
-    /// `sched_switch.prev_state` (`long`).
-    pub switch_prev_state: u32,
-    /// `sched_switch.next_pid` (`pid_t`).
-    pub switch_next_pid: u32,
-    /// `sched_wakeup.pid` (`pid_t`).
-    pub wakeup_pid: u32,
-    /// `sched_wakeup_new.pid` (`pid_t`).
-    pub wakeup_new_pid: u32,
-    /// `kvm_exit.exit_reason` (`unsigned int`).
+pub struct KernelOffsets {
+    /// `task_struct.pid` (`pid_t`): the thread id of a task the scheduler
+    /// tracepoints hand over.
+    pub task_pid: u32,
+    /// `task_struct.sched_info.run_delay` (`u64`): the run-queue wait the
+    /// kernel has summed for the task, `/proc/TID/schedstat` field 2.
+    pub task_run_delay: u32,
+    /// `task_struct.sched_info.last_queued` (`u64`): when the task's
+    /// current run-queue wait started, in `rq->clock` time; 0 if none.
+    pub task_last_queued: u32,
+    /// `task_struct.se.cfs_rq` (pointer): the CFS run queue the task is on.
+    pub task_cfs_rq: u32,
+    /// `cfs_rq.rq` (pointer): the CPU run queue that CFS queue belongs to.
+    pub cfs_rq_rq: u32,
+    /// `rq.clock` (`u64`): the clock the kernel times run-queue waits with.
+    pub rq_clock: u32,
+    /// `kvm_exit.exit_reason` (`unsigned int`), in the tracepoint's record.
     pub kvm_exit_reason: u32,
 }
 
-impl TracepointOffsets {
-    /// The offsets of the 6.x kernels this was written on; the agent always
-    /// overrides them with what tracefs says.
+impl KernelOffsets {
+    /// The offsets of the 6.18 kernel this was written on; the agent always
+    /// overrides them with what BTF and tracefs say.
     pub const DEFAULT: Self = Self {
-        switch_prev_pid: 24,
-        switch_prev_state: 32,
-        switch_next_pid: 56,
-        wakeup_pid: 24,
-        wakeup_new_pid: 24,
+        task_pid: 1264,
+        task_run_delay: 1016,
+        task_last_queued: 1048,
+        task_cfs_rq: 296,
+        cfs_rq_rq: 312,
+        rq_clock: 2776,
         kvm_exit_reason: 8,
     };
 }
@@ -301,27 +312,68 @@ pub struct ThreadCounters {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadState {
-    /// When the thread last became runnable, while it waits for a CPU.
-    pub runnable_since_ns: u64,
     /// When the thread was last switched in, while it is on a CPU.
     pub on_cpu_since_ns: u64,
     /// When the thread last left the guest, until it enters it again.
     pub kvm_exit_since_ns: u64,
-    /// The reason of that exit.
+    /// The kernel's run-queue total for the thread as of its last switch-in,
+    /// the wait that switch-in ended included (see [`SchedInfo`]).
+    pub run_delay_ns: u64,
+    /// The reason of the last KVM exit.
     pub kvm_exit_reason: u32,
     /// The thread the slot belongs to, set by the agent when it hands the
     /// slot out. An event that found the slot through a `WATCHED` entry
     /// removed meanwhile (the slot given to another thread) sees another
     /// tid here and is dropped.
     pub tid: u32,
+    /// 1 once `run_delay_ns` holds a value: the first switch-in after the
+    /// slot is handed out only sets the base (a total of 0 is a real value,
+    /// so it cannot mark "unknown").
+    pub run_delay_known: u32,
+    /// Keeps the size a multiple of 8 with no implicit padding.
+    pub reserved: u32,
 }
 
-/// Whether a `sched_switch` `prev_state` means the task is still runnable
-/// (preempted, or switched out in state `TASK_RUNNING`). A preempted task
-/// is reported as `TASK_REPORT_MAX` (0x100), hence the mask.
+/// Whether a switch-out is involuntary, the way the kernel counts
+/// `nivcsw`: the task was preempted, or left the CPU still in
+/// `TASK_RUNNING` (yielded). `prev_state` is the raw task state the
+/// `sched_switch` BTF tracepoint passes.
 #[inline(always)]
-pub const fn still_runnable(prev_state: i64) -> bool {
-    prev_state & 0xff == 0
+pub const fn involuntary(preempt: bool, prev_state: u32) -> bool {
+    preempt || prev_state == 0
+}
+
+/// The kernel's run-queue accounting of a task that `sched_switch` is about
+/// to put on a CPU, read at the tracepoint.
+///
+/// The tracepoint fires just before the kernel's `sched_info_arrive()`,
+/// which adds `rq.clock - last_queued` to `run_delay` (when a wait is in
+/// progress). So the total as it will be once the task runs is known at the
+/// tracepoint, and the wait this switch-in ends is that total less the one
+/// at the thread's previous switch-in: exactly what `/proc/TID/schedstat`
+/// adds for it, parts accounted on another CPU before a migration
+/// included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedInfo {
+    /// `sched_info.run_delay`: the total before this switch-in.
+    pub run_delay_ns: u64,
+    /// `sched_info.last_queued`: the start of the wait in progress, or 0.
+    pub last_queued_ns: u64,
+    /// `rq.clock` of the CPU the task is switched in on, the value the
+    /// kernel's accounting is about to use.
+    pub rq_clock_ns: u64,
+}
+
+impl SchedInfo {
+    /// `run_delay` as the kernel is about to leave it.
+    #[inline(always)]
+    pub const fn run_delay_after_arrival(&self) -> u64 {
+        if self.last_queued_ns == 0 {
+            return self.run_delay_ns;
+        }
+        self.run_delay_ns
+            .wrapping_add(self.rq_clock_ns.saturating_sub(self.last_queued_ns))
+    }
 }
 
 /// What a switch-out or switch-in did beyond updating the thread's state.
@@ -341,25 +393,22 @@ impl Recorded {
 }
 
 impl ThreadState {
-    /// `sched_wakeup`/`sched_wakeup_new` for this thread: it is runnable
-    /// from now on. A wakeup of a thread that never left its CPU is
-    /// overwritten at its switch-out, so it costs nothing.
+    /// `sched_wakeup`/`sched_wakeup_new` for this thread: counted only; the
+    /// wait it starts is timed by the kernel (see [`SchedInfo`]).
     #[inline(always)]
-    pub fn on_wakeup(&mut self, counters: &mut ThreadCounters, now_ns: u64) {
-        self.runnable_since_ns = now_ns;
+    pub fn on_wakeup(counters: &mut ThreadCounters) {
         counters.wakeups = counters.wakeups.wrapping_add(1);
     }
 
-    /// `sched_switch` with this thread as `prev`: records the on-CPU time,
-    /// counts the switch, and starts the run-queue clock if the thread is
-    /// still runnable.
+    /// `sched_switch` with this thread as `prev`: records the on-CPU time
+    /// and counts the switch by kind (see [`involuntary`]).
     #[inline(always)]
     pub fn on_switch_out(
         &mut self,
         counters: &mut ThreadCounters,
         oncpu: &mut LatencyHist,
         now_ns: u64,
-        prev_state: i64,
+        involuntary: bool,
     ) -> Recorded {
         let mut done = Recorded::NONE;
         if self.on_cpu_since_ns != 0 {
@@ -367,25 +416,37 @@ impl ThreadState {
             done.clamped = oncpu.record(now_ns.saturating_sub(self.on_cpu_since_ns));
             self.on_cpu_since_ns = 0;
         }
-        if still_runnable(prev_state) {
+        if involuntary {
             counters.involuntary = counters.involuntary.wrapping_add(1);
-            self.runnable_since_ns = now_ns;
         } else {
             counters.voluntary = counters.voluntary.wrapping_add(1);
-            self.runnable_since_ns = 0;
         }
         done
     }
 
     /// `sched_switch` with this thread as `next`: records the run-queue
-    /// latency and starts the on-CPU clock.
+    /// wait this switch-in ends, from the kernel's accounting `sched` (none
+    /// if it could not be read: the next switch-in then only sets the base
+    /// again), and starts the on-CPU clock.
     #[inline(always)]
-    pub fn on_switch_in(&mut self, runq: &mut LatencyHist, now_ns: u64) -> Recorded {
+    pub fn on_switch_in(
+        &mut self,
+        runq: &mut LatencyHist,
+        now_ns: u64,
+        sched: Option<SchedInfo>,
+    ) -> Recorded {
         let mut done = Recorded::NONE;
-        if self.runnable_since_ns != 0 {
-            done.recorded = true;
-            done.clamped = runq.record(now_ns.saturating_sub(self.runnable_since_ns));
-            self.runnable_since_ns = 0;
+        match sched {
+            Some(sched) => {
+                let total = sched.run_delay_after_arrival();
+                if self.run_delay_known != 0 {
+                    done.recorded = true;
+                    done.clamped = runq.record(total.wrapping_sub(self.run_delay_ns));
+                }
+                self.run_delay_ns = total;
+                self.run_delay_known = 1;
+            }
+            None => self.run_delay_known = 0,
         }
         self.on_cpu_since_ns = now_ns;
         done
@@ -465,7 +526,7 @@ impl KvmExitStats {
 mod pod {
     // Safety: every type is `#[repr(C)]`, made only of integers, with no
     // implicit padding (the size asserts below check the sums).
-    unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::LatencyHist {}
     unsafe impl aya::Pod for super::ThreadCounters {}
     unsafe impl aya::Pod for super::ThreadState {}
@@ -475,10 +536,10 @@ mod pod {
 
 // The kernel and the agent must agree on these sizes; a change here means
 // both sides are rebuilt together (they are: the agent embeds the object).
-const _: () = assert!(core::mem::size_of::<TracepointOffsets>() == 24);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 28);
 const _: () = assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 32);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
 const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
 const _: () = assert!(core::mem::size_of::<KvmExitStats>() == 24);
 
@@ -597,32 +658,71 @@ mod tests {
     }
 
     #[test]
-    fn still_runnable_follows_the_state_mask() {
-        assert!(still_runnable(0)); // TASK_RUNNING
-        assert!(still_runnable(0x100)); // preempted: TASK_REPORT_MAX
-        assert!(!still_runnable(0x1)); // TASK_INTERRUPTIBLE
-        assert!(!still_runnable(0x2)); // TASK_UNINTERRUPTIBLE
-        assert!(!still_runnable(0x80)); // TASK_IDLE as reported
+    fn involuntary_follows_preempt_and_the_running_state() {
+        assert!(involuntary(true, 0x1)); // preempted while going to sleep
+        assert!(involuntary(false, 0)); // yielded in TASK_RUNNING
+        assert!(!involuntary(false, 0x1)); // TASK_INTERRUPTIBLE
+        assert!(!involuntary(false, 0x2)); // TASK_UNINTERRUPTIBLE
+        assert!(!involuntary(false, 0x402)); // TASK_IDLE
     }
 
-    /// A thread that is woken, waits, runs, is preempted, waits, runs and
-    /// blocks: two run-queue waits, two slices, one switch of each kind.
+    fn sched(run_delay_ns: u64, last_queued_ns: u64, rq_clock_ns: u64) -> Option<SchedInfo> {
+        Some(SchedInfo {
+            run_delay_ns,
+            last_queued_ns,
+            rq_clock_ns,
+        })
+    }
+
+    #[test]
+    fn the_total_after_arrival_adds_the_wait_in_progress() {
+        assert_eq!(sched(100, 0, 5_000).unwrap().run_delay_after_arrival(), 100);
+        assert_eq!(
+            sched(100, 4_000, 5_000).unwrap().run_delay_after_arrival(),
+            1_100
+        );
+        // A clock read behind the enqueue stamp adds nothing.
+        assert_eq!(
+            sched(100, 6_000, 5_000).unwrap().run_delay_after_arrival(),
+            100
+        );
+    }
+
+    /// A thread that runs, is preempted, waits, runs, blocks, is woken,
+    /// waits (migrating once, so part of the wait is accounted before the
+    /// switch-in) and runs: two waits, exactly the kernel's, two slices,
+    /// one switch of each kind.
     #[test]
     fn scheduler_events_make_waits_slices_and_switch_counts() {
         let mut s = ThreadState::default();
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
 
-        s.on_wakeup(&mut c, 1_000);
-        assert!(s.on_switch_in(&mut runq, 1_500).recorded); // waited 500
-        assert!(s.on_switch_out(&mut c, &mut oncpu, 4_500, 0x100).recorded); // ran 3000, preempted
-        assert!(s.on_switch_in(&mut runq, 5_000).recorded); // waited 500
-        assert!(s.on_switch_out(&mut c, &mut oncpu, 6_000, 0x1).recorded); // ran 1000, blocked
+        // Watching starts with the thread being switched in: the base.
+        assert!(
+            !s.on_switch_in(&mut runq, 1_000, sched(7_000, 0, 90_000))
+                .recorded
+        );
+        assert!(s.on_switch_out(&mut c, &mut oncpu, 4_000, true).recorded); // ran 3000
+        // Queued at rq clock 93_000, on a CPU at 93_500: waited 500.
+        assert!(
+            s.on_switch_in(&mut runq, 4_500, sched(7_000, 93_000, 93_500))
+                .recorded
+        );
+        assert!(s.on_switch_out(&mut c, &mut oncpu, 5_500, false).recorded); // ran 1000
+        ThreadState::on_wakeup(&mut c);
+        // Woken, waited 300 on one CPU (accounted at the migration), then
+        // 200 on another.
+        assert!(
+            s.on_switch_in(&mut runq, 9_000, sched(7_800, 97_000, 97_200))
+                .recorded
+        );
 
         assert_eq!((runq.count, runq.sum_ns, runq.max_ns), (2, 1_000, 500));
         assert_eq!((oncpu.count, oncpu.sum_ns, oncpu.max_ns), (2, 4_000, 3_000));
         assert_eq!((c.voluntary, c.involuntary, c.wakeups), (1, 1, 1));
-        assert_eq!(s, ThreadState::default());
+        assert_eq!(s.run_delay_ns, 8_000);
+        assert_eq!(s.on_cpu_since_ns, 9_000);
     }
 
     /// Watching starts mid-flight: no duration without its start.
@@ -632,25 +732,33 @@ mod tests {
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
 
-        assert!(!s.on_switch_out(&mut c, &mut oncpu, 100, 0x1).recorded);
-        assert!(!s.on_switch_in(&mut runq, 200).recorded);
+        assert!(!s.on_switch_out(&mut c, &mut oncpu, 100, false).recorded);
+        assert!(!s.on_switch_in(&mut runq, 200, sched(0, 0, 1)).recorded);
         assert_eq!((runq.count, oncpu.count), (0, 0));
         assert_eq!(c.voluntary, 1);
         assert_eq!(s.on_kvm_entry(&mut c, 300), None);
+        // A total of zero is a base like any other: a thread that never
+        // waited records its waits of zero.
+        s.on_switch_out(&mut c, &mut oncpu, 400, true);
+        assert!(s.on_switch_in(&mut runq, 500, sched(0, 0, 600)).recorded);
+        assert_eq!((runq.count, runq.sum_ns, runq.buckets[0]), (1, 0, 1));
     }
 
-    /// A wakeup while the thread is still on its CPU (it was woken before
-    /// it managed to block) must not count as run-queue time.
+    /// A switch-in whose accounting could not be read records nothing,
+    /// and neither does the next one: it only sets the base again.
     #[test]
-    fn wakeup_of_a_running_thread_is_overwritten_at_switch_out() {
+    fn an_unreadable_switch_in_drops_its_wait_and_the_next() {
         let mut s = ThreadState::default();
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
-        s.on_switch_in(&mut runq, 100);
-        s.on_wakeup(&mut c, 150);
-        s.on_switch_out(&mut c, &mut oncpu, 200, 0x1);
-        s.on_switch_in(&mut runq, 10_000);
-        assert_eq!(runq.count, 0);
+        s.on_switch_in(&mut runq, 100, sched(1_000, 0, 0));
+        s.on_switch_out(&mut c, &mut oncpu, 200, true);
+        assert!(!s.on_switch_in(&mut runq, 300, None).recorded);
+        s.on_switch_out(&mut c, &mut oncpu, 400, true);
+        assert!(!s.on_switch_in(&mut runq, 500, sched(3_000, 0, 0)).recorded);
+        s.on_switch_out(&mut c, &mut oncpu, 600, true);
+        assert!(s.on_switch_in(&mut runq, 700, sched(3_050, 0, 0)).recorded);
+        assert_eq!((runq.count, runq.sum_ns), (1, 50));
     }
 
     #[test]

@@ -4,12 +4,12 @@
 use aya_ebpf::{EbpfContext as _, macros::tracepoint, programs::TracePointContext};
 use hyper_stats_ebpf::Stat;
 
-use super::maps::{TP_OFFSETS, count};
+use super::maps::{KERNEL_OFFSETS, count};
 use super::thread::kvm_exit as handle;
 
 #[tracepoint(category = "kvm", name = "kvm_exit")]
 pub fn kvm_exit(ctx: TracePointContext) -> u32 {
-    let offset = TP_OFFSETS.load().kvm_exit_reason as usize;
+    let offset = KERNEL_OFFSETS.load().kvm_exit_reason as usize;
     // Safety: the offset comes from this kernel's format file for this
     // tracepoint, and the helper checks the read.
     match unsafe { ctx.read_at::<u32>(offset) } {

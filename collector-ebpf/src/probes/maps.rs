@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use hyper_stats_ebpf::{
-    DEFAULT_MAX_WATCHED, KVM_EXITS_MAX, KvmExitKey, KvmExitStats, LatencyHist, STATS_LEN, Stat,
-    ThreadCounters, ThreadState, TracepointOffsets,
+    DEFAULT_MAX_WATCHED, KVM_EXITS_MAX, KernelOffsets, KvmExitKey, KvmExitStats, LatencyHist,
+    STATS_LEN, Stat, ThreadCounters, ThreadState,
 };
 
 /// See [`hyper_stats_ebpf::WATCHED`].
@@ -42,9 +42,9 @@ pub(crate) static KVM_EXITS: HashMap<KvmExitKey, KvmExitStats> =
 #[map]
 pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 
-/// See [`hyper_stats_ebpf::TP_OFFSETS`].
+/// See [`hyper_stats_ebpf::KERNEL_OFFSETS`].
 #[unsafe(no_mangle)]
-pub(crate) static TP_OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets::DEFAULT);
+pub(crate) static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets::DEFAULT);
 
 /// Adds one to a counter in [`STATS`] on this CPU.
 #[inline(always)]

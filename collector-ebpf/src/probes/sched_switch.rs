@@ -1,35 +1,33 @@
-//! `sched:sched_switch`: `prev` leaves the CPU and `next` takes it. Ends
-//! `prev`'s on-CPU slice (and starts its run-queue wait if it is still
-//! runnable) and ends `next`'s run-queue wait.
+//! `sched_switch` (BTF tracepoint): `prev`, the current task, leaves the
+//! CPU and `next` takes it. Ends `prev`'s on-CPU slice and counts its
+//! switch; ends `next`'s run-queue wait, as the kernel accounts it.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use hyper_stats_ebpf::Stat;
+use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
+use hyper_stats_ebpf::{Stat, involuntary};
 
-use super::maps::{TP_OFFSETS, count};
+use super::maps::count;
+use super::task::{self, Task};
 use super::thread::{now_ns, switch_in, switch_out};
 
-#[tracepoint(category = "sched", name = "sched_switch")]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+/// `TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct
+/// *next, unsigned int prev_state)`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     count(Stat::SwitchEvents);
-    if try_sched_switch(&ctx).is_err() {
-        count(Stat::ReadErrors);
+    let preempt: u64 = ctx.arg(0);
+    let next: Task = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    let now = now_ns();
+    // The tracepoint runs in `prev`'s context, so its tid is the current
+    // thread's: no read needed.
+    switch_out(
+        ctx.pid(),
+        involuntary(preempt as u8 != 0, prev_state as u32),
+        now,
+    );
+    match task::tid(next) {
+        Ok(tid) => switch_in(tid, next, now),
+        Err(_) => count(Stat::ReadErrors),
     }
     0
-}
-
-fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
-    let offsets = TP_OFFSETS.load();
-    // Safety: the offsets come from this kernel's format file for this
-    // tracepoint, and the helper checks the read.
-    let (prev_pid, prev_state, next_pid) = unsafe {
-        (
-            ctx.read_at::<i32>(offsets.switch_prev_pid as usize)?,
-            ctx.read_at::<i64>(offsets.switch_prev_state as usize)?,
-            ctx.read_at::<i32>(offsets.switch_next_pid as usize)?,
-        )
-    };
-    let now = now_ns();
-    switch_out(prev_pid as u32, prev_state, now);
-    switch_in(next_pid as u32, now);
-    Ok(())
 }

@@ -1,19 +1,18 @@
-//! `sched:sched_wakeup`: a sleeping task becomes runnable.
+//! `sched_wakeup` (BTF tracepoint): a sleeping task becomes runnable.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use hyper_stats_ebpf::Stat;
 
-use super::maps::{TP_OFFSETS, count};
+use super::maps::count;
+use super::task::{self, Task};
 use super::thread::wakeup;
 
-#[tracepoint(category = "sched", name = "sched_wakeup")]
-pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+/// `TP_PROTO(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     count(Stat::WakeupEvents);
-    let offset = TP_OFFSETS.load().wakeup_pid as usize;
-    // Safety: the offset comes from this kernel's format file for this
-    // tracepoint, and the helper checks the read.
-    match unsafe { ctx.read_at::<i32>(offset) } {
-        Ok(pid) => wakeup(pid as u32),
+    match task::tid(ctx.arg::<Task>(0)) {
+        Ok(tid) => wakeup(tid),
         Err(_) => count(Stat::ReadErrors),
     }
     0

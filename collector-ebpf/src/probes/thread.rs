@@ -8,6 +8,7 @@ use hyper_stats_ebpf::{KvmExitKey, KvmExitStats, Stat, ThreadCounters, ThreadSta
 use super::maps::{
     KVM_EXITS, ONCPU_HIST, RUNQ_HIST, THREAD_COUNTERS, THREAD_STATE, count, watched_slot,
 };
+use super::task::{self, Task};
 
 /// Monotonic time in ns, the clock of every timestamp in the maps.
 #[inline(always)]
@@ -45,14 +46,14 @@ pub(crate) fn wakeup(tid: u32) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    if let Some((state, counters)) = slot_values(tid, slot) {
-        state.on_wakeup(counters, now_ns());
+    if let Some((_, counters)) = slot_values(tid, slot) {
+        ThreadState::on_wakeup(counters);
     }
 }
 
-/// `tid` left its CPU with `prev_state`.
+/// `tid` left its CPU, involuntarily or not.
 #[inline(always)]
-pub(crate) fn switch_out(tid: u32, prev_state: i64, now: u64) {
+pub(crate) fn switch_out(tid: u32, involuntary: bool, now: u64) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
@@ -66,16 +67,17 @@ pub(crate) fn switch_out(tid: u32, prev_state: i64, now: u64) {
     // Safety: as in `slot_values`.
     let oncpu = unsafe { &mut *oncpu };
     if state
-        .on_switch_out(counters, oncpu, now, prev_state)
+        .on_switch_out(counters, oncpu, now, involuntary)
         .clamped
     {
         count(Stat::Clamped);
     }
 }
 
-/// `tid` got a CPU.
+/// `tid`, whose task is `task`, got a CPU. Its accounting is read only
+/// here, for watched threads: the reads cost more than the lookup.
 #[inline(always)]
-pub(crate) fn switch_in(tid: u32, now: u64) {
+pub(crate) fn switch_in(tid: u32, task: Task, now: u64) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
@@ -88,7 +90,11 @@ pub(crate) fn switch_in(tid: u32, now: u64) {
     };
     // Safety: as in `slot_values`.
     let runq = unsafe { &mut *runq };
-    if state.on_switch_in(runq, now).clamped {
+    let sched = task::sched_info(task).ok();
+    if sched.is_none() {
+        count(Stat::ReadErrors);
+    }
+    if state.on_switch_in(runq, now, sched).clamped {
         count(Stat::Clamped);
     }
 }

@@ -1,9 +1,10 @@
-//! Tracepoint field offsets, read from tracefs' `format` files.
+//! Classic tracepoint field offsets, read from tracefs' `format` files.
 //!
-//! The programs read tracepoint fields at byte offsets that differ between
-//! kernels. This module parses `events/<category>/<name>/format` and
-//! builds the [`TracepointOffsets`] the loader writes into the object's
-//! `.rodata` before the verifier sees it. A field that is missing or has an
+//! The `kvm_exit` program reads a field of its tracepoint's record at a
+//! byte offset that differs between kernels (the scheduler programs are BTF
+//! tracepoints and take their offsets from BTF, see `btf`). This module
+//! parses `events/<category>/<name>/format` for the offset the loader
+//! writes into the object's `.rodata` before the verifier sees it. A field that is missing or has an
 //! unexpected size is an error naming the file and the field: reading the
 //! wrong bytes would give wrong numbers, not a crash.
 
@@ -11,7 +12,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hyper_stats_ebpf::TracepointOffsets;
 use thiserror::Error;
 
 /// Why the offsets could not be read.
@@ -97,32 +97,16 @@ pub fn format_path(tracefs: &Path, category: &str, event: &str) -> PathBuf {
         .join("format")
 }
 
-/// Reads the offsets of every field the programs use. The KVM offset falls
-/// back to its default when the kvm module is not loaded (its programs are
-/// then not attached either).
-pub fn read_offsets(tracefs: &Path) -> Result<TracepointOffsets, FormatError> {
-    let fields = |category: &str, event: &str| {
-        let path = format_path(tracefs, category, event);
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok((path, parse_fields(&text))),
-            Err(source) => Err(FormatError::Read { path, source }),
-        }
+/// The offset of `kvm_exit.exit_reason`, or `None` when the kvm module is
+/// not loaded (the KVM programs are then not attached either).
+pub fn kvm_exit_reason(tracefs: &Path) -> Result<Option<u32>, FormatError> {
+    let path = format_path(tracefs, "kvm", "kvm_exit");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(FormatError::Read { path, source }),
     };
-    let switch = fields("sched", "sched_switch")?;
-    let wakeup = fields("sched", "sched_wakeup")?;
-    let wakeup_new = fields("sched", "sched_wakeup_new")?;
-    let mut offsets = TracepointOffsets {
-        switch_prev_pid: offset_of(&switch, "prev_pid", 4)?,
-        switch_prev_state: offset_of(&switch, "prev_state", 8)?,
-        switch_next_pid: offset_of(&switch, "next_pid", 4)?,
-        wakeup_pid: offset_of(&wakeup, "pid", 4)?,
-        wakeup_new_pid: offset_of(&wakeup_new, "pid", 4)?,
-        ..TracepointOffsets::DEFAULT
-    };
-    if let Ok(kvm_exit) = fields("kvm", "kvm_exit") {
-        offsets.kvm_exit_reason = offset_of(&kvm_exit, "exit_reason", 4)?;
-    }
-    Ok(offsets)
+    offset_of(&(path, parse_fields(&text)), "exit_reason", 4).map(Some)
 }
 
 /// The offset of `field` in a parsed file, checking its size.
@@ -184,53 +168,36 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_kernel_the_probes_were_written_on() {
+    fn kvm_exit_reason_is_read_or_absent_with_the_module() {
         let dir = tempfile::tempdir().unwrap();
-        for (category, event, text) in [
-            ("sched", "sched_switch", SWITCH),
-            ("sched", "sched_wakeup", WAKEUP),
-            ("sched", "sched_wakeup_new", WAKEUP),
-            ("kvm", "kvm_exit", KVM_EXIT),
-        ] {
-            let path = format_path(dir.path(), category, event);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, text).unwrap();
-        }
-        assert_eq!(
-            read_offsets(dir.path()).unwrap(),
-            TracepointOffsets::DEFAULT
-        );
+        assert_eq!(kvm_exit_reason(dir.path()).unwrap(), None);
+        let path = format_path(dir.path(), "kvm", "kvm_exit");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, KVM_EXIT).unwrap();
+        assert_eq!(kvm_exit_reason(dir.path()).unwrap(), Some(8));
     }
 
     #[test]
     fn a_missing_or_resized_field_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let resized = SWITCH.replace(
-            "long prev_state;\toffset:32;\tsize:8;",
-            "int prev_state;\toffset:32;\tsize:4;",
+        let path = format_path(dir.path(), "kvm", "kvm_exit");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let resized = KVM_EXIT.replace(
+            "unsigned int exit_reason;\toffset:8;\tsize:4;",
+            "unsigned long exit_reason;\toffset:8;\tsize:8;",
         );
-        assert_ne!(resized, SWITCH);
-        for (event, text) in [
-            ("sched_switch", resized.as_str()),
-            ("sched_wakeup", WAKEUP),
-            ("sched_wakeup_new", "format:\n"),
-        ] {
-            let path = format_path(dir.path(), "sched", event);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, text).unwrap();
-        }
-        let err = read_offsets(dir.path()).unwrap_err().to_string();
+        assert_ne!(resized, KVM_EXIT);
+        fs::write(&path, resized).unwrap();
+        let err = kvm_exit_reason(dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with("field `exit_reason` in "), "{err}");
         assert!(
-            err.ends_with("sched_switch/format is 4 bytes, the probes read 8"),
+            err.ends_with("kvm_exit/format is 8 bytes, the probes read 4"),
             "{err}"
         );
-        assert!(err.starts_with("field `prev_state` in "), "{err}");
-
-        let path = format_path(dir.path(), "sched", "sched_switch");
-        fs::write(&path, SWITCH).unwrap();
-        let err = read_offsets(dir.path()).unwrap_err().to_string();
+        fs::write(&path, "format:\n").unwrap();
+        let err = kvm_exit_reason(dir.path()).unwrap_err().to_string();
         assert!(
-            err.ends_with("sched_wakeup_new/format has no field `pid`"),
+            err.ends_with("kvm_exit/format has no field `exit_reason`"),
             "{err}"
         );
     }

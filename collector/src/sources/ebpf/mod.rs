@@ -17,6 +17,7 @@
 //! not mounted and cannot be, or the kernel refused a program. The caller
 //! logs it once and goes on with its other sources.
 
+pub mod btf;
 pub mod format;
 pub mod maps;
 pub mod source;
@@ -27,15 +28,16 @@ use std::io;
 use std::path::Path;
 
 use aya::maps::{MapData, MapError, PerCpuArray};
-use aya::programs::{ProgramError, RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::programs::{RawTracePointRunOptions, TestRun as _};
-use aya::{Ebpf, EbpfError, EbpfLoader};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use hyper_stats_ebpf::{
-    DEFAULT_MAX_WATCHED, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat, THREAD_COUNTERS,
-    THREAD_STATE, TP_OFFSETS, WATCHED, program,
+    DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat,
+    THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
 };
 use thiserror::Error;
 
+pub use btf::BtfError;
 pub use format::FormatError;
 pub use maps::{
     HistDelta, KernelWatch, KvmExitDelta, MapIds, ThreadDelta, ThreadMaps, WatchChange,
@@ -108,10 +110,19 @@ pub enum ProbesOff {
         /// The error from mount(2).
         source: io::Error,
     },
-    /// A tracepoint's format file could not be read or lacks a field.
+    /// The kernel's BTF lacks a struct field the scheduler programs read.
     #[error(
-        "cannot read the tracepoint field offsets: {source}\n\
-         the probes read fields of sched:sched_switch, sched:sched_wakeup(_new), kvm:kvm_exit"
+        "cannot find the kernel fields the probes read: {source}\n{}",
+        btf::NEEDS
+    )]
+    KernelFields {
+        /// The cause.
+        source: BtfError,
+    },
+    /// The `kvm:kvm_exit` format file could not be read or lacks its field.
+    #[error(
+        "cannot read the kvm:kvm_exit field offsets: {source}\n\
+         unload and reload the kvm module, or report this kernel's format file"
     )]
     Offsets {
         /// The cause.
@@ -188,11 +199,12 @@ pub struct ProgramCost {
     pub run_time: std::time::Duration,
 }
 
-/// The scheduler tracepoints and their programs, always attached.
+/// The scheduler programs, BTF tracepoints named after their tracepoint,
+/// always attached.
 const SCHED_PROGRAMS: [(&str, &str); 3] = [
-    (program::SCHED_SWITCH, "sched:sched_switch"),
-    (program::SCHED_WAKEUP, "sched:sched_wakeup"),
-    (program::SCHED_WAKEUP_NEW, "sched:sched_wakeup_new"),
+    (program::SCHED_SWITCH, "sched_switch"),
+    (program::SCHED_WAKEUP, "sched_wakeup"),
+    (program::SCHED_WAKEUP_NEW, "sched_wakeup_new"),
 ];
 
 /// The KVM tracepoints and their programs, attached when the kvm module
@@ -217,16 +229,24 @@ pub struct Probes {
 
 impl Probes {
     /// Checks what the probes need, then loads the embedded object with
-    /// this kernel's tracepoint offsets and attaches every program.
+    /// this kernel's field offsets and attaches every program.
     pub fn load(options: ProbeOptions) -> Result<Self, ProbesOff> {
         let object = object()?;
         check_environment()?;
         let tracefs = Path::new(TRACEFS);
-        let offsets =
-            format::read_offsets(tracefs).map_err(|source| ProbesOff::Offsets { source })?;
+        let mut offsets = btf::read_offsets(Path::new(KERNEL_BTF))
+            .map_err(|source| ProbesOff::KernelFields { source })?;
+        let kvm_exit_reason =
+            format::kvm_exit_reason(tracefs).map_err(|source| ProbesOff::Offsets { source })?;
+        if let Some(offset) = kvm_exit_reason {
+            offsets.kvm_exit_reason = offset;
+        }
+        let kernel_btf = Btf::from_sys_fs().map_err(|source| ProbesOff::Load {
+            source: EbpfError::BtfError(source),
+        })?;
 
         let mut loader = EbpfLoader::new();
-        loader.override_global(TP_OFFSETS, &offsets, true);
+        loader.override_global(KERNEL_OFFSETS, &offsets, true);
         for map in [
             WATCHED,
             THREAD_STATE,
@@ -241,9 +261,9 @@ impl Probes {
             .map_err(|source| ProbesOff::Load { source })?;
 
         for (name, tracepoint) in SCHED_PROGRAMS {
-            attach_tracepoint(&mut ebpf, name, tracepoint)?;
+            attach_btf_tracepoint(&mut ebpf, &kernel_btf, name, tracepoint)?;
         }
-        let kvm_attached = format::format_path(tracefs, "kvm", "kvm_exit").exists();
+        let kvm_attached = kvm_exit_reason.is_some();
         if kvm_attached {
             for (name, tracepoint) in KVM_PROGRAMS {
                 attach_tracepoint(&mut ebpf, name, tracepoint)?;
@@ -399,6 +419,32 @@ fn attach_tracepoint(
         .map_err(attach_err)?;
     program.load().map_err(attach_err)?;
     program.attach(category, event).map_err(attach_err)?;
+    Ok(())
+}
+
+/// Loads the BTF tracepoint program `name` for the kernel tracepoint
+/// `tracepoint` and attaches it.
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbesOff> {
+    let attach_err = |source| ProbesOff::Attach {
+        program: name,
+        tracepoint,
+        source,
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbesOff::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(attach_err)?;
+    program.load(tracepoint, btf).map_err(attach_err)?;
+    program.attach().map_err(attach_err)?;
     Ok(())
 }
 
