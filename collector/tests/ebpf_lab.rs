@@ -261,17 +261,10 @@ fn off_by(value: f64, lo: f64, hi: f64) -> f64 {
     }
 }
 
-/// Run-queue wait: the agent's sum within this fraction of the kernel's...
+/// Run-queue wait: the agent's sum within this fraction of the kernel's.
+/// The programs take each wait from the kernel's own accounting, so the
+/// sums agree but for waits in progress at the window's two ends.
 const RUNQ_TOLERANCE: f64 = 0.02;
-/// ...or within this much per wait. `sched_wakeup` fires after the
-/// enqueue that starts the kernel's own wait clock (after the preemption
-/// check and its IPI, slow under nested virtualization), so every wait we
-/// time from a wakeup is 0.2-2.4 us short here. On threads whose waits are
-/// long that stays under 2%; on a thread whose waits average 30 us it is
-/// 2-4%. Timing waits from the enqueue itself is the known fix (issue 3
-/// stays open for it); until then this bound keeps the offset from
-/// growing unnoticed.
-const RUNQ_OFFSET_PER_WAIT_NS: f64 = 3_000.0;
 /// Switches: the agent's count within this fraction of the kernel's.
 const SWITCH_TOLERANCE: f64 = 0.01;
 /// The span compared.
@@ -434,8 +427,7 @@ fn agent_runq_sum_and_switches_match_the_kernel_over_30s() {
                 v.domain, v.vcpu
             ));
         }
-        let per_wait_off_ns = runq_off * runq_mid / agent_waits.max(1.0);
-        if runq_off > RUNQ_TOLERANCE && per_wait_off_ns > RUNQ_OFFSET_PER_WAIT_NS {
+        if runq_off > RUNQ_TOLERANCE {
             failures.push(format!(
                 "{} vcpu {}: run-queue sum {:.3}% off ({:+.2} us in each of {agent_waits} waits of \
                  {:.1} us on average)",
