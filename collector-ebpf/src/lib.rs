@@ -21,7 +21,9 @@
 //!   starts the kernel's clock, so a wait timed from it comes out short by
 //!   the wakeup path's length (0.2-2.4 us per wait under nested
 //!   virtualization). See [`SchedInfo`];
-//! - on-CPU time: from being switched in until being switched out;
+//! - on-CPU time: from being switched in until being switched out, as the
+//!   CPU time the kernel charged the thread for the slice (the difference
+//!   of its `se.sum_exec_runtime`, schedstat field 1);
 //! - voluntary and involuntary switches, counted as the kernel counts
 //!   `nvcsw`/`nivcsw`;
 //! - KVM exits: the time from `kvm_exit` to the next `kvm_entry` of the same
@@ -166,6 +168,9 @@ pub struct KernelOffsets {
     pub task_last_queued: u32,
     /// `task_struct.se.cfs_rq` (pointer): the CFS run queue the task is on.
     pub task_cfs_rq: u32,
+    /// `task_struct.se.sum_exec_runtime` (`u64`): the CPU time the kernel
+    /// has charged the task, `/proc/TID/schedstat` field 1.
+    pub task_sum_exec_runtime: u32,
     /// `cfs_rq.rq` (pointer): the CPU run queue that CFS queue belongs to.
     pub cfs_rq_rq: u32,
     /// `rq.clock` (`u64`): the clock the kernel times run-queue waits with.
@@ -182,6 +187,7 @@ impl KernelOffsets {
         task_run_delay: 1016,
         task_last_queued: 1048,
         task_cfs_rq: 296,
+        task_sum_exec_runtime: 232,
         cfs_rq_rq: 312,
         rq_clock: 2776,
         kvm_exit_reason: 8,
@@ -312,8 +318,9 @@ pub struct ThreadCounters {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadState {
-    /// When the thread was last switched in, while it is on a CPU.
-    pub on_cpu_since_ns: u64,
+    /// The kernel's CPU-time total for the thread at its last switch-in,
+    /// while it is on a CPU (see `on_cpu`).
+    pub exec_runtime_ns: u64,
     /// When the thread last left the guest, until it enters it again.
     pub kvm_exit_since_ns: u64,
     /// The kernel's run-queue total for the thread as of its last switch-in,
@@ -330,8 +337,9 @@ pub struct ThreadState {
     /// slot is handed out only sets the base (a total of 0 is a real value,
     /// so it cannot mark "unknown").
     pub run_delay_known: u32,
-    /// Keeps the size a multiple of 8 with no implicit padding.
-    pub reserved: u32,
+    /// 1 while the thread is on a CPU with `exec_runtime_ns` set, so its
+    /// switch-out can record the slice.
+    pub on_cpu: u32,
 }
 
 /// Whether a switch-out is involuntary, the way the kernel counts
@@ -362,6 +370,9 @@ pub struct SchedInfo {
     /// `rq.clock` of the CPU the task is switched in on, the value the
     /// kernel's accounting is about to use.
     pub rq_clock_ns: u64,
+    /// `se.sum_exec_runtime`: the CPU time charged so far, the base of the
+    /// slice this switch-in starts.
+    pub sum_exec_runtime_ns: u64,
 }
 
 impl SchedInfo {
@@ -400,22 +411,25 @@ impl ThreadState {
         counters.wakeups = counters.wakeups.wrapping_add(1);
     }
 
-    /// `sched_switch` with this thread as `prev`: records the on-CPU time
-    /// and counts the switch by kind (see [`involuntary`]).
+    /// `sched_switch` with this thread as `prev`: records the slice from
+    /// the kernel's CPU-time total `sum_exec_runtime_ns` (none if it could
+    /// not be read), and counts the switch by kind (see [`involuntary`]).
+    /// The scheduler has charged `prev` its slice before the tracepoint
+    /// fires, so the total is final.
     #[inline(always)]
     pub fn on_switch_out(
         &mut self,
         counters: &mut ThreadCounters,
         oncpu: &mut LatencyHist,
-        now_ns: u64,
+        sum_exec_runtime_ns: Option<u64>,
         involuntary: bool,
     ) -> Recorded {
         let mut done = Recorded::NONE;
-        if self.on_cpu_since_ns != 0 {
+        if let (1, Some(total)) = (self.on_cpu, sum_exec_runtime_ns) {
             done.recorded = true;
-            done.clamped = oncpu.record(now_ns.saturating_sub(self.on_cpu_since_ns));
-            self.on_cpu_since_ns = 0;
+            done.clamped = oncpu.record(total.wrapping_sub(self.exec_runtime_ns));
         }
+        self.on_cpu = 0;
         if involuntary {
             counters.involuntary = counters.involuntary.wrapping_add(1);
         } else {
@@ -425,16 +439,12 @@ impl ThreadState {
     }
 
     /// `sched_switch` with this thread as `next`: records the run-queue
-    /// wait this switch-in ends, from the kernel's accounting `sched` (none
-    /// if it could not be read: the next switch-in then only sets the base
-    /// again), and starts the on-CPU clock.
+    /// wait this switch-in ends and sets the base of the slice it starts,
+    /// from the kernel's accounting `sched` (none if it could not be read:
+    /// the wait and the slice are dropped, and the next switch-in only sets
+    /// the base again).
     #[inline(always)]
-    pub fn on_switch_in(
-        &mut self,
-        runq: &mut LatencyHist,
-        now_ns: u64,
-        sched: Option<SchedInfo>,
-    ) -> Recorded {
+    pub fn on_switch_in(&mut self, runq: &mut LatencyHist, sched: Option<SchedInfo>) -> Recorded {
         let mut done = Recorded::NONE;
         match sched {
             Some(sched) => {
@@ -445,10 +455,14 @@ impl ThreadState {
                 }
                 self.run_delay_ns = total;
                 self.run_delay_known = 1;
+                self.exec_runtime_ns = sched.sum_exec_runtime_ns;
+                self.on_cpu = 1;
             }
-            None => self.run_delay_known = 0,
+            None => {
+                self.run_delay_known = 0;
+                self.on_cpu = 0;
+            }
         }
-        self.on_cpu_since_ns = now_ns;
         done
     }
 
@@ -536,7 +550,7 @@ mod pod {
 
 // The kernel and the agent must agree on these sizes; a change here means
 // both sides are rebuilt together (they are: the agent embeds the object).
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 28);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_BUCKETS);
 const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 32);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
@@ -666,31 +680,29 @@ mod tests {
         assert!(!involuntary(false, 0x402)); // TASK_IDLE
     }
 
-    fn sched(run_delay_ns: u64, last_queued_ns: u64, rq_clock_ns: u64) -> Option<SchedInfo> {
+    /// The kernel's accounting of a task at a switch-in: run-queue total,
+    /// wait start, rq clock, CPU-time total.
+    fn sched(run_delay: u64, last_queued: u64, clock: u64, exec: u64) -> Option<SchedInfo> {
         Some(SchedInfo {
-            run_delay_ns,
-            last_queued_ns,
-            rq_clock_ns,
+            run_delay_ns: run_delay,
+            last_queued_ns: last_queued,
+            rq_clock_ns: clock,
+            sum_exec_runtime_ns: exec,
         })
     }
 
     #[test]
     fn the_total_after_arrival_adds_the_wait_in_progress() {
-        assert_eq!(sched(100, 0, 5_000).unwrap().run_delay_after_arrival(), 100);
-        assert_eq!(
-            sched(100, 4_000, 5_000).unwrap().run_delay_after_arrival(),
-            1_100
-        );
+        let total = |s: Option<SchedInfo>| s.unwrap().run_delay_after_arrival();
+        assert_eq!(total(sched(100, 0, 5_000, 0)), 100);
+        assert_eq!(total(sched(100, 4_000, 5_000, 0)), 1_100);
         // A clock read behind the enqueue stamp adds nothing.
-        assert_eq!(
-            sched(100, 6_000, 5_000).unwrap().run_delay_after_arrival(),
-            100
-        );
+        assert_eq!(total(sched(100, 6_000, 5_000, 0)), 100);
     }
 
     /// A thread that runs, is preempted, waits, runs, blocks, is woken,
     /// waits (migrating once, so part of the wait is accounted before the
-    /// switch-in) and runs: two waits, exactly the kernel's, two slices,
+    /// switch-in) and runs: two waits and two slices, exactly the kernel's,
     /// one switch of each kind.
     #[test]
     fn scheduler_events_make_waits_slices_and_switch_counts() {
@@ -698,31 +710,39 @@ mod tests {
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
 
-        // Watching starts with the thread being switched in: the base.
+        // Watching starts with the thread being switched in: the bases.
         assert!(
-            !s.on_switch_in(&mut runq, 1_000, sched(7_000, 0, 90_000))
+            !s.on_switch_in(&mut runq, sched(7_000, 0, 90_000, 50_000))
                 .recorded
         );
-        assert!(s.on_switch_out(&mut c, &mut oncpu, 4_000, true).recorded); // ran 3000
+        assert!(
+            s.on_switch_out(&mut c, &mut oncpu, Some(53_000), true)
+                .recorded
+        ); // ran 3000
         // Queued at rq clock 93_000, on a CPU at 93_500: waited 500.
         assert!(
-            s.on_switch_in(&mut runq, 4_500, sched(7_000, 93_000, 93_500))
+            s.on_switch_in(&mut runq, sched(7_000, 93_000, 93_500, 53_000))
                 .recorded
         );
-        assert!(s.on_switch_out(&mut c, &mut oncpu, 5_500, false).recorded); // ran 1000
+        assert!(
+            s.on_switch_out(&mut c, &mut oncpu, Some(54_000), false)
+                .recorded
+        ); // ran 1000
         ThreadState::on_wakeup(&mut c);
         // Woken, waited 300 on one CPU (accounted at the migration), then
         // 200 on another.
         assert!(
-            s.on_switch_in(&mut runq, 9_000, sched(7_800, 97_000, 97_200))
+            s.on_switch_in(&mut runq, sched(7_800, 97_000, 97_200, 54_000))
                 .recorded
         );
 
         assert_eq!((runq.count, runq.sum_ns, runq.max_ns), (2, 1_000, 500));
         assert_eq!((oncpu.count, oncpu.sum_ns, oncpu.max_ns), (2, 4_000, 3_000));
         assert_eq!((c.voluntary, c.involuntary, c.wakeups), (1, 1, 1));
-        assert_eq!(s.run_delay_ns, 8_000);
-        assert_eq!(s.on_cpu_since_ns, 9_000);
+        assert_eq!(
+            (s.run_delay_ns, s.exec_runtime_ns, s.on_cpu),
+            (8_000, 54_000, 1)
+        );
     }
 
     /// Watching starts mid-flight: no duration without its start.
@@ -732,33 +752,42 @@ mod tests {
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
 
-        assert!(!s.on_switch_out(&mut c, &mut oncpu, 100, false).recorded);
-        assert!(!s.on_switch_in(&mut runq, 200, sched(0, 0, 1)).recorded);
+        assert!(
+            !s.on_switch_out(&mut c, &mut oncpu, Some(100), false)
+                .recorded
+        );
+        assert!(!s.on_switch_in(&mut runq, sched(0, 0, 1, 100)).recorded);
         assert_eq!((runq.count, oncpu.count), (0, 0));
         assert_eq!(c.voluntary, 1);
         assert_eq!(s.on_kvm_entry(&mut c, 300), None);
         // A total of zero is a base like any other: a thread that never
         // waited records its waits of zero.
-        s.on_switch_out(&mut c, &mut oncpu, 400, true);
-        assert!(s.on_switch_in(&mut runq, 500, sched(0, 0, 600)).recorded);
+        assert!(
+            s.on_switch_out(&mut c, &mut oncpu, Some(400), true)
+                .recorded
+        );
+        assert!(s.on_switch_in(&mut runq, sched(0, 0, 600, 400)).recorded);
         assert_eq!((runq.count, runq.sum_ns, runq.buckets[0]), (1, 0, 1));
+        assert_eq!((oncpu.count, oncpu.sum_ns), (1, 300));
     }
 
-    /// A switch-in whose accounting could not be read records nothing,
-    /// and neither does the next one: it only sets the base again.
+    /// A switch whose accounting could not be read records nothing, and
+    /// neither does the next one: it only sets the base again.
     #[test]
-    fn an_unreadable_switch_in_drops_its_wait_and_the_next() {
+    fn an_unreadable_switch_drops_its_wait_or_slice_and_the_next() {
         let mut s = ThreadState::default();
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
-        s.on_switch_in(&mut runq, 100, sched(1_000, 0, 0));
-        s.on_switch_out(&mut c, &mut oncpu, 200, true);
-        assert!(!s.on_switch_in(&mut runq, 300, None).recorded);
-        s.on_switch_out(&mut c, &mut oncpu, 400, true);
-        assert!(!s.on_switch_in(&mut runq, 500, sched(3_000, 0, 0)).recorded);
-        s.on_switch_out(&mut c, &mut oncpu, 600, true);
-        assert!(s.on_switch_in(&mut runq, 700, sched(3_050, 0, 0)).recorded);
+        s.on_switch_in(&mut runq, sched(1_000, 0, 0, 10));
+        assert!(!s.on_switch_out(&mut c, &mut oncpu, None, true).recorded);
+        assert!(!s.on_switch_in(&mut runq, None).recorded);
+        assert!(!s.on_switch_out(&mut c, &mut oncpu, Some(70), true).recorded);
+        assert!(!s.on_switch_in(&mut runq, sched(3_000, 0, 0, 70)).recorded);
+        assert!(s.on_switch_out(&mut c, &mut oncpu, Some(90), true).recorded);
+        assert!(s.on_switch_in(&mut runq, sched(3_050, 0, 0, 90)).recorded);
         assert_eq!((runq.count, runq.sum_ns), (1, 50));
+        assert_eq!((oncpu.count, oncpu.sum_ns), (1, 20));
+        assert_eq!(c.involuntary, 3);
     }
 
     #[test]

@@ -42,8 +42,14 @@ fn stat(probes: &Probes, which: Stat) -> u64 {
 /// Field 2 of `/proc/self/task/TID/schedstat`: ns spent waiting on a run
 /// queue.
 fn run_delay_ns(tid: u32) -> u64 {
+    schedstat(tid, 1)
+}
+
+/// Field `n` (from 0) of a thread of this process' `schedstat`: 0 is the
+/// CPU time charged, 1 the run-queue wait, both in ns.
+fn schedstat(tid: u32, n: usize) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).unwrap();
-    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    text.split_whitespace().nth(n).unwrap().parse().unwrap()
 }
 
 /// `(voluntary_ctxt_switches, nonvoluntary_ctxt_switches)` of a thread.
@@ -141,6 +147,7 @@ fn runq_latency_and_switches_match_the_kernel() {
     assert_eq!(change.added, vec![tid]);
     probes.threads().read().unwrap(); // baseline
     let delay_before = run_delay_ns(tid);
+    let exec_before = schedstat(tid, 0);
     let (vol_before, invol_before) = ctxt_switches(tid);
 
     go_tx.send(()).unwrap();
@@ -154,15 +161,18 @@ fn runq_latency_and_switches_match_the_kernel() {
 
     let d = only(probes.threads().read().unwrap(), tid);
     let kernel_delay = run_delay_ns(tid) - delay_before;
+    let kernel_exec = schedstat(tid, 0) - exec_before;
     let (vol_after, invol_after) = ctxt_switches(tid);
     let (kernel_vol, kernel_invol) = (vol_after - vol_before, invol_after - invol_before);
     exit_tx.send(()).unwrap();
     target.join().unwrap();
 
     let err = d.runq.sum_ns.abs_diff(kernel_delay) as f64 / kernel_delay as f64;
+    let exec_err = d.oncpu.sum_ns.abs_diff(kernel_exec) as f64 / kernel_exec as f64;
     eprintln!(
         "run-queue: probes {} ns in {} waits (p50 {:?} ns, p99 {:?} ns, max {:?} ns), \
-         schedstat {kernel_delay} ns, off by {:.3}%; on-CPU {} ns in {} slices; \
+         schedstat {kernel_delay} ns, off by {:.3}%; on-CPU {} ns in {} slices, schedstat \
+         {kernel_exec} ns, off by {:.3}%; \
          switches voluntary {} / {kernel_vol}, involuntary {} / {kernel_invol}; wakeups {}",
         d.runq.sum_ns,
         d.runq.count,
@@ -172,6 +182,7 @@ fn runq_latency_and_switches_match_the_kernel() {
         err * 100.0,
         d.oncpu.sum_ns,
         d.oncpu.count,
+        exec_err * 100.0,
         d.voluntary_switches,
         d.involuntary_switches,
         d.wakeups,
@@ -198,6 +209,11 @@ fn runq_latency_and_switches_match_the_kernel() {
         d.oncpu.sum_ns > 100_000_000,
         "on-CPU time: {} ns",
         d.oncpu.sum_ns
+    );
+    assert!(
+        exec_err <= 0.02,
+        "on-CPU sum off by {:.3}%",
+        exec_err * 100.0
     );
     assert_eq!(stat(&probes, Stat::ReadErrors), 0);
     assert_eq!(stat(&probes, Stat::SlotMissing), 0);

@@ -26,9 +26,16 @@ pub(crate) fn tid(task: Task) -> Result<u32, i32> {
     read::<i32>(task, KERNEL_OFFSETS.load().task_pid).map(|pid| pid as u32)
 }
 
-/// The run-queue accounting of `task`, about to be switched in on this CPU:
-/// its `sched_info` and the clock of the run queue it was picked from
-/// (`task->se.cfs_rq->rq->clock`; the task is on this CPU's queue).
+/// `task->se.sum_exec_runtime`: the CPU time the kernel has charged it.
+#[inline(always)]
+pub(crate) fn sum_exec_runtime(task: Task) -> Result<u64, i32> {
+    read(task, KERNEL_OFFSETS.load().task_sum_exec_runtime)
+}
+
+/// The accounting of `task`, about to be switched in on this CPU: its
+/// `sched_info`, the clock of the run queue it was picked from
+/// (`task->se.cfs_rq->rq->clock`; the task is on this CPU's queue) and its
+/// CPU-time total.
 #[inline(always)]
 pub(crate) fn sched_info(task: Task) -> Result<SchedInfo, i32> {
     let offsets = KERNEL_OFFSETS.load();
@@ -38,5 +45,6 @@ pub(crate) fn sched_info(task: Task) -> Result<SchedInfo, i32> {
         run_delay_ns: read(task, offsets.task_run_delay)?,
         last_queued_ns: read(task, offsets.task_last_queued)?,
         rq_clock_ns: read(rq, offsets.rq_clock)?,
+        sum_exec_runtime_ns: read(task, offsets.task_sum_exec_runtime)?,
     })
 }

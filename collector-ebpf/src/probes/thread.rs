@@ -12,7 +12,7 @@ use super::task::{self, Task};
 
 /// Monotonic time in ns, the clock of every timestamp in the maps.
 #[inline(always)]
-pub(crate) fn now_ns() -> u64 {
+fn now_ns() -> u64 {
     // Safety: the helper has no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -51,9 +51,9 @@ pub(crate) fn wakeup(tid: u32) {
     }
 }
 
-/// `tid` left its CPU, involuntarily or not.
+/// `tid`, whose task is `task`, left its CPU, involuntarily or not.
 #[inline(always)]
-pub(crate) fn switch_out(tid: u32, involuntary: bool, now: u64) {
+pub(crate) fn switch_out(tid: u32, task: Task, involuntary: bool) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
@@ -66,8 +66,12 @@ pub(crate) fn switch_out(tid: u32, involuntary: bool, now: u64) {
     };
     // Safety: as in `slot_values`.
     let oncpu = unsafe { &mut *oncpu };
+    let exec = task::sum_exec_runtime(task).ok();
+    if exec.is_none() {
+        count(Stat::ReadErrors);
+    }
     if state
-        .on_switch_out(counters, oncpu, now, involuntary)
+        .on_switch_out(counters, oncpu, exec, involuntary)
         .clamped
     {
         count(Stat::Clamped);
@@ -77,7 +81,7 @@ pub(crate) fn switch_out(tid: u32, involuntary: bool, now: u64) {
 /// `tid`, whose task is `task`, got a CPU. Its accounting is read only
 /// here, for watched threads: the reads cost more than the lookup.
 #[inline(always)]
-pub(crate) fn switch_in(tid: u32, task: Task, now: u64) {
+pub(crate) fn switch_in(tid: u32, task: Task) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
@@ -94,7 +98,7 @@ pub(crate) fn switch_in(tid: u32, task: Task, now: u64) {
     if sched.is_none() {
         count(Stat::ReadErrors);
     }
-    if state.on_switch_in(runq, now, sched).clamped {
+    if state.on_switch_in(runq, sched).clamped {
         count(Stat::Clamped);
     }
 }

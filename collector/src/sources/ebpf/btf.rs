@@ -59,7 +59,7 @@ pub struct FieldSpec {
 }
 
 /// The fields behind [`KernelOffsets`], in its field order.
-pub const FIELDS: [FieldSpec; 6] = [
+pub const FIELDS: [FieldSpec; 7] = [
     FieldSpec {
         strukt: "task_struct",
         path: "pid",
@@ -78,6 +78,11 @@ pub const FIELDS: [FieldSpec; 6] = [
     FieldSpec {
         strukt: "task_struct",
         path: "se.cfs_rq",
+        size: 8,
+    },
+    FieldSpec {
+        strukt: "task_struct",
+        path: "se.sum_exec_runtime",
         size: 8,
     },
     FieldSpec {
@@ -111,6 +116,7 @@ pub fn read_offsets(path: &std::path::Path) -> Result<KernelOffsets, BtfError> {
         task_run_delay,
         task_last_queued,
         task_cfs_rq,
+        task_sum_exec_runtime,
         cfs_rq_rq,
         rq_clock,
     ] = found;
@@ -119,6 +125,7 @@ pub fn read_offsets(path: &std::path::Path) -> Result<KernelOffsets, BtfError> {
         task_run_delay,
         task_last_queued,
         task_cfs_rq,
+        task_sum_exec_runtime,
         cfs_rq_rq,
         rq_clock,
         ..KernelOffsets::DEFAULT
@@ -235,6 +242,7 @@ mod tests {
             offsets.task_run_delay,
             offsets.task_last_queued,
             offsets.task_cfs_rq,
+            offsets.task_sum_exec_runtime,
         ] {
             assert!((off as usize) < task_size, "{offsets:?}");
         }
