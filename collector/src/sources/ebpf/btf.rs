@@ -58,76 +58,26 @@ pub struct FieldSpec {
     pub size: usize,
 }
 
-/// The fields behind [`KernelOffsets`], in its field order.
-pub const FIELDS: [FieldSpec; 7] = [
-    FieldSpec {
-        strukt: "task_struct",
-        path: "pid",
-        size: 4,
-    },
-    FieldSpec {
-        strukt: "task_struct",
-        path: "sched_info.run_delay",
-        size: 8,
-    },
-    FieldSpec {
-        strukt: "task_struct",
-        path: "sched_info.last_queued",
-        size: 8,
-    },
-    FieldSpec {
-        strukt: "task_struct",
-        path: "se.cfs_rq",
-        size: 8,
-    },
-    FieldSpec {
-        strukt: "task_struct",
-        path: "se.sum_exec_runtime",
-        size: 8,
-    },
-    FieldSpec {
-        strukt: "cfs_rq",
-        path: "rq",
-        size: 8,
-    },
-    FieldSpec {
-        strukt: "rq",
-        path: "clock",
-        size: 8,
-    },
-];
-
 /// What a kernel without the field lacks, for the error's second line.
 pub const NEEDS: &str = "the probes need a kernel with CONFIG_SCHED_INFO (schedstat) and \
                          CONFIG_FAIR_GROUP_SCHED (CPU cgroups), as distribution kernels have";
 
 pub use hyper_stats_ebpf::KernelOffsets;
 
-/// Parses the kernel BTF at `path` and looks up every field in [`FIELDS`];
-/// the KVM tracepoint offset is left at its default for the caller to set.
+/// Parses the kernel BTF at `path` and looks up every struct field of
+/// [`KernelOffsets`]; the KVM tracepoint offset is left at its default for
+/// the caller to set.
 pub fn read_offsets(path: &std::path::Path) -> Result<KernelOffsets, BtfError> {
     let btf = Btf::from_file(path)?;
-    let mut found = [0u32; FIELDS.len()];
-    for (slot, spec) in found.iter_mut().zip(FIELDS) {
-        *slot = field_offset(&btf, spec)?;
-    }
-    let [
-        task_pid,
-        task_run_delay,
-        task_last_queued,
-        task_cfs_rq,
-        task_sum_exec_runtime,
-        cfs_rq_rq,
-        rq_clock,
-    ] = found;
+    let field = |strukt, path, size| field_offset(&btf, FieldSpec { strukt, path, size });
     Ok(KernelOffsets {
-        task_pid,
-        task_run_delay,
-        task_last_queued,
-        task_cfs_rq,
-        task_sum_exec_runtime,
-        cfs_rq_rq,
-        rq_clock,
+        task_pid: field("task_struct", "pid", 4)?,
+        task_run_delay: field("task_struct", "sched_info.run_delay", 8)?,
+        task_last_queued: field("task_struct", "sched_info.last_queued", 8)?,
+        task_cfs_rq: field("task_struct", "se.cfs_rq", 8)?,
+        task_sum_exec_runtime: field("task_struct", "se.sum_exec_runtime", 8)?,
+        cfs_rq_rq: field("cfs_rq", "rq", 8)?,
+        rq_clock: field("rq", "clock", 8)?,
         ..KernelOffsets::DEFAULT
     })
 }

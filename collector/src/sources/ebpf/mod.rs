@@ -404,19 +404,8 @@ fn attach_tracepoint(
     let (category, event) = tracepoint
         .split_once(':')
         .expect("tracepoints are named category:name");
-    let attach_err = |source| ProbesOff::Attach {
-        program: name,
-        tracepoint,
-        source,
-    };
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(ProbesOff::Missing {
-            kind: "program",
-            name,
-        })?
-        .try_into()
-        .map_err(attach_err)?;
+    let program: &mut TracePoint = program_mut(ebpf, name, tracepoint)?;
+    let attach_err = attach_error(name, tracepoint);
     program.load().map_err(attach_err)?;
     program.attach(category, event).map_err(attach_err)?;
     Ok(())
@@ -430,22 +419,42 @@ fn attach_btf_tracepoint(
     name: &'static str,
     tracepoint: &'static str,
 ) -> Result<(), ProbesOff> {
-    let attach_err = |source| ProbesOff::Attach {
-        program: name,
-        tracepoint,
-        source,
-    };
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
+    let program: &mut BtfTracePoint = program_mut(ebpf, name, tracepoint)?;
+    let attach_err = attach_error(name, tracepoint);
+    program.load(tracepoint, btf).map_err(attach_err)?;
+    program.attach().map_err(attach_err)?;
+    Ok(())
+}
+
+/// The program `name` of `ebpf` as the program type `P`, for attaching to
+/// `tracepoint`.
+fn program_mut<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<&'a mut P, ProbesOff>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
         .ok_or(ProbesOff::Missing {
             kind: "program",
             name,
         })?
         .try_into()
-        .map_err(attach_err)?;
-    program.load(tracepoint, btf).map_err(attach_err)?;
-    program.attach().map_err(attach_err)?;
-    Ok(())
+        .map_err(attach_error(name, tracepoint))
+}
+
+/// Wraps aya's error for the program `name` on `tracepoint`.
+fn attach_error(
+    name: &'static str,
+    tracepoint: &'static str,
+) -> impl Fn(ProgramError) -> ProbesOff + Copy {
+    move |source| ProbesOff::Attach {
+        program: name,
+        tracepoint,
+        source,
+    }
 }
 
 /// Takes the map `name` out of `ebpf`, typed.
