@@ -21,7 +21,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 /// The kernel only lets GPL-compatible programs call `bpf_probe_read_kernel`,
-/// which tracepoint field reads need.
+/// which every read of a kernel struct and tracepoint field goes through.
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

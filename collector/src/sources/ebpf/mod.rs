@@ -13,9 +13,10 @@
 //! The agent must run without its probes: libvirt's stats do not need them.
 //! [`Probes::load`] returns a [`ProbesOff`] that says why, with the fix on a
 //! second line: the object was not built into this binary (no bpf toolchain
-//! at build time), the agent is not root, the kernel has no BTF, tracefs is
-//! not mounted and cannot be, or the kernel refused a program. The caller
-//! logs it once and goes on with its other sources.
+//! at build time), the agent is not root, the kernel has no BTF or its BTF
+//! lacks a field the programs read, tracefs is not mounted and cannot be,
+//! or the kernel refused a program. The caller logs it once and goes on
+//! with its other sources.
 
 pub mod btf;
 pub mod format;
