@@ -128,8 +128,13 @@ fn member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type, bool)>,
         return Ok(None);
     };
     for m in &s.members {
-        let member_ty = strip(btf, btf.resolve_chained_type(m)?)?;
+        // Only the member asked for, and anonymous ones that may hold it,
+        // need their type resolved (`task_struct` has hundreds of members).
         let member_name = btf.resolve_name(m).unwrap_or_default();
+        if member_name != name && !member_name.is_empty() {
+            continue;
+        }
+        let member_ty = strip(btf, btf.resolve_chained_type(m)?)?;
         if member_name == name {
             return Ok(Some((
                 m.bit_offset(),
@@ -137,9 +142,7 @@ fn member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type, bool)>,
                 m.bitfield_size().is_some_and(|b| b != 0),
             )));
         }
-        if member_name.is_empty()
-            && let Some((bits, t, bitfield)) = member(btf, &member_ty, name)?
-        {
+        if let Some((bits, t, bitfield)) = member(btf, &member_ty, name)? {
             return Ok(Some((m.bit_offset() + bits, t, bitfield)));
         }
     }

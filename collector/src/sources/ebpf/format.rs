@@ -4,9 +4,10 @@
 //! byte offset that differs between kernels (the scheduler programs are BTF
 //! tracepoints and take their offsets from BTF, see `btf`). This module
 //! parses `events/<category>/<name>/format` for the offset the loader
-//! writes into the object's `.rodata` before the verifier sees it. A field that is missing or has an
-//! unexpected size is an error naming the file and the field: reading the
-//! wrong bytes would give wrong numbers, not a crash.
+//! writes into the object's `.rodata` before the verifier sees it. A field
+//! that is missing or has an unexpected size is an error naming the file
+//! and the field: reading the wrong bytes would give wrong numbers, not a
+//! crash.
 
 use std::fs;
 use std::io;
@@ -106,26 +107,23 @@ pub fn kvm_exit_reason(tracefs: &Path) -> Result<Option<u32>, FormatError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(FormatError::Read { path, source }),
     };
-    offset_of(&(path, parse_fields(&text)), "exit_reason", 4).map(Some)
+    offset_of(path, &parse_fields(&text), "exit_reason", 4).map(Some)
 }
 
-/// The offset of `field` in a parsed file, checking its size.
+/// The offset of `field` in the parsed format file at `path`, checking its
+/// size.
 fn offset_of(
-    (path, fields): &(PathBuf, Vec<Field>),
+    path: PathBuf,
+    fields: &[Field],
     field: &'static str,
     expected: u32,
 ) -> Result<u32, FormatError> {
-    let found =
-        fields
-            .iter()
-            .find(|f| f.name == field)
-            .ok_or_else(|| FormatError::MissingField {
-                path: path.clone(),
-                field,
-            })?;
+    let Some(found) = fields.iter().find(|f| f.name == field) else {
+        return Err(FormatError::MissingField { path, field });
+    };
     if found.size != expected {
         return Err(FormatError::FieldSize {
-            path: path.clone(),
+            path,
             field,
             size: found.size,
             expected,

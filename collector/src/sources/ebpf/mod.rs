@@ -111,6 +111,16 @@ pub enum ProbesOff {
         /// The error from mount(2).
         source: io::Error,
     },
+    /// The kernel's BTF could not be parsed for attaching the BTF
+    /// tracepoint programs.
+    #[error(
+        "failed to parse the kernel's BTF at {KERNEL_BTF}: {source}\n\
+         the probes need the running kernel's own BTF (CONFIG_DEBUG_INFO_BTF=y)"
+    )]
+    KernelBtf {
+        /// aya's error.
+        source: aya::BtfError,
+    },
     /// The kernel's BTF lacks a struct field the scheduler programs read.
     #[error(
         "cannot find the kernel fields the probes read: {source}\n{}",
@@ -242,9 +252,7 @@ impl Probes {
         if let Some(offset) = kvm_exit_reason {
             offsets.kvm_exit_reason = offset;
         }
-        let kernel_btf = Btf::from_sys_fs().map_err(|source| ProbesOff::Load {
-            source: EbpfError::BtfError(source),
-        })?;
+        let kernel_btf = Btf::from_sys_fs().map_err(|source| ProbesOff::KernelBtf { source })?;
 
         let mut loader = EbpfLoader::new();
         loader.override_global(KERNEL_OFFSETS, &offsets, true);
