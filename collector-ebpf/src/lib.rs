@@ -333,9 +333,9 @@ pub struct ThreadState {
     /// removed meanwhile (the slot given to another thread) sees another
     /// tid here and is dropped.
     pub tid: u32,
-    /// 1 once `run_delay_ns` holds a value: the first switch-in after the
-    /// slot is handed out only sets the base (a total of 0 is a real value,
-    /// so it cannot mark "unknown").
+    /// 1 once `run_delay_ns` holds a value: the first wakeup, switch-out or
+    /// switch-in after the slot is handed out sets the base (a total of 0
+    /// is a real value, so it cannot mark "unknown").
     pub run_delay_known: u32,
     /// 1 while the thread is on a CPU with `exec_runtime_ns` set, so its
     /// switch-out can record the slice.
@@ -464,6 +464,25 @@ impl ThreadState {
             }
         }
         done
+    }
+
+    /// Whether the run-queue base is unknown, so the thread's next wakeup
+    /// or switch-out should read it (see [`Self::on_run_delay_base`]).
+    #[inline(always)]
+    pub const fn needs_run_delay(&self) -> bool {
+        self.run_delay_known == 0
+    }
+
+    /// The thread's run-queue total `run_delay_ns`, read at its wakeup or
+    /// switch-out while [`Self::needs_run_delay`]: until its next switch-in
+    /// the total grows by exactly the wait that switch-in ends, so it is
+    /// the base that lets the first wait after watching starts count.
+    #[inline(always)]
+    pub fn on_run_delay_base(&mut self, run_delay_ns: u64) {
+        if self.run_delay_known == 0 {
+            self.run_delay_ns = run_delay_ns;
+            self.run_delay_known = 1;
+        }
     }
 
     /// `kvm_exit` on this thread: the guest left with `reason`.
@@ -752,6 +771,7 @@ mod tests {
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
 
+        // No base read before the first switch-in: it is only a base.
         assert!(
             !s.on_switch_out(&mut c, &mut oncpu, Some(100), false)
                 .recorded
@@ -762,6 +782,7 @@ mod tests {
         assert_eq!(s.on_kvm_entry(&mut c, 300), None);
         // A total of zero is a base like any other: a thread that never
         // waited records its waits of zero.
+        assert!(!s.needs_run_delay());
         assert!(
             s.on_switch_out(&mut c, &mut oncpu, Some(400), true)
                 .recorded
@@ -781,6 +802,7 @@ mod tests {
         s.on_switch_in(&mut runq, sched(1_000, 0, 0, 10));
         assert!(!s.on_switch_out(&mut c, &mut oncpu, None, true).recorded);
         assert!(!s.on_switch_in(&mut runq, None).recorded);
+        assert!(s.needs_run_delay());
         assert!(!s.on_switch_out(&mut c, &mut oncpu, Some(70), true).recorded);
         assert!(!s.on_switch_in(&mut runq, sched(3_000, 0, 0, 70)).recorded);
         assert!(s.on_switch_out(&mut c, &mut oncpu, Some(90), true).recorded);
@@ -788,6 +810,24 @@ mod tests {
         assert_eq!((runq.count, runq.sum_ns), (1, 50));
         assert_eq!((oncpu.count, oncpu.sum_ns), (1, 20));
         assert_eq!(c.involuntary, 3);
+    }
+
+    /// Watched while blocked (or running): the base read at its wakeup
+    /// (or switch-out) lets the very next wait count, 200 here with 50 of
+    /// it accounted before a migration; later bases are ignored.
+    #[test]
+    fn a_base_read_before_the_switch_in_counts_the_first_wait() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        let mut runq = LatencyHist::ZERO;
+        assert!(s.needs_run_delay());
+        ThreadState::on_wakeup(&mut c);
+        s.on_run_delay_base(4_000);
+        assert!(!s.needs_run_delay());
+        s.on_run_delay_base(1);
+        let wait = s.on_switch_in(&mut runq, sched(4_050, 9_000, 9_150, 500));
+        assert!(wait.recorded);
+        assert_eq!((runq.count, runq.sum_ns), (1, 200));
     }
 
     #[test]

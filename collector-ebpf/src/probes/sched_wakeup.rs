@@ -11,8 +11,9 @@ use super::thread::wakeup;
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
     count(Stat::WakeupEvents);
-    match task::tid(ctx.arg::<Task>(0)) {
-        Ok(tid) => wakeup(tid),
+    let task: Task = ctx.arg(0);
+    match task::tid(task) {
+        Ok(tid) => wakeup(tid, task),
         Err(_) => count(Stat::ReadErrors),
     }
     0

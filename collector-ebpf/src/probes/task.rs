@@ -26,6 +26,12 @@ pub(crate) fn tid(task: Task) -> Result<u32, i32> {
     read::<i32>(task, KERNEL_OFFSETS.load().task_pid).map(|pid| pid as u32)
 }
 
+/// `task->sched_info.run_delay`: the run-queue wait the kernel has summed.
+#[inline(always)]
+pub(crate) fn run_delay(task: Task) -> Result<u64, i32> {
+    read(task, KERNEL_OFFSETS.load().task_run_delay)
+}
+
 /// `task->se.sum_exec_runtime`: the CPU time the kernel has charged it.
 #[inline(always)]
 pub(crate) fn sum_exec_runtime(task: Task) -> Result<u64, i32> {

@@ -40,13 +40,34 @@ fn slot_values(
     Some((state, counters))
 }
 
-/// `tid` became runnable.
+/// The value of a kernel read, counting a failed one in `ReadErrors`.
 #[inline(always)]
-pub(crate) fn wakeup(tid: u32) {
+fn counted<T>(read: Result<T, i32>) -> Option<T> {
+    if read.is_err() {
+        count(Stat::ReadErrors);
+    }
+    read.ok()
+}
+
+/// Reads `task`'s run-queue total as the base of its first wait, while the
+/// slot has none: once per slot, at its first wakeup or switch-out.
+#[inline(always)]
+fn read_run_delay_base(state: &mut ThreadState, task: Task) {
+    if state.needs_run_delay()
+        && let Some(total) = counted(task::run_delay(task))
+    {
+        state.on_run_delay_base(total);
+    }
+}
+
+/// `tid`, whose task is `task`, became runnable.
+#[inline(always)]
+pub(crate) fn wakeup(tid: u32, task: Task) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    if let Some((_, counters)) = slot_values(tid, slot) {
+    if let Some((state, counters)) = slot_values(tid, slot) {
+        read_run_delay_base(state, task);
         ThreadState::on_wakeup(counters);
     }
 }
@@ -66,10 +87,8 @@ pub(crate) fn switch_out(tid: u32, task: Task, involuntary: bool) {
     };
     // Safety: as in `slot_values`.
     let oncpu = unsafe { &mut *oncpu };
-    let exec = task::sum_exec_runtime(task).ok();
-    if exec.is_none() {
-        count(Stat::ReadErrors);
-    }
+    read_run_delay_base(state, task);
+    let exec = counted(task::sum_exec_runtime(task));
     if state
         .on_switch_out(counters, oncpu, exec, involuntary)
         .clamped
@@ -94,10 +113,7 @@ pub(crate) fn switch_in(tid: u32, task: Task) {
     };
     // Safety: as in `slot_values`.
     let runq = unsafe { &mut *runq };
-    let sched = task::sched_info(task).ok();
-    if sched.is_none() {
-        count(Stat::ReadErrors);
-    }
+    let sched = counted(task::sched_info(task));
     if state.on_switch_in(runq, sched).clamped {
         count(Stat::Clamped);
     }
