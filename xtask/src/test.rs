@@ -2,7 +2,9 @@
 //!
 //! 1. formatting and clippy, warnings as errors;
 //! 2. the unit tests of every crate (no daemon, no root needed);
-//! 3. the lab: real libvirtd and QEMU guests (`lab up`), then every
+//! 3. `lab kernels`: the agent's selftest on the host's kernel and on each
+//!    kernel in `lab/kernels.txt`, booted directly under QEMU;
+//! 4. the lab: real libvirtd and QEMU guests (`lab up`), then every
 //!    integration test marked `#[ignore = "needs the lab..."]` (including
 //!    the eBPF probe tests, which need root), one at a time since they stop
 //!    and start guests and libvirtd.
@@ -51,6 +53,7 @@ pub fn run_all() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    lab::run(lab::Action::Kernels)?;
 
     let was_up = lab::is_up()?;
     lab::run(lab::Action::Up { guests: LAB_GUESTS })?;

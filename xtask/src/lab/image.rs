@@ -90,7 +90,7 @@ pub fn ensure(state: &Path) -> Result<GuestImage> {
 /// straight into guest memory: that skips both SeaBIOS reading the bzImage
 /// through fw_cfg and the in-guest decompression, about 7 s of a 13 s boot
 /// under TCG.
-fn ensure_vmlinux(kernel_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_vmlinux(kernel_dir: &Path) -> Result<PathBuf> {
     let vmlinux = kernel_dir.join("vmlinux");
     if vmlinux.is_file() {
         return Ok(vmlinux);
@@ -249,15 +249,21 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
 
 /// The package that `linux-image-amd64` currently depends on.
 fn kernel_package() -> Result<String> {
-    let deps = cmd::capture(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))
-        .context("failed to ask apt which kernel package is current")?;
+    metapackage_kernel(KERNEL_METAPACKAGE)
+}
+
+/// The `linux-image-*-amd64` package that the kernel metapackage `meta`
+/// (`linux-image-amd64`, `linux-image-rt-amd64`) currently depends on.
+pub(crate) fn metapackage_kernel(meta: &str) -> Result<String> {
+    let deps = cmd::capture(Command::new("apt-cache").args(["depends", meta]))
+        .with_context(|| format!("failed to ask apt which kernel package {meta} names"))?;
     deps.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(str::trim)
         .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
         .map(str::to_string)
         .with_context(|| {
-            format!("apt does not know {KERNEL_METAPACKAGE}\nrun `cargo xtask setup` (it runs apt-get update) and try again")
+            format!("apt does not know {meta}\nrun `cargo xtask setup` (it runs apt-get update) and try again")
         })
 }
 
@@ -391,7 +397,7 @@ fn ensure_initrd(dir: &Path, kernel_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Fails unless `busybox` is statically linked (the initramfs has no libc).
-fn require_static(busybox: &Path) -> Result<()> {
+pub(crate) fn require_static(busybox: &Path) -> Result<()> {
     let bytes =
         fs::read(busybox).with_context(|| format!("failed to read {}", busybox.display()))?;
     if has_interpreter(&bytes) {
@@ -432,7 +438,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 /// Lists `dir` (relative names under `rel`) depth-first, parents first.
-fn list_tree(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn list_tree(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     out.push(rel.to_path_buf());
     let full = base.join(rel);
     if full.is_dir() {
@@ -448,7 +454,7 @@ fn list_tree(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Writes `files` (relative to `root`) as a newc cpio archive owned by root.
-fn write_cpio(root: &Path, files: &[PathBuf], out: &Path) -> Result<()> {
+pub(crate) fn write_cpio(root: &Path, files: &[PathBuf], out: &Path) -> Result<()> {
     let archive =
         fs::File::create(out).with_context(|| format!("failed to create {}", out.display()))?;
     let mut command = Command::new("cpio");

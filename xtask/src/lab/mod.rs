@@ -1,4 +1,4 @@
-//! `cargo xtask lab up|down|status`: a lab of real libvirt/QEMU guests on
+//! `cargo xtask lab up|down|status|kernels`: a lab of real libvirt/QEMU guests on
 //! this host, for testing the collector against live statistics.
 //!
 //! # What it runs
@@ -20,13 +20,16 @@
 //! point at the log or console file that holds the reason.
 //!
 //! The submodules: `cmd` (running programs, `virsh`), `host` (directories,
-//! user, `qemu.conf`), `daemons`, `image` (kernel and initramfs), `guests`.
+//! user, `qemu.conf`), `daemons`, `image` (kernel and initramfs), `guests`,
+//! and `kernels` (`lab kernels`: the selftest on other kernels under QEMU,
+//! state in `kernels/`).
 
 pub(crate) mod cmd;
 mod daemons;
 mod guests;
 mod host;
 pub(crate) mod image;
+mod kernels;
 
 use std::fs;
 use std::path::PathBuf;
@@ -69,6 +72,10 @@ pub enum Action {
     /// Kill the libvirtd the lab started with SIGKILL, as if it crashed
     /// (for tests); the guests keep running and `lab up` starts it again.
     CrashLibvirtd,
+    /// Run `hyper-stats selftest` on the host's kernel and on each kernel in
+    /// `lab/kernels.txt`, booted directly under QEMU (no libvirt, no lab
+    /// guests); print one row per kernel and fail if any kernel fails.
+    Kernels,
 }
 
 /// The lab's state directory, `target/lab` in the workspace.
@@ -106,6 +113,10 @@ pub fn run(action: Action) -> Result<()> {
             let pid = daemons::crash_libvirtd(&state_dir())?;
             println!("lab: killed libvirtd (pid {pid}) with SIGKILL");
             Ok(())
+        }
+        Action::Kernels => {
+            let _lock = lock()?;
+            kernels::run()
         }
     }
 }
