@@ -10,5 +10,6 @@ pub mod graphios;
 pub mod pipeline;
 pub mod rollup;
 pub mod sample;
+pub mod selftest;
 pub mod sinks;
 pub mod sources;

@@ -63,13 +63,17 @@ enum Command {
     CheckConfig,
     /// Forward Nagios perfdata spool files (Graphios format) to Carbon.
     Graphios(hyper_stats::graphios::Args),
+    /// Load the eBPF probes, watch one of this process' threads among busy
+    /// spinners and compare with the kernel's own accounting (no libvirt
+    /// needed). Exit 0 when every check agrees within 2%.
+    Selftest(hyper_stats::selftest::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("hyper-stats: error: {err:#}");
             ExitCode::FAILURE
@@ -89,9 +93,22 @@ fn init_logging() {
         .init();
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Selftest(args) = &cli.command {
+        // Needs no config: it is what an operator runs on a new kernel
+        // before anything else is set up.
+        return Ok(match hyper_stats::selftest::run(args)? {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        });
+    }
     let mut config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    run_with_config(cli.command, &mut config).map(|()| ExitCode::SUCCESS)
+}
+
+fn run_with_config(command: Command, config: &mut Config) -> Result<()> {
+    match command {
+        Command::Selftest(_) => unreachable!("run() handles it before loading the config"),
         Command::Run {
             connect,
             mut output,
@@ -113,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(pipeline::run(&config, &output, duration))
+            runtime.block_on(pipeline::run(config, &output, duration))
         }
         Command::Graphios(args) => {
             if let Some(address) = &args.carbon {
@@ -124,7 +141,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(hyper_stats::graphios::run(&config, &args))
+            runtime.block_on(hyper_stats::graphios::run(config, &args))
         }
         Command::Domains { connect, json } => {
             if let Some(uri) = connect {

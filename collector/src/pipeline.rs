@@ -81,7 +81,7 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
     // The eBPF probes watch the vCPU threads of the domains libvirt lists.
     // Without them (no root, no BTF, object not built) the agent still
     // reports every libvirt stat; the reason is said once, with the fix.
-    match Probes::load(ProbeOptions::default()) {
+    match Probes::load(&ProbeOptions::default()) {
         Ok(probes) => {
             info!(
                 message = "eBPF probes attached.",

@@ -638,8 +638,9 @@ fn watch_set_stays_exact_over_200_guest_restarts() {
 
     let guest = cycled_guest();
     let threads = running_vcpu_tids().len() as u32;
-    let mut probes = Probes::load(ProbeOptions {
+    let mut probes = Probes::load(&ProbeOptions {
         max_watched: threads,
+        ..ProbeOptions::default()
     })
     .unwrap_or_else(|err| panic!("{err:#}"));
     let ids = probes.threads().map_ids().unwrap();

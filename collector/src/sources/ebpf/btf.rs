@@ -9,6 +9,11 @@
 //! read. A field that is missing or has another size is an error naming
 //! it: the probes then stay off, since wrong bytes would give wrong numbers,
 //! not a crash.
+//!
+//! The file is memory-mapped where the kernel allows it (6.10 and later)
+//! and read whole where it does not (`mmap` of the sysfs file fails with
+//! ENODEV on Debian 12's 6.1 and 6.12): [`BtfSource`] says which, for
+//! `hyper-stats selftest` to report.
 
 use btf_rs::{Backend, Btf, Type};
 use thiserror::Error;
@@ -64,15 +69,57 @@ pub const NEEDS: &str = "the probes need a kernel with CONFIG_SCHED_INFO (scheds
 
 pub use hyper_stats_ebpf::KernelOffsets;
 
-/// Parses the kernel BTF at `path` and looks up every struct field of
-/// [`KernelOffsets`]; the KVM tracepoint offset is left at its default for
-/// the caller to set.
-pub fn read_offsets(path: &std::path::Path) -> Result<KernelOffsets, BtfError> {
-    // Mapped, not parsed whole: the agent needs seven fields of a 5 MB
-    // file, and parsing all of it costs 0.3 s of start-up (the mapping and
-    // the lookups take about 20 ms).
-    let btf = Btf::from_file_with_backend(path, Backend::Mmap)?;
-    let field = |strukt, path, size| field_offset(&btf, FieldSpec { strukt, path, size });
+/// How the kernel BTF was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BtfSource {
+    /// Memory-mapped: only the types looked up were parsed.
+    Mapped,
+    /// Read and parsed whole, because mapping it failed with this error.
+    Read {
+        /// Why `mmap` was refused (ENODEV on kernels before 6.10).
+        mmap_error: String,
+    },
+}
+
+impl std::fmt::Display for BtfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mapped => f.write_str("mapped"),
+            Self::Read { mmap_error } => write!(f, "read: mmap refused: {mmap_error}"),
+        }
+    }
+}
+
+/// Opens the BTF at `path`: mapped, or read whole if the kernel refuses
+/// to map it.
+pub fn open(path: &std::path::Path) -> Result<(Btf, BtfSource), BtfError> {
+    open_with(path, |path| {
+        Btf::from_file_with_backend(path, Backend::Mmap)
+    })
+}
+
+/// [`open`], with `map` standing in for the mapping attempt.
+fn open_with(
+    path: &std::path::Path,
+    map: impl Fn(&std::path::Path) -> Result<Btf, btf_rs::Error>,
+) -> Result<(Btf, BtfSource), BtfError> {
+    // Mapped, not parsed whole, where the kernel allows it: the agent needs
+    // seven fields of a 5 MB file, and parsing all of it costs 0.3 s of
+    // start-up (the mapping and the lookups take about 20 ms).
+    match map(path) {
+        Ok(btf) => Ok((btf, BtfSource::Mapped)),
+        Err(mmap_error) => {
+            let btf = Btf::from_file_with_backend(path, Backend::Cache)?;
+            let mmap_error = mmap_error.to_string();
+            Ok((btf, BtfSource::Read { mmap_error }))
+        }
+    }
+}
+
+/// Looks up every struct field of [`KernelOffsets`] in `btf`; the KVM
+/// tracepoint offset is left at its default for the caller to set.
+pub fn read_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    let field = |strukt, path, size| field_offset(btf, FieldSpec { strukt, path, size });
     Ok(KernelOffsets {
         task_pid: field("task_struct", "pid", 4)?,
         task_run_delay: field("task_struct", "sched_info.run_delay", 8)?,
@@ -188,7 +235,14 @@ mod tests {
     fn this_kernels_fields_resolve_inside_their_structs() {
         let path = std::path::Path::new(super::super::KERNEL_BTF);
         let btf = Btf::from_file(path).expect("the test machine has kernel BTF");
-        let offsets = read_offsets(path).unwrap();
+        let (mapped, source) = open(path).unwrap();
+        assert_eq!(source, BtfSource::Mapped, "6.10 and later map the file");
+        let offsets = read_offsets(&mapped).unwrap();
+        assert_eq!(
+            offsets,
+            read_offsets(&btf).unwrap(),
+            "read and mapped agree"
+        );
         let task_size = match btf.resolve_types_by_name("task_struct").unwrap().remove(0) {
             Type::Struct(s) => s.size(),
             other => panic!("task_struct is a {}", other.name()),
@@ -205,6 +259,24 @@ mod tests {
         // run_delay and last_queued are both in sched_info, run_delay first.
         assert!(offsets.task_run_delay < offsets.task_last_queued);
         assert!(offsets.task_last_queued - offsets.task_run_delay < 64);
+    }
+
+    /// When mapping is refused (as the 6.1 sysfs file refuses it with
+    /// ENODEV; `cargo xtask lab kernels` boots the real one), the file is
+    /// read instead, with the same offsets, and the source says why.
+    #[test]
+    fn a_refused_mapping_falls_back_to_reading() {
+        let path = std::path::Path::new(super::super::KERNEL_BTF);
+        let enodev = |_: &std::path::Path| -> Result<Btf, btf_rs::Error> {
+            Err(std::io::Error::from_raw_os_error(libc::ENODEV).into())
+        };
+        let (btf, source) = open_with(path, enodev).unwrap();
+        assert_eq!(
+            source.to_string(),
+            "read: mmap refused: i/o error: No such device (os error 19)"
+        );
+        let (mapped, _) = open(path).unwrap();
+        assert_eq!(read_offsets(&btf).unwrap(), read_offsets(&mapped).unwrap());
     }
 
     #[test]

@@ -26,12 +26,12 @@ pub mod targets;
 
 use std::ffi::CString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, MapError, PerCpuArray};
 use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::programs::{RawTracePointRunOptions, TestRun as _};
-use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader, Endianness};
 use hyper_stats_ebpf::{
     DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat,
     THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
@@ -98,10 +98,13 @@ pub enum ProbesOff {
     },
     /// The kernel was built without BTF.
     #[error(
-        "the kernel has no BTF ({KERNEL_BTF} is missing)\n\
+        "the kernel has no BTF ({path} is missing)\n\
          the probes need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )]
-    NoBtf,
+    NoBtf {
+        /// Where it was looked for.
+        path: String,
+    },
     /// tracefs was not mounted and mounting it failed.
     #[error(
         "tracefs is not mounted at {TRACEFS} and mounting it failed: {source}\n\
@@ -114,12 +117,25 @@ pub enum ProbesOff {
     /// The kernel's BTF could not be parsed for attaching the BTF
     /// tracepoint programs.
     #[error(
-        "failed to parse the kernel's BTF at {KERNEL_BTF}: {source}\n\
+        "failed to parse the kernel's BTF at {path}: {source}\n\
          the probes need the running kernel's own BTF (CONFIG_DEBUG_INFO_BTF=y)"
     )]
     KernelBtf {
+        /// The file.
+        path: String,
         /// aya's error.
         source: aya::BtfError,
+    },
+    /// The kernel's BTF exists but could neither be mapped nor read.
+    #[error(
+        "cannot read the kernel's BTF at {path}: {source}\n\
+         the probes need the running kernel's own BTF, readable by root (CONFIG_DEBUG_INFO_BTF=y)"
+    )]
+    UnreadableBtf {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: BtfError,
     },
     /// The kernel's BTF lacks a struct field the scheduler programs read.
     #[error(
@@ -183,20 +199,45 @@ pub enum ProbesOff {
 }
 
 /// How to load the probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
     /// How many threads can be watched at once: `max_entries` of `WATCHED`
     /// and of every per-slot array. Each slot costs about 27 KiB of kernel
     /// memory (two histograms).
     pub max_watched: u32,
+    /// The running kernel's BTF: [`KERNEL_BTF`] but in tests of the
+    /// failure paths.
+    pub btf: PathBuf,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         Self {
             max_watched: DEFAULT_MAX_WATCHED,
+            btf: PathBuf::from(KERNEL_BTF),
         }
     }
+}
+
+/// What the probes found in the kernel when they loaded, for
+/// `hyper-stats selftest` to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelFeatures {
+    /// The BTF file the offsets came from.
+    pub btf_path: PathBuf,
+    /// Whether it was mapped or read.
+    pub btf_source: btf::BtfSource,
+    /// The offsets the programs were loaded with.
+    pub offsets: hyper_stats_ebpf::KernelOffsets,
+    /// Whether the KVM tracepoint programs are attached.
+    pub kvm_attached: bool,
+}
+
+/// The attached programs: `(name, program type, tracepoint)`.
+pub fn attached_programs(kvm_attached: bool) -> Vec<(&'static str, &'static str, &'static str)> {
+    let sched = SCHED_PROGRAMS.iter().map(|&(n, t)| (n, "tp_btf", t));
+    let kvm = KVM_PROGRAMS.iter().map(|&(n, t)| (n, "tracepoint", t));
+    sched.chain(kvm.filter(|_| kvm_attached)).collect()
 }
 
 /// What one program has cost, from the kernel's BPF stats.
@@ -234,25 +275,38 @@ pub struct Probes {
     threads: ThreadMaps,
     /// See [`hyper_stats_ebpf::STATS`].
     stats: PerCpuArray<MapData, u64>,
-    /// Whether the KVM programs are attached.
-    kvm_attached: bool,
+    /// What the kernel offered.
+    features: KernelFeatures,
 }
 
 impl Probes {
     /// Checks what the probes need, then loads the embedded object with
     /// this kernel's field offsets and attaches every program.
-    pub fn load(options: ProbeOptions) -> Result<Self, ProbesOff> {
+    pub fn load(options: &ProbeOptions) -> Result<Self, ProbesOff> {
         let object = object()?;
-        check_environment()?;
+        let btf_path = options.btf.as_path();
+        check_environment(btf_path)?;
         let tracefs = Path::new(TRACEFS);
-        let mut offsets = btf::read_offsets(Path::new(KERNEL_BTF))
-            .map_err(|source| ProbesOff::KernelFields { source })?;
+        let path = || btf_path.display().to_string();
+        let (fields_btf, btf_source) =
+            btf::open(btf_path).map_err(|source| ProbesOff::UnreadableBtf {
+                path: path(),
+                source,
+            })?;
+        let mut offsets =
+            btf::read_offsets(&fields_btf).map_err(|source| ProbesOff::KernelFields { source })?;
+        drop(fields_btf);
         let kvm_exit_reason =
             format::kvm_exit_reason(tracefs).map_err(|source| ProbesOff::Offsets { source })?;
         if let Some(offset) = kvm_exit_reason {
             offsets.kvm_exit_reason = offset;
         }
-        let kernel_btf = Btf::from_sys_fs().map_err(|source| ProbesOff::KernelBtf { source })?;
+        let kernel_btf = Btf::parse_file(btf_path, Endianness::default()).map_err(|source| {
+            ProbesOff::KernelBtf {
+                path: path(),
+                source,
+            }
+        })?;
 
         let mut loader = EbpfLoader::new();
         loader.override_global(KERNEL_OFFSETS, &offsets, true);
@@ -292,14 +346,24 @@ impl Probes {
             ebpf,
             threads,
             stats,
-            kvm_attached,
+            features: KernelFeatures {
+                btf_path: btf_path.to_path_buf(),
+                btf_source,
+                offsets,
+                kvm_attached,
+            },
         })
     }
 
     /// Whether `kvm:kvm_exit`/`kvm:kvm_entry` are attached (the kvm module
     /// is loaded). They fire only for guests that run under KVM.
     pub fn kvm_attached(&self) -> bool {
-        self.kvm_attached
+        self.features.kvm_attached
+    }
+
+    /// What the kernel offered the probes.
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
     }
 
     /// The watched threads: set them with [`ThreadMaps::set_watched`] and
@@ -325,11 +389,9 @@ impl Probes {
     /// `kernel.bpf_stats_enabled` is 1 (it costs two clock reads per run);
     /// otherwise both are zero.
     pub fn program_costs(&self) -> Result<Vec<ProgramCost>, ProgramError> {
-        let attached = SCHED_PROGRAMS
-            .iter()
-            .chain(KVM_PROGRAMS.iter().filter(|_| self.kvm_attached));
-        attached
-            .filter_map(|&(name, _)| self.ebpf.program(name).map(|p| (name, p)))
+        attached_programs(self.features.kvm_attached)
+            .into_iter()
+            .filter_map(|(name, _, _)| self.ebpf.program(name).map(|p| (name, p)))
             .map(|(name, program)| {
                 let info = program.info()?;
                 Ok(ProgramCost {
@@ -367,14 +429,16 @@ impl Probes {
 }
 
 /// Checks root, BTF and tracefs, mounting tracefs if it is not.
-fn check_environment() -> Result<(), ProbesOff> {
+fn check_environment(btf: &Path) -> Result<(), ProbesOff> {
     // Safety: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
         return Err(ProbesOff::NotRoot { euid });
     }
-    if !Path::new(KERNEL_BTF).exists() {
-        return Err(ProbesOff::NoBtf);
+    if !btf.exists() {
+        return Err(ProbesOff::NoBtf {
+            path: btf.display().to_string(),
+        });
     }
     if !Path::new(TRACEFS).join("events").is_dir() {
         mount_tracefs().map_err(|source| ProbesOff::NoTracefs { source })?;
