@@ -84,7 +84,7 @@ pub fn ensure(state: &Path) -> Result<GuestImage> {
 }
 
 /// Returns `<kernel_dir>/vmlinux`, the uncompressed ELF kernel, extracting it
-/// from the xz-compressed `vmlinuz` if needed.
+/// from the xz- or zstd-compressed `vmlinuz` if needed.
 ///
 /// QEMU loads an ELF kernel with a PVH note (Debian's has `CONFIG_PVH=y`)
 /// straight into guest memory: that skips both SeaBIOS reading the bzImage
@@ -99,16 +99,29 @@ pub(crate) fn ensure_vmlinux(kernel_dir: &Path) -> Result<PathBuf> {
     let bytes =
         fs::read(&vmlinuz).with_context(|| format!("failed to read {}", vmlinuz.display()))?;
     const XZ_MAGIC: &[u8] = b"\xfd7zXZ\x00";
-    let start = bytes
-        .windows(XZ_MAGIC.len())
-        .position(|w| w == XZ_MAGIC)
-        .with_context(|| format!("{} holds no xz stream", vmlinuz.display()))?;
+    let (payload, mut command) = match bytes.windows(XZ_MAGIC.len()).position(|w| w == XZ_MAGIC) {
+        Some(start) => {
+            let mut xz = Command::new("xz");
+            xz.args(["--decompress", "--stdout", "--single-stream"]);
+            (&bytes[start..], xz)
+        }
+        // Debian's 6.12 kernels are zstd-compressed; zstd has no
+        // single-stream mode, so the exact payload comes from the header,
+        // less the 4-byte uncompressed size the kernel build appends.
+        None => {
+            let payload = bzimage_payload(&bytes)
+                .filter(|p| p.starts_with(b"\x28\xb5\x2f\xfd"))
+                .map(|p| &p[..p.len() - 4])
+                .with_context(|| format!("{} holds no xz or zstd stream", vmlinuz.display()))?;
+            let mut zstd = Command::new("zstd");
+            zstd.args(["--decompress", "--stdout", "--quiet"]);
+            (payload, zstd)
+        }
+    };
     let tmp = kernel_dir.join("vmlinux.tmp");
     let out =
         fs::File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
-    let mut command = Command::new("xz");
     command
-        .args(["--decompress", "--stdout", "--single-stream"])
         .stdin(Stdio::piped())
         .stdout(out)
         .stderr(Stdio::piped());
@@ -123,7 +136,7 @@ pub(crate) fn ensure_vmlinux(kernel_dir: &Path) -> Result<PathBuf> {
         .stdin
         .take()
         .expect("stdin is piped")
-        .write_all(&bytes[start..]);
+        .write_all(payload);
     let output = child.wait_with_output()?;
     if !output.status.success() {
         bail!(
@@ -143,6 +156,23 @@ pub(crate) fn ensure_vmlinux(kernel_dir: &Path) -> Result<PathBuf> {
     }
     fs::rename(&tmp, &vmlinux).with_context(|| format!("failed to rename {}", tmp.display()))?;
     Ok(vmlinux)
+}
+
+/// The compressed kernel inside a bzImage, as its boot protocol header
+/// (2.08+) locates it: `payload_offset` and `payload_length` count from the
+/// protected-mode code, which follows the `setup_sects` setup sectors.
+fn bzimage_payload(bytes: &[u8]) -> Option<&[u8]> {
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let setup_sects = match *bytes.get(0x1f1)? {
+        0 => 4,
+        n => n as usize,
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    bytes.get(start..start + u32_at(0x24c)?)
 }
 
 /// The newest complete `kernel-*` directory, if one is cached.
@@ -564,6 +594,18 @@ mod tests {
         elf[0x78..0x7c].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
         assert!(has_interpreter(&elf));
         assert!(has_interpreter(b"#!/bin/sh"));
+    }
+
+    #[test]
+    fn bzimage_payload_follows_the_setup_sectors() {
+        let mut image = vec![0u8; 3 * 512 + 16];
+        image[0x1f1] = 2;
+        image[0x248..0x24c].copy_from_slice(&8u32.to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&4u32.to_le_bytes());
+        image[3 * 512 + 8..3 * 512 + 12].copy_from_slice(b"\x28\xb5\x2f\xfd");
+        assert_eq!(bzimage_payload(&image), Some(&b"\x28\xb5\x2f\xfd"[..]));
+        image[0x24c..0x250].copy_from_slice(&4096u32.to_le_bytes());
+        assert_eq!(bzimage_payload(&image), None);
     }
 
     #[test]
