@@ -25,6 +25,7 @@ use crate::{build_ebpf, lab};
 const LAB_TESTS: &[&str] = &[
     "lab",
     "libvirt_conn",
+    "selftest",
     "ebpf_probes",
     "ebpf_lab",
     "nagios",
