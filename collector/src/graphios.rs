@@ -502,9 +502,7 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
                     malformed = outcome.malformed,
                 );
             }
-            let ts = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let ts = crate::clock::now_unix_whole();
             let _ = tx
                 .send(Submission {
                     points: vec![

@@ -94,21 +94,22 @@ fn init_logging() {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Selftest(args) = &cli.command {
+    let load_config = || Config::load(cli.config.as_deref());
+    match cli.command {
         // Needs no config: it is what an operator runs on a new kernel
         // before anything else is set up.
-        return Ok(match hyper_stats::selftest::run(args)? {
+        Command::Selftest(args) => Ok(match hyper_stats::selftest::run(&args)? {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
-        });
+        }),
+        command => run_with_config(command, &mut load_config()?).map(|()| ExitCode::SUCCESS),
     }
-    let mut config = Config::load(cli.config.as_deref())?;
-    run_with_config(cli.command, &mut config).map(|()| ExitCode::SUCCESS)
 }
 
+/// The commands that read the config file.
 fn run_with_config(command: Command, config: &mut Config) -> Result<()> {
     match command {
-        Command::Selftest(_) => unreachable!("run() handles it before loading the config"),
+        Command::Selftest(_) => unreachable!("needs no config: run() runs it"),
         Command::Run {
             connect,
             mut output,

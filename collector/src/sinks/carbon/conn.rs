@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -193,10 +193,7 @@ impl Backoff {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         // Jitter from the clock's nanoseconds: enough to spread a fleet.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::clock::since_epoch(SystemTime::now()).subsec_nanos();
         let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
         base.mul_f64(factor)
     }

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -377,9 +377,7 @@ impl CarbonSink {
 
     /// Queues this second's self-metrics.
     fn push_self_metrics(&mut self) {
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let ts = crate::clock::now_unix_whole();
         let name = self.settings.name;
         let spooled = self.spool.as_ref().map_or(0, Spool::points);
         let values = [
@@ -624,9 +622,7 @@ async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 /// once-a-second tick never lands twice in the same second (the
 /// self-metrics' timestamps are floored).
 fn next_half_second() -> Instant {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::since_epoch(SystemTime::now());
     let into_second = Duration::from_nanos(u64::from(now.subsec_nanos()));
     let half = Duration::from_millis(500);
     let wait = if into_second < half {

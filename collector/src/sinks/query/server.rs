@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hyper_stats_query::{ErrorCode, MAX_REQUEST_BYTES, Response, parse_request};
@@ -255,9 +255,7 @@ async fn handle(
         Ok(Ok(Ok(line))) => match parse_request(&line) {
             Err(e) => Response::error(e.code, e.message),
             Ok(request) => tokio::task::spawn_blocking(move || {
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
+                let now = crate::clock::now_unix();
                 let state = state.lock().unwrap_or_else(|p| p.into_inner());
                 let rollup = rollup.lock().unwrap_or_else(|p| p.into_inner());
                 state.answer(&request.query, &rollup, now)

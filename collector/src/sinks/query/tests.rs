@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hyper_stats_query::{
     ErrorCode, GaugeQuery, HistogramQuery, MAX_REQUEST_BYTES, Outcome, Query, Request, Response,
@@ -17,10 +17,7 @@ use super::*;
 use crate::sample::Datapoint;
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    crate::clock::now_unix()
 }
 
 /// Sends raw bytes, returns the raw answer.

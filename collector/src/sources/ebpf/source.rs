@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hyper_stats_ebpf::{Stat, bucket_mid};
 use tokio::sync::{mpsc, watch};
@@ -291,9 +291,7 @@ impl EbpfSource {
             };
             let elapsed = last_read.elapsed();
             last_read = Instant::now();
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
+            let ts = crate::clock::now_unix();
 
             // Step 3: histograms into the rollup, which closes the second;
             // rates straight into the batch.

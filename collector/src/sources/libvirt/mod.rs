@@ -41,7 +41,7 @@ pub mod vcpu;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -244,10 +244,7 @@ impl LibvirtSource {
             let (wall, t0) = (SystemTime::now(), Instant::now());
             let result = self.conn.poll(due).await;
             let half = t0.elapsed() / 2;
-            let ts = (wall + half)
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
+            let ts = crate::clock::unix_secs(wall + half);
             match result {
                 Ok(records) => {
                     if failing {
@@ -283,10 +280,7 @@ impl LibvirtSource {
 /// How long from `now` until the next whole multiple of `every` since the
 /// unix epoch (so every host's 1 s samples fall on the same second).
 fn until_aligned(now: SystemTime, every: Duration) -> Duration {
-    let since = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let since = crate::clock::since_epoch(now).as_nanos();
     let every_ns = every.as_nanos().max(1);
     let rem = since % every_ns;
     Duration::from_nanos((every_ns - rem) as u64)
@@ -383,7 +377,7 @@ mod tests {
 
     #[test]
     fn alignment_lands_on_interval_multiples() {
-        let now = UNIX_EPOCH + Duration::from_millis(10_250);
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(10_250);
         assert_eq!(
             until_aligned(now, Duration::from_secs(1)),
             Duration::from_millis(750)
@@ -392,7 +386,7 @@ mod tests {
             until_aligned(now, Duration::from_millis(100)),
             Duration::from_millis(50)
         );
-        let exact = UNIX_EPOCH + Duration::from_secs(10);
+        let exact = std::time::UNIX_EPOCH + Duration::from_secs(10);
         assert_eq!(
             until_aligned(exact, Duration::from_secs(1)),
             Duration::from_secs(1)
