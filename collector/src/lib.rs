@@ -5,6 +5,7 @@
 //! sinks (`sinks::json`, later Carbon and the query socket) consume that one
 //! stream. `main.rs` only parses the command line and wires the parts.
 
+pub(crate) mod backoff;
 pub(crate) mod clock;
 pub mod config;
 pub mod graphios;

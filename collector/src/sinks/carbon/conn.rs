@@ -17,12 +17,14 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
+
+use crate::backoff::Backoff;
 
 /// How long one connect attempt (resolution included) may take: Carbon on
 /// a LAN answers in milliseconds; a black-holed address must not hold up
@@ -168,66 +170,18 @@ pub fn open(stream: TcpStream) -> io::Result<Connection> {
     })
 }
 
-/// Capped exponential backoff with ±20% jitter, so that agents restarted
-/// together do not retry in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
+/// How much each retry delay varies (±20%), so that agents restarted
+/// together do not retry against one Carbon in lockstep.
+pub const BACKOFF_JITTER: f64 = 0.2;
 
-impl Backoff {
-    /// Starts at `initial`, doubles up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: initial,
-            initial,
-            max,
-        }
-    }
-
-    /// The delay before the next attempt; each call doubles the following
-    /// one up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // Jitter from the clock's nanoseconds: enough to spread a fleet.
-        let nanos = crate::clock::since_epoch(SystemTime::now()).subsec_nanos();
-        let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
-        base.mul_f64(factor)
-    }
-
-    /// Back to the initial delay (after a successful connect).
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF)
-    }
+/// The Carbon connection's retry schedule.
+pub(crate) fn backoff() -> Backoff {
+    Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF, BACKOFF_JITTER)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-        let bases = [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0];
-        for base in bases {
-            let d = b.next_delay().as_secs_f64();
-            assert!(
-                d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9,
-                "{d} not within 20% of {base}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(600));
-    }
 
     #[tokio::test]
     async fn refused_connect_is_reported_and_a_listener_is_found() {

@@ -20,11 +20,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::config::{CarbonConfig, Protocol, split_address};
-use super::conn::{self, Backoff, Event, State};
+use super::conn::{self, Event, State};
 use super::encoder::{CarbonPoint, Encoder};
 use super::path::{PathBuilder, Template, default_host};
 use super::queue::Queue;
 use super::spool::Spool;
+use crate::backoff::Backoff;
 use crate::sample::Batch;
 
 /// Points encoded and written per turn of the loop: about 700 kB of
@@ -190,7 +191,7 @@ impl CarbonSink {
             queue: Queue::new(),
             spool,
             conn: State::default(),
-            backoff: Backoff::default(),
+            backoff: conn::backoff(),
             stats: Stats::default(),
             buf: Vec::with_capacity(1 << 20),
             spilled_at: Instant::now(),

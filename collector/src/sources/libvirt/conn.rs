@@ -68,6 +68,7 @@ use tracing::{debug, error, info, warn};
 use super::ffi::{self, LibvirtError};
 use super::groups::Groups;
 use super::params::DomainRecord;
+use crate::backoff::Backoff;
 
 /// First wait before retrying a failed open. Short, because a restarting
 /// libvirtd usually accepts connections again within a fraction of a second.
@@ -427,7 +428,9 @@ struct WorkerThread {
 impl WorkerThread {
     fn run(self) {
         let mut backend: Option<Box<dyn StatsBackend>> = None;
-        let mut backoff = self.opts.backoff_initial;
+        // No jitter: one agent per host retries against its own libvirtd.
+        let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max, 0.0);
+        let mut delay = backoff.next_delay();
         // Whether the current outage was already logged at warn.
         let mut outage_logged = false;
         let mut down_since: Option<Instant> = None;
@@ -442,7 +445,8 @@ impl WorkerThread {
                             return;
                         }
                         backend = Some(b);
-                        backoff = self.opts.backoff_initial;
+                        backoff.reset();
+                        delay = backoff.next_delay();
                         if ever_up {
                             info!(
                                 message = "Reconnected to libvirt.",
@@ -472,15 +476,15 @@ impl WorkerThread {
                                 message = "Reconnect attempt failed.",
                                 uri = %self.opts.uri,
                                 error = %reason,
-                                next_attempt_ms = duration_ms(backoff),
+                                next_attempt_ms = duration_ms(delay),
                             );
                         }
                         down_since.get_or_insert_with(Instant::now);
                         self.set_link(Link::Down { reason });
-                        if !self.wait_backoff(backoff) {
+                        if !self.wait_backoff(delay) {
                             return;
                         }
-                        backoff = (backoff * 2).min(self.opts.backoff_max);
+                        delay = backoff.next_delay();
                         continue;
                     }
                 }
