@@ -18,18 +18,16 @@
 //! carbon-cache here is started and stopped by this file, by its pid.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
 mod common;
 
-use common::{URI, build_plugin, lab_guests, nagios_ids};
+use common::{Agent, Finished, Point, build_plugin, free_ports, lab_guests, nagios_ids};
 
 /// The path component the agent is told to use for this node.
 const NODE: &str = "labhost";
@@ -55,7 +53,7 @@ impl Carbon {
                 "{tool} is missing: run `cargo xtask setup` (installs graphite-carbon, python3-whisper)"
             );
         }
-        let [line_port, pickle_port, query_port] = free_ports();
+        let [line_port, pickle_port, query_port] = free_ports::<3>();
         std::fs::create_dir_all(dir.join("storage/whisper")).unwrap();
         let d = dir.display();
         std::fs::write(
@@ -189,15 +187,6 @@ impl Drop for Carbon {
     }
 }
 
-/// Three ports nothing listens on.
-fn free_ports() -> [u16; 3] {
-    let ls: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let p: Vec<u16> = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
-    [p[0], p[1], p[2]]
-}
-
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -207,94 +196,15 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill -{sig} {pid} failed");
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct Point {
-    ts: f64,
-    domain: String,
-    metric: String,
-    value: f64,
-}
-
-/// The agent with `--output json --carbon ...`, its stdout collected and
-/// its log kept (and echoed).
-struct Agent {
-    child: Child,
-    points: Arc<Mutex<Vec<Point>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Agent {
-    fn start(config: &Path, carbon_port: u16, extra: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-            .arg("--config")
-            .arg(config)
-            .args(["run", "--output", "json", "--connect", URI])
-            .arg("--carbon")
-            .arg(format!("127.0.0.1:{carbon_port}"))
-            .args(extra)
-            .env("HYPER_STATS_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("failed to start hyper-stats");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let points = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&points);
-        let out_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Point = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-                sink.lock().unwrap().push(p);
-            }
-        });
-        let lines = Arc::clone(&log);
-        let err_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if !line.contains("Domain found") {
-                    eprintln!("agent: {line}");
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Agent {
-            child,
-            points,
-            log,
-            readers: vec![out_reader, err_reader],
-        }
-    }
-
-    /// Stops the agent with SIGTERM (a clean shutdown) and returns every
-    /// point it printed and its log.
-    fn stop(mut self) -> (Vec<Point>, Vec<String>) {
-        signal(self.child.id(), "TERM");
-        self.wait()
-    }
-
-    /// Waits for the agent to exit by itself or after a signal.
-    fn wait(&mut self) -> (Vec<Point>, Vec<String>) {
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "hyper-stats exited with {status}");
-        for r in self.readers.drain(..) {
-            r.join().unwrap();
-        }
-        (
-            self.points.lock().unwrap().clone(),
-            self.log.lock().unwrap().clone(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The agent with `--output json --carbon 127.0.0.1:PORT` and `extra`
+/// arguments, its stdout collected and its log kept (and echoed).
+fn start_agent(config: &Path, carbon_port: u16, extra: &[&str]) -> Agent {
+    Agent::json()
+        .config(config)
+        .args(&["--carbon".to_owned(), format!("127.0.0.1:{carbon_port}")])
+        .args(extra)
+        .keep_log()
+        .start()
 }
 
 /// A config for the agent: this node named `labhost`, no query socket,
@@ -445,8 +355,8 @@ fn whisper_holds_every_second_the_json_printed() {
     let tmp = tempfile::tempdir().unwrap();
     let carbon = Carbon::start(&tmp.path().join("carbon"));
     let config = agent_config(tmp.path(), "");
-    let mut agent = Agent::start(&config, carbon.line_port, &["--duration", "30s"]);
-    let (points, log) = agent.wait();
+    let agent = start_agent(&config, carbon.line_port, &["--duration", "30s"]);
+    let Finished { points, log } = agent.wait();
     let (first, last) = first_last(&points);
     assert!(last - first >= 28, "the agent ran {}s", last - first);
     let checked = assert_whisper_matches(&carbon, &points);
@@ -475,8 +385,8 @@ fn pickle_protocol_stores_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let carbon = Carbon::start(&tmp.path().join("carbon"));
     let config = agent_config(tmp.path(), "protocol = \"pickle\"");
-    let mut agent = Agent::start(&config, carbon.pickle_port, &["--duration", "10s"]);
-    let (points, _) = agent.wait();
+    let agent = start_agent(&config, carbon.pickle_port, &["--duration", "10s"]);
+    let points = agent.wait().points;
     assert_whisper_matches(&carbon, &points);
 }
 
@@ -486,7 +396,7 @@ fn carbon_outage_of_60s_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let mut carbon = Carbon::start(&tmp.path().join("carbon"));
     let config = agent_config(tmp.path(), "");
-    let agent = Agent::start(&config, carbon.line_port, &[]);
+    let agent = start_agent(&config, carbon.line_port, &[]);
     std::thread::sleep(Duration::from_secs(20));
     let down_at = now_s();
     carbon.stop();
@@ -496,7 +406,7 @@ fn carbon_outage_of_60s_loses_nothing() {
     let up_at = now_s();
     eprintln!("carbon-cache started at {up_at}");
     std::thread::sleep(Duration::from_secs(30));
-    let (points, log) = agent.stop();
+    let Finished { points, log } = agent.stop();
     let (first, last) = first_last(&points);
     // Sampling never paused, outage included.
     let sampled = assert_never_paused(&points, &log, first, last);
@@ -530,12 +440,12 @@ fn agent_restarted_during_an_outage_sends_its_spool() {
             spool.display()
         ),
     );
-    let first_agent = Agent::start(&config, carbon.line_port, &[]);
+    let first_agent = start_agent(&config, carbon.line_port, &[]);
     std::thread::sleep(Duration::from_secs(15));
     carbon.stop();
     std::thread::sleep(Duration::from_secs(20));
     // A clean stop while Carbon is down: the queue goes to the spool.
-    let (mut points, _) = first_agent.stop();
+    let mut points = first_agent.stop().points;
     let spooled: usize = std::fs::read_dir(&spool)
         .unwrap()
         .map(|e| {
@@ -547,11 +457,14 @@ fn agent_restarted_during_an_outage_sends_its_spool() {
         .sum();
     eprintln!("first agent stopped; {spooled} points spooled");
     assert!(spooled > 0, "nothing was spooled");
-    let second_agent = Agent::start(&config, carbon.line_port, &[]);
+    let second_agent = start_agent(&config, carbon.line_port, &[]);
     std::thread::sleep(Duration::from_secs(15));
     carbon.restart();
     std::thread::sleep(Duration::from_secs(25));
-    let (second, log) = second_agent.stop();
+    let Finished {
+        points: second,
+        log,
+    } = second_agent.stop();
     let (from, to) = first_last(&second);
     assert_never_paused(&second, &log, from, to);
     points.extend(second);
@@ -768,7 +681,7 @@ fn graphios_forwards_what_a_real_nagios_core_wrote() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(&config, carbon.line_port, &[]);
+    let agent = start_agent(&config, carbon.line_port, &[]);
     let until = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         assert!(Instant::now() < until, "the agent made no query socket");

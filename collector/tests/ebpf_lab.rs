@@ -22,31 +22,21 @@
 //! return errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 mod common;
 
-use common::{URI, virsh};
+use common::{Agent, URI, now_unix, virsh};
 
 /// libvirt's QEMU driver keeps a status XML per running domain here, with
 /// each vCPU's thread id (`<vcpu id='0' pid='1234'/>`).
 const LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
-
-/// One line of `hyper-stats run --output json`.
-#[derive(Debug, Clone, Deserialize)]
-struct Point {
-    ts: f64,
-    domain: String,
-    metric: String,
-    value: f64,
-}
 
 /// One line of `hyper-stats domains --json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,13 +60,6 @@ struct Vcpu {
     vcpu: u32,
     pid: u32,
     tid: u32,
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// The vCPU threads of the running lab guests, from `hyper-stats domains
@@ -118,70 +101,13 @@ fn lab_vcpus() -> Vec<Vcpu> {
     vcpus
 }
 
-/// `hyper-stats run --output json` with every line kept with the instant
-/// it arrived.
-struct Agent {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<(Instant, Point)>>>,
-    reader: Option<thread::JoinHandle<()>>,
-    /// Holds the config file for the agent's lifetime.
-    _config: tempfile::TempDir,
-}
-
-impl Agent {
-    /// Starts the agent for `duration`, without its query socket: the
-    /// default socket may belong to an agent another test runs.
-    fn start(duration: &str) -> Agent {
-        let config = tempfile::tempdir().unwrap();
-        let config_file = config.path().join("hyper-stats.toml");
-        std::fs::write(&config_file, "[query]\nenabled = false\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-            .arg("--config")
-            .arg(&config_file)
-            .args(["run", "--output", "json", "--connect", URI])
-            .args(["--duration", duration])
-            .env("HYPER_STATS_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("failed to start hyper-stats");
-        let stdout = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Point = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-                sink.lock().unwrap().push((Instant::now(), p));
-            }
-        });
-        Agent {
-            child,
-            lines,
-            reader: Some(reader),
-            _config: config,
-        }
-    }
-
-    fn lines(&self) -> Vec<(Instant, Point)> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for the agent to stop by itself (`--duration`) and returns
-    /// every line.
-    fn wait(mut self) -> Vec<Point> {
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "hyper-stats exited with {status}");
-        self.reader.take().unwrap().join().unwrap();
-        self.lines().into_iter().map(|(_, p)| p).collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the agent for `duration`, without its query socket: the
+/// default socket may belong to an agent another test runs.
+fn start_agent(duration: &str) -> Agent {
+    Agent::json()
+        .config_text("[query]\nenabled = false\n")
+        .args(&["--duration", duration])
+        .start()
 }
 
 // ------------------------------------------------------------ ground truth
@@ -312,8 +238,8 @@ fn agent_runq_oncpu_and_switches_match_the_kernel_over_30s() {
         })
     };
 
-    let agent = Agent::start(&format!("{}s", SPAN_S as u64 + 5));
-    let points = agent.wait();
+    let agent = start_agent(&format!("{}s", SPAN_S as u64 + 5));
+    let points = agent.wait().points;
     // Let the sampler pass the agent's last read.
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
@@ -479,12 +405,12 @@ const FIRST_SERIES_DEADLINE: Duration = Duration::from_secs(3);
 fn agent_shows_every_vcpu_within_3s() {
     let vcpus = lab_vcpus();
     let start = Instant::now();
-    let agent = Agent::start("5s");
+    let agent = start_agent("5s");
     let mut first_seen: BTreeMap<(String, u32), Duration> = BTreeMap::new();
     while start.elapsed() < FIRST_SERIES_DEADLINE + Duration::from_millis(500)
         && first_seen.len() < vcpus.len()
     {
-        for (at, p) in agent.lines() {
+        for (at, p) in agent.timed_points() {
             for v in &vcpus {
                 if p.domain == v.domain
                     && p.metric == format!("vcpu.{}.runq_latency_us.count", v.vcpu)
@@ -497,7 +423,7 @@ fn agent_shows_every_vcpu_within_3s() {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let points = agent.wait();
+    let points = agent.wait().points;
     let mut late = Vec::new();
     for v in &vcpus {
         match first_seen.get(&(v.domain.clone(), v.vcpu)) {

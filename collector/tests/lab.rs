@@ -9,79 +9,12 @@
 //! and start guests and libvirtd.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
 
 mod common;
 
-use common::{URI, virsh};
-
-#[derive(Debug, Clone, Deserialize)]
-struct Point {
-    ts: f64,
-    uuid: String,
-    domain: String,
-    metric: String,
-    value: f64,
-}
-
-/// The agent running with `--output json`, its stdout collected by a thread.
-struct Agent {
-    child: Child,
-    points: Arc<Mutex<Vec<Point>>>,
-}
-
-impl Agent {
-    fn start(extra: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-            .args(["run", "--output", "json", "--connect", URI])
-            .args(extra)
-            .env("HYPER_STATS_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("failed to start hyper-stats");
-        let stdout = child.stdout.take().unwrap();
-        let points = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&points);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Point = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-                sink.lock().unwrap().push(p);
-            }
-        });
-        Agent { child, points }
-    }
-
-    fn points(&self) -> Vec<Point> {
-        self.points.lock().unwrap().clone()
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the agent to exit by itself (after `--duration`).
-    fn wait(mut self) -> Vec<Point> {
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "hyper-stats exited with {status}");
-        // Give the reader thread a moment to drain the pipe.
-        std::thread::sleep(Duration::from_millis(200));
-        self.points()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Agent, Point, now_unix, virsh};
 
 /// The running lab guests and their vCPU counts.
 fn lab_guests() -> BTreeMap<String, u32> {
@@ -108,7 +41,11 @@ fn values<'a>(points: &'a [Point], domain: &str, metric: &str) -> Vec<&'a Point>
 #[ignore = "needs the lab: cargo xtask test"]
 fn every_guest_shows_cpu_disk_and_net_within_10s() {
     let guests = lab_guests();
-    let points = Agent::start(&["--duration", "10s"]).wait();
+    let points = Agent::json()
+        .args(&["--duration", "10s"])
+        .start()
+        .wait()
+        .points;
     for (guest, vcpus) in &guests {
         let cpu = values(&points, guest, "cpu.time_percent");
         assert!(!cpu.is_empty(), "{guest}: no cpu.time_percent");
@@ -164,7 +101,7 @@ fn every_guest_shows_cpu_disk_and_net_within_10s() {
 fn destroyed_guest_is_retired_and_restarted_guest_returns() {
     let guests = lab_guests();
     let victim = guests.keys().last().unwrap().clone();
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::json().start();
     std::thread::sleep(Duration::from_secs(4));
     virsh(&["destroy", &victim]);
     let destroyed_at = now_unix();
@@ -224,7 +161,7 @@ fn destroyed_guest_is_retired_and_restarted_guest_returns() {
 fn agent_survives_libvirtd_restart() {
     let guests = lab_guests();
     let guest = guests.keys().next().unwrap().clone();
-    let mut agent = Agent::start(&[]);
+    let mut agent = Agent::json().start();
     std::thread::sleep(Duration::from_secs(4));
 
     let killed_at = now_unix();
@@ -290,11 +227,4 @@ fn lab(args: &[&str]) {
         .status()
         .expect("cargo xtask lab runs");
     assert!(status.success(), "cargo xtask lab {args:?} failed");
-}
-
-fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }

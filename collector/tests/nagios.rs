@@ -20,14 +20,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hyper_stats_query::{GaugeQuery, HistogramQuery, Outcome, Query, Request, Response};
 
 mod common;
 
-use common::{URI, build_plugin, lab_guests, nagios_ids, repo};
+use common::{Agent, build_plugin, free_port, lab_guests, nagios_ids, repo};
 const CHECK_NRPE: &str = "/usr/lib/nagios/plugins/check_nrpe";
 const NRPE: &str = "/usr/sbin/nrpe";
 const NAGIOS: &str = "/usr/sbin/nagios4";
@@ -40,14 +40,6 @@ fn require(path: &str) {
         Path::new(path).exists(),
         "{path} is missing: run `cargo xtask setup` (installs nagios-nrpe-server, nagios-nrpe-plugin, nagios4-core)"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn chown_nagios(path: &Path) {
@@ -104,40 +96,6 @@ impl Drop for Daemon {
             self.name, self.pid
         );
         self.signal(libc::SIGKILL);
-    }
-}
-
-/// The agent, stopped when dropped.
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(config: &Path) -> Agent {
-        let child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-            .arg("--config")
-            .arg(config)
-            .args(["run", "--output", "json", "--connect", URI])
-            .stdout(Stdio::null())
-            .env("HYPER_STATS_LOG", "info")
-            .spawn()
-            .expect("failed to start hyper-stats");
-        Agent { child }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.pid(), libc::SIGCONT);
-            libc::kill(self.pid(), libc::SIGTERM);
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -257,7 +215,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(&config);
+    let agent = Agent::json().config(&config).discard_stdout().start();
     // Rates need two polls and averages a few: wait until every lab guest
     // has cpu.time_percent and 3 s have passed.
     let started = Instant::now();

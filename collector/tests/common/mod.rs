@@ -1,10 +1,21 @@
 //! Helpers the lab integration tests share: `virsh` against the lab's
-//! libvirtd and the list of running lab guests.
+//! libvirtd and the list of running lab guests, the Nagios plugin build,
+//! and, in their own files, the agent runner and its [`Point`]s
+//! (`agent.rs`), free ports (`ports.rs`) and the unix clock (`clock.rs`).
 //!
-//! Each test target compiles this module on its own and uses part of it.
-#![allow(dead_code)]
+//! Each test target compiles this module on its own and uses part of it
+//! (hence the allows: a target leaves some helpers and re-exports unused).
+#![allow(dead_code, unused_imports)]
 
 use std::process::Command;
+
+mod agent;
+mod clock;
+mod ports;
+
+pub use agent::{Agent, AgentBuilder, Finished, Point};
+pub use clock::now_unix;
+pub use ports::{free_port, free_ports};
 
 /// The lab's libvirt connection.
 pub const URI: &str = "qemu:///system";
