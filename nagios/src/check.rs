@@ -132,12 +132,6 @@ pub struct Check {
     pub max_age_s: f64,
 }
 
-/// Whether a metric name is one of the eBPF histograms: one component
-/// (no dots) ending in `_us`, e.g. `runq_latency_us`.
-pub fn is_histogram_metric(metric: &str) -> bool {
-    !metric.contains('.') && metric.ends_with("_us")
-}
-
 /// The label suffix of a percentile: `99` → `p99`, `99.9` → `p999`, the
 /// names the agent's per-second summaries use.
 pub fn percentile_name(p: f64) -> String {
@@ -146,18 +140,7 @@ pub fn percentile_name(p: f64) -> String {
 
 /// The unit of measure of a metric, from the unit in its name.
 pub fn uom_of(metric: &str) -> &'static str {
-    let last = metric.rsplit('.').next().unwrap_or(metric);
-    if last.ends_with("_us") {
-        "us"
-    } else if last.ends_with("_ms") {
-        "ms"
-    } else if last.ends_with("_percent") {
-        "%"
-    } else if last.ends_with("_bytes") {
-        "B"
-    } else {
-        ""
-    }
+    hyper_stats_query::metric::Unit::of(metric).uom()
 }
 
 /// A value with its unit, for people: `812us`, `5.20ms`, `0.41%`.
@@ -365,7 +348,7 @@ impl Check {
                     let metric = format!("vcpu.{}.{}", v.vcpu, self.metric);
                     items.push(self.item(
                         format!("vcpu.{} {pname}", v.vcpu),
-                        perfdata::label(&[&d.domain, &metric, &pname]),
+                        perfdata::label(&d.domain, &[&metric, &pname]),
                         v.values.values.first().copied().flatten(),
                         uom,
                     ));
@@ -373,7 +356,7 @@ impl Check {
             } else {
                 items.push(self.item(
                     pname.clone(),
-                    perfdata::label(&[&d.domain, &self.metric, &pname]),
+                    perfdata::label(&d.domain, &[&self.metric, &pname]),
                     d.all.values.first().copied().flatten(),
                     uom,
                 ));
@@ -437,7 +420,7 @@ impl Check {
                     // carries the unit of its own name.
                     self.item(
                         format!("{} {}", s.metric, aggregate.name()),
-                        perfdata::label(&[&d.domain, &s.metric, aggregate.name()]),
+                        perfdata::label(&d.domain, &[&s.metric, aggregate.name()]),
                         value,
                         uom_of(&s.metric),
                     )
@@ -498,9 +481,6 @@ mod tests {
         assert_eq!(human(Some(512.0), "B"), "512B");
         assert_eq!(window_text(300), "5m");
         assert_eq!(window_text(90), "90s");
-        assert!(is_histogram_metric("runq_latency_us"));
-        assert!(!is_histogram_metric("vcpu.0.runq_latency_us"));
-        assert!(!is_histogram_metric("cpu.time_percent"));
     }
 
     #[test]

@@ -15,7 +15,9 @@ use hyper_stats_query::{
     DEFAULT_SOCKET_PATH, GaugeQuery, HistogramQuery, MAX_WINDOW_S, Outcome, Query, Request,
 };
 
-use crate::check::{Aggregate, Check, Failure, Kind, State, is_histogram_metric};
+use hyper_stats_query::metric::is_histogram;
+
+use crate::check::{Aggregate, Check, Failure, Kind, State};
 use crate::client;
 use crate::output;
 use crate::range::Range;
@@ -153,7 +155,7 @@ fn build_check(cli: &Cli, metric: &str) -> Result<Check, Failure> {
             cli.max_age
         ))
     })?;
-    let kind = if is_histogram_metric(metric) {
+    let kind = if is_histogram(metric) {
         if cli.aggregate.is_some() {
             return bad(format!(
                 "--aggregate applies to libvirt metrics; {metric} is a histogram: use --percentile"

@@ -3,13 +3,17 @@
 //! and PNP parse.
 //!
 //! Labels are built from the domain name and the metric (the same dotted
-//! names the agent's JSON and Carbon outputs use), with every character
-//! outside `[A-Za-z0-9_.-]` replaced by `_`, so a label is a stable,
-//! Graphite-friendly path and never needs quoting (it is quoted anyway).
+//! names the agent's JSON and Carbon outputs use), each component made
+//! safe by the one sanitizer every output uses
+//! ([`hyper_stats_query::metric::sanitize_component`]), so a label is a
+//! stable, Graphite-friendly path that no domain name (`|`, `=`, quotes,
+//! dots) can break, and never needs quoting (it is quoted anyway).
 //! Values are plain decimals (never exponents, which the guidelines do not
 //! allow); a value that does not exist is `U`.
 
 use std::fmt;
+
+use hyper_stats_query::metric::{sanitize_component, sanitize_dotted};
 
 use crate::range::Range;
 
@@ -32,24 +36,15 @@ pub struct Perf {
     pub max: Option<f64>,
 }
 
-/// A perfdata label from its parts, joined with `.`, each part sanitized.
-pub fn label(parts: &[&str]) -> String {
-    let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        let before = out.len();
-        out.extend(part.chars().map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        }));
-        if out.len() == before {
-            out.push('_');
-        }
+/// A perfdata label: the domain as one component, then the dotted parts
+/// (metric, summary), each component made safe the way every output makes
+/// it ([`sanitize_component`]), so a label equals the Carbon path of the
+/// same series after the host.
+pub fn label(domain: &str, parts: &[&str]) -> String {
+    let mut out = sanitize_component(domain);
+    for part in parts {
+        out.push('.');
+        out.push_str(&sanitize_dotted(part));
     }
     out
 }
@@ -192,7 +187,7 @@ mod tests {
         let cases = [
             (
                 Perf {
-                    label: label(&["hs-lab-1", "runq_latency_us", "p99"]),
+                    label: label("hs-lab-1", &["runq_latency_us", "p99"]),
                     value: Some(812.3456),
                     uom: "us",
                     warn: r("5000"),
@@ -204,7 +199,7 @@ mod tests {
             ),
             (
                 Perf {
-                    label: label(&["web 1/a", "vcpu.0.delay_percent", "avg"]),
+                    label: label("web 1/a", &["vcpu.0.delay_percent", "avg"]),
                     value: Some(0.5),
                     uom: "%",
                     warn: None,
@@ -216,7 +211,7 @@ mod tests {
             ),
             (
                 Perf {
-                    label: label(&["db", "runq_latency_us", "p99"]),
+                    label: label("db", &["runq_latency_us", "p99"]),
                     value: None,
                     uom: "us",
                     warn: None,
@@ -228,7 +223,7 @@ mod tests {
             ),
             (
                 Perf {
-                    label: label(&["", "x"]),
+                    label: label("", &["x"]),
                     value: Some(-0.0001),
                     uom: "",
                     warn: r("~:"),
@@ -242,6 +237,29 @@ mod tests {
         for (perf, want) in cases {
             assert_eq!(perf.to_string(), want);
         }
+    }
+
+    /// A domain name is one label component whatever it holds: dots,
+    /// spaces, quotes, `|`, `=` and non-ASCII letters cannot split it,
+    /// end the perfdata or add a Carbon path component. Same rule as
+    /// the agent's Carbon paths (`hyper_stats_query::metric`).
+    #[test]
+    fn any_domain_name_is_one_well_formed_component() {
+        let l = label("we|b 'x'=é.1", &["vcpu.0.delay_percent", "avg"]);
+        assert_eq!(l, "we_b__x____1.vcpu.0.delay_percent.avg");
+        let perf = Perf {
+            label: l,
+            value: Some(1.0),
+            uom: "%",
+            warn: None,
+            crit: None,
+            min: None,
+            max: None,
+        };
+        let text = format!("OK | {perf}");
+        let items = parse(text.split_once('|').unwrap().1).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].label, "we_b__x____1.vcpu.0.delay_percent.avg");
     }
 
     #[test]
@@ -283,7 +301,7 @@ mod tests {
             min in proptest::option::of(-1e6f64..1e6),
         ) {
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-            let p = Perf { label: label(&parts), value, uom, warn, crit, min, max: None };
+            let p = Perf { label: label(parts[0], &parts[1..]), value, uom, warn, crit, min, max: None };
             let text = p.to_string();
             prop_assert!(text.is_ascii(), "{}", text);
             prop_assert!(!text.contains(' '), "{}", text);

@@ -42,6 +42,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod metric;
+
 /// The protocol version this crate speaks. Bump it when a field changes
 /// meaning or a required field is added.
 pub const VERSION: u32 = 1;

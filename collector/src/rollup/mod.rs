@@ -32,9 +32,7 @@ use crate::sample::{Batch, Datapoint};
 use histogram::LatencyHistogram;
 use window::Windows;
 
-/// The percentiles published every second: (quantile, name suffix).
-pub const PERCENTILES: [(f64, &str); 4] =
-    [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")];
+use hyper_stats_query::metric::PERCENTILES;
 
 /// One series: the histogram of the current second, its exact sum, and
 /// the windows.
@@ -170,7 +168,11 @@ impl Rollup {
                     .or_insert_with(|| (histogram::new(), 0));
                 histogram::merge(h, &s.current);
                 *sum = sum.saturating_add(s.current_sum_ns);
-                let prefix = format!("vcpu.{}.{metric}_us", vcpu.expect("filtered"));
+                let prefix = format!(
+                    "vcpu.{}.{}",
+                    vcpu.expect("filtered"),
+                    hyper_stats_query::metric::histogram_name(metric)
+                );
                 summarize(
                     &mut batch,
                     domain,
@@ -181,7 +183,8 @@ impl Rollup {
                 );
             }
             for (metric, (h, sum)) in merged {
-                summarize(&mut batch, domain, ts, &format!("{metric}_us"), &h, sum);
+                let name = hyper_stats_query::metric::histogram_name(metric);
+                summarize(&mut batch, domain, ts, &name, &h, sum);
                 let agg = domain.series.entry((metric, None)).or_default();
                 agg.current = h;
             }

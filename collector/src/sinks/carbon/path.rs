@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sample::{Datapoint, sanitize_component};
+use hyper_stats_query::metric::sanitize_component;
+
+use crate::sample::Datapoint;
 
 /// How long a series' path stays cached after its last datapoint: longer
 /// than any poll interval, short enough that retired domains are forgotten.
@@ -347,6 +349,20 @@ mod tests {
                 "{got}"
             );
         }
+    }
+
+    /// The domain component is the one the plugin's perfdata label starts
+    /// with (`nagios/src/perfdata.rs` tests the same name), so a guest has
+    /// one name in Carbon whether its points come from the agent or
+    /// through Nagios and Graphios.
+    #[test]
+    fn a_hostile_domain_name_is_one_component_as_in_perfdata() {
+        let mut b = builder(DEFAULT_PATH);
+        let p = point("u", "we|b 'x'=é.1", "vcpu.0.delay_percent");
+        assert_eq!(
+            &*b.path(&p, Instant::now()),
+            "hyperstats.node1.we_b__x____1.vcpu.0.delay_percent"
+        );
     }
 
     #[test]

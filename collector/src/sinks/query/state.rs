@@ -27,11 +27,11 @@ use std::time::Duration;
 use hyper_stats_query::{
     DomainSeries, ErrorCode, GaugeAnswer, GaugeDomain, GaugeQuery, GaugeSeries, HistogramAnswer,
     HistogramDomain, HistogramQuery, HistogramValues, ListAnswer, MAX_WINDOW_S, Outcome, Query,
-    Response, VcpuValues, metric_matches,
+    Response, VcpuValues, metric, metric_matches,
 };
 
+use crate::rollup::Rollup;
 use crate::rollup::histogram::LatencyHistogram;
-use crate::rollup::{PERCENTILES, Rollup};
 use crate::sample::Datapoint;
 
 /// Width of one ring bucket: 5 s keeps 180 buckets per series for the
@@ -40,9 +40,6 @@ pub const BUCKET: Duration = Duration::from_secs(5);
 
 /// Buckets per ring: exactly [`MAX_WINDOW_S`] plus the bucket being filled.
 const RING_BUCKETS: usize = (MAX_WINDOW_S as usize).div_ceil(BUCKET.as_secs() as usize) + 1;
-
-/// The suffix every histogram metric of the rollup carries in the stream.
-const HISTOGRAM_UNIT: &str = "_us";
 
 /// One bucket of a ring.
 #[derive(Debug, Clone, Copy)]
@@ -147,19 +144,6 @@ pub struct QueryState {
     domain_gone: Duration,
 }
 
-/// If `metric` is a histogram summary of the rollup (`runq_latency_us.p99`,
-/// `vcpu.1.runq_latency_us.count`), its histogram metric name.
-fn histogram_metric(metric: &str) -> Option<&str> {
-    let (base, suffix) = metric.rsplit_once('.')?;
-    let known = suffix == "count"
-        || suffix == "sum"
-        || suffix == "mean"
-        || suffix == "max"
-        || PERCENTILES.iter().any(|(_, name)| *name == suffix);
-    let name = base.rsplit('.').next()?;
-    (known && name.ends_with(HISTOGRAM_UNIT)).then_some(name)
-}
-
 impl QueryState {
     /// An empty state that forgets domains silent for `domain_gone`.
     pub fn new(domain_gone: Duration) -> QueryState {
@@ -186,7 +170,7 @@ impl QueryState {
                 d.name = Arc::clone(&p.domain);
             }
             d.newest_ts = d.newest_ts.max(p.ts);
-            if let Some(h) = histogram_metric(&p.metric) {
+            if let Some(h) = metric::histogram_of_summary(&p.metric) {
                 match d.histogram_ts.get_mut(h) {
                     Some(ts) => *ts = ts.max(p.ts),
                     None => {
@@ -233,7 +217,7 @@ impl QueryState {
         let histograms: BTreeSet<String> = rollup
             .series()
             .into_iter()
-            .map(|(_, _, metric, _)| format!("{metric}{HISTOGRAM_UNIT}"))
+            .map(|(_, _, what, _)| metric::histogram_name(what))
             .collect();
         let mut domains: Vec<DomainSeries> = self
             .domains
@@ -293,7 +277,7 @@ impl QueryState {
 
     fn histogram(&self, q: &HistogramQuery, rollup: &Rollup, now: f64) -> Response {
         let series = rollup.series();
-        let base = q.metric.strip_suffix(HISTOGRAM_UNIT);
+        let base = q.metric.strip_suffix(metric::HISTOGRAM_SUFFIX);
         let wanted: Vec<_> = series
             .iter()
             .filter(|(_, _, metric, _)| Some(*metric) == base)
@@ -301,7 +285,7 @@ impl QueryState {
         if wanted.is_empty() {
             let mut known: Vec<String> = series
                 .iter()
-                .map(|(_, _, metric, _)| format!("{metric}{HISTOGRAM_UNIT}"))
+                .map(|(_, _, what, _)| metric::histogram_name(what))
                 .collect();
             known.sort();
             known.dedup();
@@ -409,23 +393,6 @@ mod tests {
             window_s,
         });
         state.answer(&q, &Rollup::default(), now)
-    }
-
-    #[test]
-    fn recognises_histogram_summaries_only() {
-        let cases = [
-            ("runq_latency_us.p99", Some("runq_latency_us")),
-            ("vcpu.1.runq_latency_us.count", Some("runq_latency_us")),
-            ("vcpu.0.oncpu_us.p999", Some("oncpu_us")),
-            ("runq_latency_us.sum", Some("runq_latency_us")),
-            ("vcpu.0.delay_percent", None),
-            ("block.vda.wr.latency_mean_ms", None),
-            ("runq_latency_us", None),
-            ("vcpu.0.runq_latency_us.p42", None),
-        ];
-        for (metric, want) in cases {
-            assert_eq!(histogram_metric(metric), want, "{metric}");
-        }
     }
 
     #[test]

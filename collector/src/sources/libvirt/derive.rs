@@ -42,7 +42,7 @@ pub fn devices(rec: &DomainRecord, group: &str) -> Vec<Device> {
             let name = rec.str(&format!("{group}.{index}.name"))?;
             Some(Device {
                 index,
-                name: crate::sample::sanitize_component(name),
+                name: hyper_stats_query::metric::sanitize_component(name),
             })
         })
         .collect()

@@ -12,7 +12,7 @@ pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &
         let Some(event) = key.strip_prefix("perf.") else {
             continue;
         };
-        let event = crate::sample::sanitize_component(event);
+        let event = hyper_stats_query::metric::sanitize_component(event);
         if event == "cmt" {
             out.put("perf.cmt_bytes", cur.u64(key).map(|v| v as f64));
             continue;
