@@ -475,7 +475,7 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
     info!(message = "Forwarding Nagios perfdata to Carbon.", spool = %args.spool.display());
 
     let result = async {
-        let stop = shutdown_signal();
+        let stop = crate::pipeline::shutdown_signal();
         tokio::pin!(stop);
         loop {
             let files = spool_files(&args.spool)?;
@@ -619,16 +619,6 @@ fn remove(path: &Path) {
             warn!(message = "Cannot delete a forwarded perfdata file.", file = %path.display(), error = %e)
         }
     }
-}
-
-async fn shutdown_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
 }
 
 #[cfg(test)]

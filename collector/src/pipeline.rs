@@ -148,7 +148,9 @@ async fn sleep_or_forever(duration: Option<Duration>) {
     }
 }
 
-async fn shutdown_signal() -> Result<&'static str> {
+/// Resolves with the name of the first SIGTERM or SIGINT: how every
+/// long-running command of the agent is asked to stop.
+pub(crate) async fn shutdown_signal() -> Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("failed to install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("failed to install SIGINT handler")?;
