@@ -32,3 +32,18 @@ pub fn cargo_require(args: &[&str]) -> Command {
         .args(args);
     cmd
 }
+
+/// Builds the release agent with its eBPF object required (the build fails
+/// rather than produce an agent without probes) and returns its path: the
+/// binary the kernel matrix boots and the probe benchmark measures.
+pub fn release_agent() -> Result<std::path::PathBuf> {
+    util::run(&mut cargo_require(&[
+        "build",
+        "--release",
+        "--package",
+        "hyper-stats",
+        "--bin",
+        "hyper-stats",
+    ]))?;
+    Ok(workspace_root().join("target/release/hyper-stats"))
+}

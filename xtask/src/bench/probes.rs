@@ -58,7 +58,7 @@ const HOOKS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
 pub fn run() -> Result<()> {
     let was_up = lab::is_up()?;
-    let agent_bin = build_agent()?;
+    let agent_bin = build_ebpf::release_agent()?;
     let result = with_lab(&agent_bin);
     let after = if was_up {
         lab::run(lab::Action::Up {
@@ -70,19 +70,6 @@ pub fn run() -> Result<()> {
     let report = result?;
     after?;
     super::save("probes", &report)
-}
-
-/// Builds the release agent with the eBPF object and returns its path.
-fn build_agent() -> Result<std::path::PathBuf> {
-    crate::util::run(&mut build_ebpf::cargo_require(&[
-        "build",
-        "--release",
-        "--package",
-        "hyper-stats",
-        "--bin",
-        "hyper-stats",
-    ]))?;
-    Ok(workspace_root().join("target/release/hyper-stats"))
 }
 
 /// Sets `kernel.bpf_stats_enabled` and puts the previous value back when

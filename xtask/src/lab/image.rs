@@ -215,23 +215,7 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
     };
     println!("lab: downloading {package} (the guests' kernel; extracted, not installed)");
     let download = dir.join("download.tmp");
-    let _ = fs::remove_dir_all(&download);
-    fs::create_dir_all(&download)
-        .with_context(|| format!("failed to create {}", download.display()))?;
-    // As root apt would drop to the `_apt` user, which cannot write here.
-    cmd::capture(
-        Command::new("apt-get")
-            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
-            .arg(&package)
-            .current_dir(&download),
-    )
-    .context("failed to download the guests' kernel\nrun `cargo xtask setup` (it runs apt-get update) and try again")?;
-    let deb = fs::read_dir(&download)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
-    let tree = download.join("tree");
-    cmd::capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let (deb, tree) = download_deb(&download, &package)?;
 
     let modules_root = tree.join("lib/modules");
     let release = fs::read_dir(&modules_root)
@@ -275,6 +259,34 @@ fn fetch_kernel(dir: &Path) -> Result<PathBuf> {
         order.join(" ")
     );
     Ok(kernel_dir)
+}
+
+/// Downloads the Debian package `package` into the fresh scratch
+/// directory `download` and extracts it there (never installs it):
+/// returns the `.deb` and the extracted tree.
+pub(crate) fn download_deb(download: &Path, package: &str) -> Result<(PathBuf, PathBuf)> {
+    let _ = fs::remove_dir_all(download);
+    fs::create_dir_all(download)
+        .with_context(|| format!("failed to create {}", download.display()))?;
+    // As root apt would drop to the `_apt` user, which cannot write here.
+    cmd::capture(
+        Command::new("apt-get")
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+            .arg(package)
+            .current_dir(download),
+    )
+    .with_context(|| {
+        format!(
+            "failed to download {package}\nrun `cargo xtask setup` (it runs apt-get update) and try again"
+        )
+    })?;
+    let deb = fs::read_dir(download)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
+    let tree = download.join("tree");
+    cmd::capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    Ok((deb, tree))
 }
 
 /// The package that `linux-image-amd64` currently depends on.

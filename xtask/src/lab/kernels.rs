@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::{cmd, image};
-use crate::{build_ebpf, util};
+use crate::build_ebpf;
 
 /// The kernels to boot, kept in the repository (format in its header).
 const KERNEL_LIST: &str = include_str!("../../../lab/kernels.txt");
@@ -427,7 +427,8 @@ pub fn run() -> Result<()> {
         };
         kernels.push(kernel);
     }
-    let agent = build_agent()?;
+    let agent = build_ebpf::release_agent()
+        .context("failed to build the release agent for the kernel matrix")?;
     let initrd = ensure_initrd(&dir, &agent)?;
 
     let mut runs = vec![run_native(&agent, &logs)?];
@@ -511,23 +512,7 @@ fn ensure_kernel(dir: &Path, spec: &Spec) -> Result<(String, PathBuf)> {
 fn fetch_kernel(dir: &Path, package: &str, kernel_dir: &Path) -> Result<()> {
     println!("lab: downloading {package} (extracted, not installed)");
     let download = dir.join("download.tmp");
-    let _ = fs::remove_dir_all(&download);
-    fs::create_dir_all(&download)
-        .with_context(|| format!("failed to create {}", download.display()))?;
-    // As root apt would drop to the `_apt` user, which cannot write here.
-    cmd::capture(
-        Command::new("apt-get")
-            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
-            .arg(package)
-            .current_dir(&download),
-    )
-    .with_context(|| format!("failed to download {package}"))?;
-    let deb = fs::read_dir(&download)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
-    let tree = download.join("tree");
-    cmd::capture(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let (deb, tree) = image::download_deb(&download, package)?;
     let vmlinuz = fs::read_dir(tree.join("boot"))
         .with_context(|| format!("{} has no /boot", deb.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -550,21 +535,6 @@ fn fetch_kernel(dir: &Path, package: &str, kernel_dir: &Path) -> Result<()> {
         .with_context(|| format!("failed to remove {}", download.display()))?;
     println!("lab: cached {}", kernel_dir.join("vmlinuz").display());
     Ok(())
-}
-
-/// Builds the release agent with its eBPF object required (the build fails
-/// rather than produce an agent without probes) and returns its path.
-fn build_agent() -> Result<PathBuf> {
-    util::run(&mut build_ebpf::cargo_require(&[
-        "build",
-        "--release",
-        "--package",
-        "hyper-stats",
-        "--bin",
-        "hyper-stats",
-    ]))
-    .context("failed to build the release agent for the kernel matrix")?;
-    Ok(util::workspace_root().join("target/release/hyper-stats"))
 }
 
 /// Returns `<dir>/initrd.img`, rebuilding it if its stamp does not match the
