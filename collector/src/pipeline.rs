@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::episode::Episode;
 use crate::rollup::SharedRollup;
 use crate::sample::Batch;
 use crate::sinks;
@@ -54,7 +55,7 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
                 "json"
             }
         };
-        sink_txs.push((name, tx, false));
+        sink_txs.push((name, tx, Episode::default()));
     }
     // The histogram rollup: the eBPF source fills it, the query socket
     // reads its windows.
@@ -64,7 +65,7 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         let settings = sinks::query::Settings::from_config(config);
         let rollup = Arc::clone(&rollup);
         sink_tasks.spawn(async move { ("query", sinks::query::run(settings, rx, rollup).await) });
-        sink_txs.push(("query", tx, false));
+        sink_txs.push(("query", tx, Episode::default()));
     }
     // Carbon: every datapoint to Graphite, queued and spooled while Carbon
     // is away. Its spool is opened here, so a bad spool_dir stops the
@@ -72,7 +73,7 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
     if let Some(carbon) = sinks::carbon::build(&config.carbon)? {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
         sink_tasks.spawn(async move { ("carbon", sinks::carbon::run(carbon, rx).await) });
-        sink_txs.push(("carbon", tx, false));
+        sink_txs.push(("carbon", tx, Episode::default()));
     }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
@@ -102,15 +103,13 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
             for (name, tx, lagging) in sink_txs.iter_mut() {
                 match tx.try_send(Arc::clone(&batch)) {
                     Ok(()) => {
-                        if *lagging {
+                        if lagging.recover() {
                             info!(message = "Sink caught up.", sink = %name);
-                            *lagging = false;
                         }
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        if !*lagging {
+                        if lagging.fail() {
                             warn!(message = "Sink is falling behind; dropping batches for it.", sink = %name);
-                            *lagging = true;
                         }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}

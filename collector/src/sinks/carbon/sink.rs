@@ -26,6 +26,7 @@ use super::path::{PathBuilder, Template, default_host};
 use super::queue::Queue;
 use super::spool::Spool;
 use crate::backoff::Backoff;
+use crate::episode::Episode;
 use crate::sample::Batch;
 
 /// Points encoded and written per turn of the loop: about 700 kB of
@@ -142,10 +143,10 @@ struct Stats {
     /// Whether a connection was lost since the last connect, so the next
     /// connect counts as a reconnect.
     lost: bool,
-    /// Whether the current outage was logged already.
-    outage_logged: bool,
-    /// Whether a spool write failure was logged already.
-    spool_error_logged: bool,
+    /// Carbon unreachable (logged when it starts).
+    outage: Episode,
+    /// Spool writes failing (logged when it starts).
+    spool_error: Episode,
 }
 
 /// The Carbon sink.
@@ -293,7 +294,7 @@ impl CarbonSink {
         };
         match spool.write(&points) {
             Ok(dropped) => {
-                self.stats.spool_error_logged = false;
+                self.stats.spool_error.recover();
                 debug!(
                     message = "Spooled points.",
                     sink = self.settings.name,
@@ -304,14 +305,13 @@ impl CarbonSink {
                 }
             }
             Err(e) => {
-                if !self.stats.spool_error_logged {
+                if self.stats.spool_error.fail() {
                     warn!(
                         message = "Cannot write to the Carbon spool; dropping the points that would go there.",
                         sink = self.settings.name,
                         dir = %spool.dir().display(),
                         error = %e,
                     );
-                    self.stats.spool_error_logged = true;
                 }
                 self.count_dropped(points.len() as u64);
             }
@@ -419,21 +419,20 @@ impl CarbonSink {
                         info!(message = "Connected to Carbon.", sink = self.settings.name, address = %c.peer);
                     }
                     self.stats.lost = false;
-                    self.stats.outage_logged = false;
+                    self.stats.outage.recover();
                     self.backoff.reset();
                     self.conn = State::Connected(c);
                 }
                 Err(e) => self.connection_lost(Some(e)),
             },
             Event::ConnectFailed(e) => {
-                if !self.stats.outage_logged {
+                if self.stats.outage.fail() {
                     warn!(
                         message = "Cannot connect to Carbon; queueing points and retrying with backoff.",
                         sink = self.settings.name,
                         address = %format!("{}:{}", self.settings.host, self.settings.port),
                         error = %e,
                     );
-                    self.stats.outage_logged = true;
                 } else {
                     debug!(message = "Carbon connect attempt failed.", sink = self.settings.name, error = %e);
                 }
@@ -452,7 +451,7 @@ impl CarbonSink {
         if let Some(spool) = &mut self.spool {
             spool.rewind();
         }
-        if !self.stats.outage_logged {
+        if self.stats.outage.fail() {
             let error = error.map_or_else(|| "closed by Carbon".to_owned(), |e| e.to_string());
             warn!(
                 message = "Lost the connection to Carbon; queueing points and replaying the last ones sent.",
@@ -460,7 +459,6 @@ impl CarbonSink {
                 replayed = requeued,
                 error = %error,
             );
-            self.stats.outage_logged = true;
         }
         self.stats.lost = true;
         self.conn = State::Idle {

@@ -164,7 +164,7 @@ pub async fn serve(
     rollup: SharedRollup,
 ) -> Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut accept_failing = false;
+    let mut accept_failing = crate::episode::Episode::default();
     loop {
         let permit = Arc::clone(&permits)
             .acquire_owned()
@@ -172,14 +172,13 @@ pub async fn serve(
             .expect("semaphore never closed");
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
-                accept_failing = false;
+                accept_failing.recover();
                 stream
             }
             Err(error) => {
                 // EMFILE and friends pass; back off instead of spinning.
-                if !accept_failing {
+                if accept_failing.fail() {
                     warn!(message = "Query socket accept failed; retrying.", %error);
-                    accept_failing = true;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

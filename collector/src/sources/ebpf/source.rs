@@ -232,7 +232,7 @@ impl EbpfSource {
         relist.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut last_read = Instant::now();
         let mut last_refresh: Option<Instant> = None;
-        let mut failing = false;
+        let mut failing = crate::episode::Episode::default();
         // Whether the libvirt source still publishes domains; once it is
         // gone, only the periodic refresh is left.
         let mut domains_open = true;
@@ -275,16 +275,14 @@ impl EbpfSource {
             // Step 2: what the kernel recorded since the last read.
             let deltas = match self.probes.threads().read() {
                 Ok(deltas) => {
-                    if failing {
+                    if failing.recover() {
                         info!(message = "eBPF maps readable again.");
-                        failing = false;
                     }
                     deltas
                 }
                 Err(err) => {
-                    if !failing {
+                    if failing.fail() {
                         warn!(message = "Failed to read the eBPF maps; skipping this second.", error = %err);
-                        failing = true;
                     }
                     continue;
                 }

@@ -69,6 +69,7 @@ use super::ffi::{self, LibvirtError};
 use super::groups::Groups;
 use super::params::DomainRecord;
 use crate::backoff::Backoff;
+use crate::episode::Episode;
 
 /// First wait before retrying a failed open. Short, because a restarting
 /// libvirtd usually accepts connections again within a fraction of a second.
@@ -431,8 +432,8 @@ impl WorkerThread {
         // No jitter: one agent per host retries against its own libvirtd.
         let mut backoff = Backoff::new(self.opts.backoff_initial, self.opts.backoff_max, 0.0);
         let mut delay = backoff.next_delay();
-        // Whether the current outage was already logged at warn.
-        let mut outage_logged = false;
+        // The current outage, logged at warn when it starts.
+        let mut outage = Episode::default();
         let mut down_since: Option<Instant> = None;
         let mut ever_up = self.reconnect;
         loop {
@@ -457,20 +458,19 @@ impl WorkerThread {
                             info!(message = "Connected to libvirt.", uri = %self.opts.uri);
                         }
                         ever_up = true;
-                        outage_logged = false;
+                        outage.recover();
                         down_since = None;
                         self.set_link(Link::Up);
                         continue;
                     }
                     Err(e) => {
                         let reason = format!("{e:#}");
-                        if !outage_logged {
+                        if outage.fail() {
                             warn!(
                                 message = "Cannot connect to libvirt; retrying.",
                                 uri = %self.opts.uri,
                                 error = %reason,
                             );
-                            outage_logged = true;
                         } else {
                             debug!(
                                 message = "Reconnect attempt failed.",
@@ -509,7 +509,7 @@ impl WorkerThread {
                             error = %reason,
                         );
                     }
-                    outage_logged = true;
+                    outage.fail();
                     down_since = Some(Instant::now());
                     backend = None; // closes it
                     self.set_link(Link::Down {

@@ -218,7 +218,7 @@ impl LibvirtSource {
             .iter()
             .map(|(g, every)| (*g, start + until_aligned(SystemTime::now(), *every)))
             .collect();
-        let mut failing = false;
+        let mut failing = crate::episode::Episode::default();
         loop {
             let wake = *next_due.values().min().expect("at least one group");
             tokio::select! {
@@ -247,9 +247,8 @@ impl LibvirtSource {
             let ts = crate::clock::unix_secs(wall + half);
             match result {
                 Ok(records) => {
-                    if failing {
+                    if failing.recover() {
                         info!(message = "Libvirt polls succeed again.");
-                        failing = false;
                     }
                     let batch = self.deriver.derive(records, due, t0 + half, ts);
                     let now: Vec<DomainRef> = self.deriver.domain_refs();
@@ -265,11 +264,12 @@ impl LibvirtSource {
                     }
                 }
                 // The connection layer logs losing and regaining libvirtd.
-                Err(PollError::Disconnected { .. }) => failing = true,
+                Err(PollError::Disconnected { .. }) => {
+                    failing.fail();
+                }
                 Err(e) => {
-                    if !failing {
+                    if failing.fail() {
                         warn!(message = "Libvirt poll failed; retrying on the next tick.", groups = %due, error = %e);
-                        failing = true;
                     }
                 }
             }
