@@ -221,10 +221,14 @@ fn runq_percentiles_follow_a_synthetic_load() {
         p50.push(r50.unwrap_or(0));
         p99.push(r99.unwrap_or(0));
     }
-    // p99 grows strictly with the load; p50 too between 1 and 3 spinners,
-    // and with none it is at most that with one (what waits there is the
-    // machine's other tasks, which are there in every phase).
-    if !(p99[0] < p99[1] && p99[1] < p99[2]) {
+    // p99 grows strictly from 1 to 3 spinners; p50 too, and with none it
+    // is at most that with one. With no spinner the thread waits only
+    // behind the machine's other tasks (the lab's TCG guests, on the same
+    // CPU, in slices of one 4 ms tick), and with about 40 waits in a phase
+    // its p99 is their longest: it can reach one spinner's slice (seen in
+    // CI: 5.1 ms against 4.2 ms), so it is bounded by the 3-spinner p99
+    // only.
+    if !(p99[0] < p99[2] && p99[1] < p99[2]) {
         problems.push(format!("p99 not growing with the spinners: {p99:?} ns"));
     }
     if !(p50[0] <= p50[1] && p50[1] < p50[2]) {
