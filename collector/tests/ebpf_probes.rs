@@ -223,12 +223,11 @@ fn runq_percentiles_follow_a_synthetic_load() {
     }
     // p99 grows strictly from 1 to 3 spinners; p50 too, and with none it
     // is at most that with one. With no spinner the thread waits only
-    // behind the machine's other tasks (the lab's TCG guests, on the same
-    // CPU, in slices of one 4 ms tick), and with about 40 waits in a phase
-    // its p99 is their longest: it can reach one spinner's slice (seen in
-    // CI: 5.1 ms against 4.2 ms), so it is bounded by the 3-spinner p99
-    // only.
-    if !(p99[0] < p99[2] && p99[1] < p99[2]) {
+    // behind the machine's other tasks (the lab's TCG guests, libvirtd,
+    // the daemons of the tests before), about 40 times in a phase, so its
+    // p99 is the longest of those: uncontrolled (seen in CI: 5.1 and
+    // 19 ms), and only its p50 is compared.
+    if p99[1] >= p99[2] {
         problems.push(format!("p99 not growing with the spinners: {p99:?} ns"));
     }
     if !(p50[0] <= p50[1] && p50[1] < p50[2]) {
