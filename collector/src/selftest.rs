@@ -126,11 +126,7 @@ pub fn run(args: &Args) -> Result<bool> {
         }
     };
     let features = probes.features().clone();
-    println!(
-        "btf: {} ({})",
-        features.btf_path.display(),
-        features.btf_source
-    );
+    println!("btf: {} ({})", args.btf.display(), features.btf_source);
     let programs: Vec<String> = ebpf::attached_programs(features.kvm_attached)
         .into_iter()
         .map(|(_, kind, tracepoint)| format!("{kind} {tracepoint}"))

@@ -223,9 +223,7 @@ impl Default for ProbeOptions {
 /// `hyper-stats selftest` to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelFeatures {
-    /// The BTF file the offsets came from.
-    pub btf_path: PathBuf,
-    /// Whether it was mapped or read.
+    /// Whether the BTF file ([`ProbeOptions::btf`]) was mapped or read.
     pub btf_source: btf::BtfSource,
     /// The offsets the programs were loaded with.
     pub offsets: hyper_stats_ebpf::KernelOffsets,
@@ -347,7 +345,6 @@ impl Probes {
             threads,
             stats,
             features: KernelFeatures {
-                btf_path: btf_path.to_path_buf(),
                 btf_source,
                 offsets,
                 kvm_attached,
