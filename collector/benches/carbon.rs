@@ -114,7 +114,6 @@ fn settings(port: u16, protocol: Protocol) -> Settings {
         queue_points: 100_000_000,
         spool: None,
         replay_window: Duration::from_secs(30),
-        self_metrics: false,
     }
 }
 
@@ -241,7 +240,7 @@ fn flat_out(n: usize, protocol: Protocol, port: u16, carbon_pid: Option<u32>) ->
     let carbon0 = carbon_pid.map(pid_cpu_ticks);
     let started = Instant::now();
     runtime.block_on(async {
-        let sink = CarbonSink::new(settings(port, protocol)).unwrap();
+        let sink = CarbonSink::new(settings(port, protocol), &Default::default()).unwrap();
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(sink.run(Some(rx), None));
         for b in &batches {
@@ -284,7 +283,7 @@ fn paced(rate: usize, seconds: u64, port: u16, protocol: Protocol) -> f64 {
     let cpu0 = process_cpu_ns();
     let started = Instant::now();
     runtime.block_on(async {
-        let sink = CarbonSink::new(settings(port, protocol)).unwrap();
+        let sink = CarbonSink::new(settings(port, protocol), &Default::default()).unwrap();
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(sink.run(Some(rx), None));
         let mut tick = tokio::time::interval(Duration::from_secs(1));

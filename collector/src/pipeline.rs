@@ -1,12 +1,14 @@
-//! The pipeline: wires the sources to the sinks and runs them until the
+//! The pipeline: wires sources -> rollup -> sinks and runs them until the
 //! agent is told to stop.
 //!
-//! Sources send batches into one channel; a fan-out task hands every batch
-//! (shared, not copied) to each sink's own bounded queue. A sink that falls
-//! behind loses batches (counted and logged once per episode) instead of
-//! slowing down sampling: the sources never wait on a sink. On shutdown
-//! (`--duration` elapsed, SIGINT or SIGTERM) the sources stop first, then
-//! every sink drains what it was given and exits.
+//! Sources send batches of samples into one channel; the rollup stage
+//! turns each into a batch of datapoints (and publishes its windows to the
+//! query sink); a fan-out task hands every batch (shared, not copied) to
+//! each stream sink's own bounded queue. A sink that falls behind loses
+//! batches (logged once per episode) instead of slowing down sampling: the
+//! sources never wait on a sink. On shutdown (`--duration` elapsed, SIGINT
+//! or SIGTERM) the sources stop first, the rollup drains, then every sink
+//! drains what it was given and exits, and the query socket closes last.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +20,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::episode::Episode;
-use crate::rollup::SharedRollup;
-use crate::sample::Batch;
+use crate::rollup::{self, Rollup, SharedRollup};
+use crate::sample::{Batch, Sample, Samples};
+use crate::self_stats;
 use crate::sinks;
 use crate::sources::ebpf::source::EbpfSource;
 use crate::sources::ebpf::{ProbeOptions, Probes};
@@ -30,7 +33,8 @@ use crate::sources::libvirt::conn::Conn;
 /// about a minute of 1 s polls.
 const SINK_QUEUE_BATCHES: usize = 64;
 
-/// Batches the sources may have waiting for the fan-out.
+/// Batches the sources may have waiting for the rollup, and the rollup
+/// for the fan-out.
 const SOURCE_QUEUE_BATCHES: usize = 16;
 
 /// The sinks `hyper-stats run` can write to.
@@ -43,7 +47,8 @@ pub enum Output {
 /// Runs the agent until `duration` has passed (if given) or a signal asks
 /// it to stop.
 pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>) -> Result<()> {
-    let (source_tx, mut source_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
+    let (source_tx, source_rx) = mpsc::channel::<Samples>(SOURCE_QUEUE_BATCHES);
+    let (rollup_tx, mut rollup_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
 
     let mut sink_txs = Vec::new();
     let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
@@ -57,27 +62,37 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         };
         sink_txs.push((name, tx, Episode::default()));
     }
-    // The histogram rollup: the eBPF source fills it, the query socket
-    // reads its windows.
-    let rollup = SharedRollup::default();
+    // The rollup stage: every window, published to the query socket.
+    // The agent's own series: every part registers what it counts.
+    let stats = Arc::new(self_stats::Registry::default());
+    let intervals = config.group_intervals().into_values();
+    let rollup: SharedRollup = Arc::new(std::sync::RwLock::new(Rollup::new(
+        rollup::domain_gone(intervals),
+        &stats,
+    )));
+    let stage = tokio::spawn(rollup::run(Arc::clone(&rollup), source_rx, rollup_tx));
+    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
     if config.query.enabled {
-        let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
         let settings = sinks::query::Settings::from_config(config);
         let rollup = Arc::clone(&rollup);
-        sink_tasks.spawn(async move { ("query", sinks::query::run(settings, rx, rollup).await) });
-        sink_txs.push(("query", tx, Episode::default()));
+        sink_tasks.spawn(async move {
+            let stop = async {
+                let _ = query_stopped.await;
+            };
+            ("query", sinks::query::run(settings, rollup, stop).await)
+        });
     }
     // Carbon: every datapoint to Graphite, queued and spooled while Carbon
     // is away. Its spool is opened here, so a bad spool_dir stops the
     // agent before it samples.
-    if let Some(carbon) = sinks::carbon::build(&config.carbon)? {
+    if let Some(carbon) = sinks::carbon::build(&config.carbon, &stats)? {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
         sink_tasks.spawn(async move { ("carbon", sinks::carbon::run(carbon, rx).await) });
         sink_txs.push(("carbon", tx, Episode::default()));
     }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
-    let source = LibvirtSource::new(conn, config.group_intervals());
+    let source = LibvirtSource::new(conn, config.group_intervals(), &stats);
     let mut source_tasks = JoinSet::new();
     // The eBPF probes watch the vCPU threads of the domains libvirt lists.
     // Without them (no root, no BTF, object not built) the agent still
@@ -88,17 +103,20 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
                 message = "eBPF probes attached.",
                 kvm = probes.kvm_attached()
             );
-            let ebpf = EbpfSource::new(probes, Arc::clone(&rollup), source.domains());
+            let ebpf = EbpfSource::new(probes, source.domains(), &stats);
             source_tasks.spawn(ebpf.run(source_tx.clone()));
         }
         Err(reason) => {
             warn!(message = "eBPF probes are off; reporting libvirt stats only.", reason = %format!("{reason:#}"))
         }
     }
-    source_tasks.spawn(source.run(source_tx));
+    source_tasks.spawn(source.run(source_tx.clone()));
+    source_tasks.spawn(self_stats::run(stats, source_tx, |batch| {
+        batch.into_iter().map(Sample::Gauge).collect()
+    }));
 
     let fanout = tokio::spawn(async move {
-        while let Some(batch) = source_rx.recv().await {
+        while let Some(batch) = rollup_rx.recv().await {
             let batch = Arc::new(batch);
             for (name, tx, lagging) in sink_txs.iter_mut() {
                 match tx.try_send(Arc::clone(&batch)) {
@@ -126,9 +144,11 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         Some(ended) = sink_tasks.join_next() => Some(ended),
     };
     source_tasks.shutdown().await;
-    // The source's sender is gone now: the fan-out drains and ends, which
-    // closes every sink's queue.
+    // The sources' senders are gone now: the rollup drains and ends, then
+    // the fan-out, which closes every sink's queue.
+    stage.await.context("rollup stage panicked")?;
     fanout.await.context("fan-out task panicked")?;
+    let _ = stop_query.send(());
     let mut ended: Vec<_> = early_sink_end.into_iter().collect();
     while let Some(result) = sink_tasks.join_next().await {
         ended.push(result);

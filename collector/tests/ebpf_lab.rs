@@ -556,7 +556,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 #[test]
 #[ignore = "needs root, the eBPF object and the lab: cargo xtask test"]
 fn watch_set_stays_exact_over_200_guest_restarts() {
-    use hyper_stats::rollup::SharedRollup;
+    use hyper_stats::self_stats::Registry;
     use hyper_stats::sources::ebpf::{EbpfSource, KernelWatch, ProbeOptions, Probes};
     use hyper_stats::sources::libvirt::LibvirtSource;
     use hyper_stats::sources::libvirt::conn::Conn;
@@ -586,8 +586,10 @@ fn watch_set_stays_exact_over_200_guest_restarts() {
         // Only the state group, every 100 ms: the domain list is all the
         // eBPF source needs from libvirt, and it should follow quickly.
         let intervals = BTreeMap::from([(Group::State, Duration::from_millis(100))]);
-        let libvirt = LibvirtSource::new(Conn::spawn(URI, Duration::from_secs(5)), intervals);
-        let ebpf = EbpfSource::new(probes, SharedRollup::default(), libvirt.domains());
+        let stats = Registry::default();
+        let libvirt =
+            LibvirtSource::new(Conn::spawn(URI, Duration::from_secs(5)), intervals, &stats);
+        let ebpf = EbpfSource::new(probes, libvirt.domains(), &stats);
         let ebpf_task = runtime.spawn(ebpf.run(tx.clone()));
         let libvirt_task = runtime.spawn(libvirt.run(tx));
         let drain = runtime.spawn(async move {

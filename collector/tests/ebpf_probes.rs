@@ -299,12 +299,13 @@ fn slots_are_bounded_and_reused() {
     assert_eq!(probes.threads().watched().collect::<Vec<_>>(), vec![me]);
 }
 
-/// The source end to end on the lab's guests: three seconds of batches
-/// carry per-vCPU run-queue percentiles and switch rates.
+/// The source end to end on the lab's guests, through the rollup as in the
+/// pipeline: three seconds of batches carry per-vCPU run-queue percentiles
+/// and switch rates.
 #[test]
 #[ignore = "needs root, the eBPF object and the lab: cargo xtask test"]
 fn lab_source_emits_vcpu_latency_series() {
-    use hyper_stats::rollup::SharedRollup;
+    use hyper_stats::rollup::Rollup;
     use hyper_stats::sources::ebpf::EbpfSource;
     use hyper_stats::sources::libvirt::DomainRef;
 
@@ -334,11 +335,12 @@ fn lab_source_emits_vcpu_latency_series() {
     let batches = runtime.block_on(async {
         let (_domains_tx, domains_rx) = tokio::sync::watch::channel(Arc::from(domains.clone()));
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let source = EbpfSource::new(probes, SharedRollup::default(), domains_rx);
+        let source = EbpfSource::new(probes, domains_rx, &Default::default());
         let task = tokio::spawn(source.run(tx));
+        let mut rollup = Rollup::default();
         let mut batches = Vec::new();
         while batches.len() < 4 {
-            batches.push(rx.recv().await.expect("a batch a second"));
+            batches.push(rollup.ingest(rx.recv().await.expect("a batch a second")));
         }
         drop(rx);
         task.await.unwrap();

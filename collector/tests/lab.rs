@@ -228,3 +228,53 @@ fn lab(args: &[&str]) {
         .expect("cargo xtask lab runs");
     assert!(status.success(), "cargo xtask lab {args:?} failed");
 }
+
+/// The agent's own series reach the JSON output once a second, apart from
+/// every domain: libvirt poll failures (none on a healthy lab), values the
+/// rollup clamped, and what the eBPF programs dropped or clamped.
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn agent_reports_its_own_series_each_second() {
+    let mut agent = Agent::json().start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wanted = [
+        "agent.libvirt.poll_failures",
+        "agent.rollup.clamped_values",
+        "agent.ebpf.dropped_events",
+        "agent.ebpf.clamped_events",
+    ];
+    let seconds = |points: &[Point], metric: &str| -> BTreeSet<i64> {
+        points
+            .iter()
+            .filter(|p| p.metric == metric)
+            .map(|p| p.ts.floor() as i64)
+            .collect()
+    };
+    let points = loop {
+        let points = agent.agent_points();
+        if wanted.iter().all(|m| seconds(&points, m).len() >= 4) {
+            break points;
+        }
+        assert!(
+            Instant::now() < deadline && agent.is_running(),
+            "not every agent series in 4 seconds within 20 s: {:?}",
+            points.iter().map(|p| &p.metric).collect::<BTreeSet<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(points.iter().all(|p| p.domain.is_empty()));
+    assert!(points.iter().all(|p| p.metric.starts_with("agent.")));
+    let failures: f64 = points
+        .iter()
+        .filter(|p| p.metric == "agent.libvirt.poll_failures")
+        .map(|p| p.value)
+        .sum();
+    assert_eq!(failures, 0.0, "libvirt polls failed on a healthy lab");
+    // None of them is a domain's series.
+    assert!(
+        !agent
+            .points()
+            .iter()
+            .any(|p| p.metric.starts_with("agent."))
+    );
+}

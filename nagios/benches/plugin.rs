@@ -2,8 +2,8 @@
 //! process start, connect, the agent's answer, judging and printing. Nagios
 //! runs thousands of checks, so the budget is 20 ms per run.
 //!
-//! The agent side is the real query sink (`hyper_stats::sinks::query`) in
-//! this process, fed 5 minutes of 1 Hz libvirt series and run-queue
+//! The agent side is the real rollup and query sink
+//! (`hyper_stats::harness::QuerySocket`) in this process, fed 5 minutes of 1 Hz libvirt series and run-queue
 //! histograms for 8 domains of 2 vCPUs. Each case runs the release binary
 //! `RUNS` times, one after another, and reports wall-clock percentiles next
 //! to `/bin/true` run the same way (the cost of a process start, which no
@@ -17,10 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hyper_stats::rollup::SharedRollup;
-use hyper_stats::sample::Datapoint;
-use hyper_stats::sinks::query::{self, Settings};
-use tokio::sync::mpsc;
+use hyper_stats::harness::QuerySocket;
+use hyper_stats::sample::{Datapoint, Latency, Sample};
 
 /// Runs per case.
 const RUNS: usize = 200;
@@ -131,14 +129,12 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("hs.sock");
-    let rollup = SharedRollup::default();
-    let (tx, rx) = mpsc::channel(1024);
-    let settings = Settings {
-        socket: socket.clone(),
-        group: Some("0".into()),
-        domain_gone: Duration::from_secs(HISTORY_S.into()),
-    };
-    let sink = runtime.spawn(query::run(settings, rx, rollup.clone()));
+    let sink = QuerySocket::start(
+        runtime.handle(),
+        socket.clone(),
+        Some("0".into()),
+        Duration::from_secs(HISTORY_S.into()),
+    );
 
     // Five minutes of history, one batch per second, ending now.
     let metrics = libvirt_metrics();
@@ -147,41 +143,41 @@ fn main() {
         .collect();
     let end = now();
     let fed = Instant::now();
-    runtime.block_on(async {
-        for s in 0..HISTORY_S {
-            let ts = end - f64::from(HISTORY_S - s);
-            let mut batch = {
-                let mut r = rollup.lock().unwrap();
-                for (g, (uuid, name)) in guests.iter().enumerate() {
-                    for v in 0..VCPUS {
-                        // A spread of waits per vCPU and second.
-                        for k in 1..=20u64 {
-                            let ns = 1_000 * k * k * (g as u64 + 1) + u64::from(s);
-                            r.record(uuid, name, v, "runq_latency", ns, 5);
-                        }
-                    }
-                }
-                r.close_second(ts)
-            };
-            for (g, (uuid, name)) in guests.iter().enumerate() {
-                for (k, m) in metrics.iter().enumerate() {
-                    batch.push(Datapoint {
-                        ts,
-                        uuid: Arc::clone(uuid),
-                        domain: Arc::clone(name),
-                        metric: m.clone(),
-                        value: (g * 7 + k + s as usize % 5) as f64 / 10.0,
-                    });
-                }
+    for s in 0..HISTORY_S {
+        let ts = end - f64::from(HISTORY_S - s);
+        let mut batch = Vec::new();
+        for (g, (uuid, name)) in guests.iter().enumerate() {
+            for v in 0..VCPUS {
+                // A spread of waits per vCPU and second.
+                let values: Vec<(u64, u64)> = (1..=20u64)
+                    .map(|k| (1_000 * k * k * (g as u64 + 1) + u64::from(s), 5))
+                    .collect();
+                let sum_ns = values.iter().map(|(ns, n)| ns * n).sum();
+                batch.push(Sample::Latency(Latency {
+                    ts,
+                    uuid: Arc::clone(uuid),
+                    domain: Arc::clone(name),
+                    vcpu: v,
+                    metric: "runq_latency",
+                    values,
+                    sum_ns,
+                }));
             }
-            tx.send(Arc::new(batch)).await.unwrap();
+            for (k, m) in metrics.iter().enumerate() {
+                batch.push(Sample::Gauge(Datapoint {
+                    ts,
+                    uuid: Arc::clone(uuid),
+                    domain: Arc::clone(name),
+                    metric: m.clone(),
+                    value: (g * 7 + k + s as usize % 5) as f64 / 10.0,
+                }));
+            }
         }
-    });
+        sink.ingest(batch);
+    }
     while !socket.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Let the sink take in the last batches.
-    std::thread::sleep(Duration::from_millis(500));
     eprintln!(
         "fed {GUESTS} guests x {VCPUS} vCPUs, {} libvirt series each, {HISTORY_S} s, in {:?}",
         metrics.len(),
@@ -281,8 +277,7 @@ fn main() {
         );
         over |= r.p95 > BUDGET;
     }
-    drop(tx);
-    runtime.block_on(sink).unwrap().unwrap();
+    runtime.block_on(sink.stop()).unwrap();
     if over {
         eprintln!("a case's p95 is over the {BUDGET:?} budget");
         std::process::exit(1);

@@ -341,6 +341,7 @@ mod tests {
                     })
                     .collect(),
             }],
+            agent: Vec::new(),
         };
         let c = Check {
             metric: "vcpu.*.delay_percent".into(),
@@ -381,6 +382,7 @@ mod tests {
                 domain: "big".into(),
                 series,
             }],
+            agent: Vec::new(),
         };
         let c = Check {
             metric: "vcpu.*.delay_percent".into(),

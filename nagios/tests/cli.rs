@@ -117,6 +117,7 @@ fn gauge(q: &Query) -> Option<Response> {
                 series: series(&[3.25]),
             },
         ],
+        agent: Vec::new(),
     })))
 }
 

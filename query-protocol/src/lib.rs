@@ -173,6 +173,10 @@ pub struct ListAnswer {
     pub histograms: Vec<String>,
     /// Every domain with recent data, sorted by name.
     pub domains: Vec<DomainSeries>,
+    /// The agent's own series (`agent.*`), sorted; they belong to no
+    /// domain and are asked for with `gauge` like domain series.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent: Vec<String>,
 }
 
 /// One domain in a `list` answer.
@@ -258,6 +262,9 @@ pub struct GaugeAnswer {
     pub domains_total: usize,
     /// Every domain with at least one matching series, sorted by name.
     pub domains: Vec<GaugeDomain>,
+    /// The agent's own series (`agent.*`) matching the pattern.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent: Vec<GaugeSeries>,
 }
 
 /// One domain's series in a `gauge` answer.

@@ -64,6 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::self_stats::Registry;
 use crate::sinks::carbon::{CarbonPoint, CarbonSink, Settings, Submission};
 
 pub use args::Args;
@@ -91,11 +92,16 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
     carbon.spool_dir = None;
     let settings = Settings::from_config(&carbon, "graphios")?.expect("address is set");
     let naming = Naming::from(args);
-    let sink = CarbonSink::new(settings)?;
+    // The sink's own series (`agent.graphios.*`), reported each second
+    // into its batch input as the agent's pipeline would.
+    let stats = Arc::new(Registry::default());
+    let sink = CarbonSink::new(settings, &stats)?;
     let files_path = sink.agent_path("graphios.files");
     let malformed_path = sink.agent_path("graphios.malformed");
     let (tx, rx) = mpsc::channel::<Submission>(MAX_INFLIGHT_FILES + 2);
-    let sink_task = tokio::spawn(sink.run(None, Some(rx)));
+    let (stats_tx, stats_rx) = mpsc::channel(4);
+    let sink_task = tokio::spawn(sink.run(Some(stats_rx), Some(rx)));
+    let reporter = tokio::spawn(crate::self_stats::run(stats, stats_tx, Arc::new));
     info!(message = "Forwarding Nagios perfdata to Carbon.", spool = %args.spool.display());
 
     let result = async {
@@ -157,6 +163,8 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
         }
     }
     .await;
+    reporter.abort();
+    let _ = reporter.await;
     drop(tx);
     sink_task.await.context("the Carbon sink panicked")??;
     result

@@ -1,41 +1,77 @@
-//! Rolls per-event latency samples into per-second HDR histograms per
-//! domain and vCPU, emits their summaries as datapoints, and keeps sliding
-//! windows for percentile queries.
+//! The rollup stage: between the sources and the sinks, it turns latency
+//! samples into per-second HDR histogram summaries, keeps every series'
+//! windows (histogram and gauge) for the query socket, and retires the
+//! series of domains that are gone.
 //!
 //! # What it receives and emits
-//! The eBPF source records `(domain, vCPU, metric, value, count)` as it
-//! decodes the kernel's buckets, with the exact sum the kernel kept
-//! ([`Rollup::record_decoded`]). Once a second, [`Rollup::close_second`]
-//! turns every series' histogram of that second into datapoints
-//! `vcpu.N.<metric>_us.{count,sum,mean,p50,p90,p99,p999,max}` and, from the
-//! merged histogram of all of a domain's vCPUs (merged, never averaged
-//! percentiles), `<metric>_us.{...}`; then the second joins the series'
-//! [`window::Windows`].
+//! It receives the sources' [`Samples`], one batch per poll, and emits one
+//! [`Batch`] of datapoints per batch:
+//! - [`Sample::Gauge`]s pass through unchanged and join their series'
+//!   [`gauge::GaugeWindow`];
+//! - [`Sample::Latency`]s (one vCPU's `(value_ns, count)` pairs and exact
+//!   sum for one second) go into that vCPU's histogram; a batch holding
+//!   latencies closes the second: every series' histogram of that second
+//!   becomes `vcpu.N.<metric>_us.{count,sum,mean,p50,p90,p99,p999,max}`
+//!   and, from the merged histogram of all of a domain's vCPUs (merged,
+//!   never averaged percentiles), `<metric>_us.{...}`; then the second
+//!   joins the series' [`window::Windows`];
+//! - [`Sample::Retired`] ends a domain's series at once.
 //!
 //! `sum` and `mean` are exact (the sum of the recorded durations, not of
 //! bucket midpoints), so summing `sum` over seconds gives a thread's total
 //! wait to the nanosecond; the percentiles and `max` carry the histograms'
 //! 1% error.
 //!
+//! # What it publishes
+//! The stage owns the [`Rollup`] behind a [`SharedRollup`]: it alone
+//! writes, once per batch; the query sink reads it to answer (gauge
+//! windows, histogram windows, listings). Nothing else keeps a window.
+//!
 //! # Lifetime
-//! A domain's series live until [`Rollup::retire`] is called for it (the
-//! domain stopped); a vCPU that goes quiet keeps reporting `count` 0.
+//! This is the one place a domain's series end: when the libvirt source
+//! says the domain is gone, or when the domain had no sample for
+//! `domain_gone` of stream time (the libvirt source cannot say: libvirtd
+//! is down, or polls fail), so answers list running domains only. A vCPU
+//! that goes quiet keeps reporting `count` 0 until then.
 
-pub mod histogram;
-pub mod window;
+pub(crate) mod gauge;
+pub(crate) mod histogram;
+pub(crate) mod window;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::sample::{Batch, Datapoint};
+use tokio::sync::mpsc;
+
+use crate::sample::{Batch, Datapoint, Latency, Sample, Samples};
+use crate::self_stats::{Counter, Registry};
+use gauge::GaugeWindow;
 use histogram::LatencyHistogram;
 use window::Windows;
 
-use hyper_stats_query::metric::PERCENTILES;
+use hyper_stats_query::metric::{self, PERCENTILES};
 
-/// One series: the histogram of the current second, its exact sum, and
-/// the windows.
+/// The shortest time a domain may be silent before its series end: 15
+/// polls at the default 1 s.
+pub(crate) const MIN_DOMAIN_GONE: Duration = Duration::from_secs(15);
+
+/// How many of its longest poll interval a domain may miss before its
+/// series end (so a host polled every 60 s keeps its domains).
+pub(crate) const DOMAIN_GONE_INTERVALS: u32 = 3;
+
+/// How long a domain may be silent before its series end, for sources
+/// polling at `intervals`.
+pub(crate) fn domain_gone(intervals: impl IntoIterator<Item = Duration>) -> Duration {
+    let longest = intervals
+        .into_iter()
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    MIN_DOMAIN_GONE.max(longest * DOMAIN_GONE_INTERVALS)
+}
+
+/// One latency series: the histogram of the current second, its exact
+/// sum, and the windows.
 struct Series {
     current: LatencyHistogram,
     /// The exact sum of the current second's values, in ns: the histogram
@@ -54,124 +90,247 @@ impl Default for Series {
     }
 }
 
-/// One domain's series: per `(metric, vCPU)`, plus the domain-wide merge.
-struct DomainSeries {
+/// One domain's series.
+pub(crate) struct DomainSeries {
     name: Arc<str>,
     uuid: Arc<str>,
-    /// Per `(metric, Some(vcpu))` and the domain aggregate `(metric, None)`.
-    series: BTreeMap<(&'static str, Option<u32>), Series>,
+    /// Time of the domain's newest sample.
+    newest_ts: f64,
+    /// Latency series per `(metric, Some(vcpu))` and the domain aggregate
+    /// `(metric, None)`.
+    latency: BTreeMap<(&'static str, Option<u32>), Series>,
+    /// When each latency metric last closed a second, e.g.
+    /// `runq_latency` (the age of the histogram data).
+    latency_ts: BTreeMap<&'static str, f64>,
+    /// Gauge series by full metric name.
+    gauges: BTreeMap<String, GaugeWindow>,
 }
 
-/// The rollup shared between the eBPF source (which fills it) and the
-/// query socket (which reads its windows).
-pub type SharedRollup = Arc<std::sync::Mutex<Rollup>>;
+impl DomainSeries {
+    /// The domain's UUID.
+    pub(crate) fn uuid(&self) -> &Arc<str> {
+        &self.uuid
+    }
 
-/// One series as [`Rollup::series`] lists it: `(uuid, domain name,
-/// metric, vCPU)`.
-pub type SeriesId = (Arc<str>, Arc<str>, &'static str, Option<u32>);
+    /// The domain's name, as last seen.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
 
-/// All latency series of the host.
-#[derive(Default)]
+    /// Time of the domain's newest sample.
+    pub(crate) fn newest_ts(&self) -> f64 {
+        self.newest_ts
+    }
+
+    /// The gauge series, by name.
+    pub(crate) fn gauges(&self) -> &BTreeMap<String, GaugeWindow> {
+        &self.gauges
+    }
+
+    /// The vCPUs with a `metric` latency series, ascending.
+    pub(crate) fn vcpus(&self, metric: &str) -> Vec<u32> {
+        self.latency
+            .keys()
+            .filter(|(m, _)| *m == metric)
+            .filter_map(|(_, v)| *v)
+            .collect()
+    }
+
+    /// When `metric` last closed a second.
+    pub(crate) fn latency_ts(&self, metric: &str) -> Option<f64> {
+        self.latency_ts.get(metric).copied()
+    }
+
+    /// The merged histogram of `metric` over the last `window` for one
+    /// vCPU (`Some`) or the whole domain (`None`).
+    pub(crate) fn window(
+        &self,
+        metric: &str,
+        vcpu: Option<u32>,
+        window: Duration,
+    ) -> Option<LatencyHistogram> {
+        let (_, s) = self
+            .latency
+            .iter()
+            .find(|((m, v), _)| *m == metric && *v == vcpu)?;
+        s.windows.merged(window)
+    }
+}
+
+/// The rollup, written by its stage and read by the query sink.
+pub(crate) type SharedRollup = Arc<RwLock<Rollup>>;
+
+/// Every series of the host.
 pub struct Rollup {
     domains: HashMap<Arc<str>, DomainSeries>,
-    /// Values outside the histogram's range, clamped (for self-stats).
-    pub clamped: u64,
+    /// The agent's own series (`agent.*`), which belong to no domain.
+    agent: BTreeMap<String, GaugeWindow>,
+    /// Time of the newest sample of any domain.
+    newest_ts: Option<f64>,
+    /// How long a domain may go without a sample before its series end.
+    domain_gone: Duration,
+    /// Values outside the histogram's range, clamped
+    /// (`agent.rollup.clamped_values`).
+    clamped: Counter,
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        Rollup::new(MIN_DOMAIN_GONE, &Registry::default())
+    }
 }
 
 impl Rollup {
-    /// Records `count` samples of `value_ns` for one vCPU of one domain.
-    /// `metric` is the base name, e.g. `runq_latency` or `oncpu`.
-    pub fn record(
-        &mut self,
-        uuid: &Arc<str>,
-        name: &Arc<str>,
-        vcpu: u32,
-        metric: &'static str,
-        value_ns: u64,
-        count: u64,
-    ) {
-        let s = self.series_mut(uuid, name, vcpu, metric);
-        s.current_sum_ns = s
-            .current_sum_ns
-            .saturating_add(value_ns.saturating_mul(count));
-        if histogram::record(&mut s.current, value_ns, count) {
-            self.clamped += count;
+    /// An empty rollup whose domains end after `domain_gone` of silence,
+    /// counting clamped values in `stats`.
+    pub fn new(domain_gone: Duration, stats: &Registry) -> Rollup {
+        Rollup {
+            domains: HashMap::new(),
+            agent: BTreeMap::new(),
+            newest_ts: None,
+            domain_gone,
+            clamped: stats.counter("rollup.clamped_values"),
         }
     }
 
-    /// Records samples decoded from buckets, `(value_ns, count)` each,
-    /// whose exact sum `sum_ns` is known (the kernel keeps it): the
-    /// histogram gets the samples, the series' sum gets `sum_ns`.
-    pub fn record_decoded(
-        &mut self,
-        uuid: &Arc<str>,
-        name: &Arc<str>,
-        vcpu: u32,
-        metric: &'static str,
-        samples: impl IntoIterator<Item = (u64, u64)>,
-        sum_ns: u64,
-    ) {
-        let s = self.series_mut(uuid, name, vcpu, metric);
-        s.current_sum_ns = s.current_sum_ns.saturating_add(sum_ns);
-        let mut clamped = 0;
-        for (value_ns, count) in samples {
-            if histogram::record(&mut s.current, value_ns, count) {
-                clamped += count;
+    /// Takes in one batch of samples and returns the datapoints for the
+    /// sinks: the gauges as they came, then the closed second's summaries.
+    pub fn ingest(&mut self, samples: Samples) -> Batch {
+        let mut out = Batch::with_capacity(samples.len());
+        let mut second: Option<f64> = None;
+        for sample in samples {
+            match sample {
+                Sample::Gauge(p) => {
+                    let gauges = match p.is_agent() {
+                        true => &mut self.agent,
+                        false => &mut self.domain_mut(&p.uuid, &p.domain, p.ts).gauges,
+                    };
+                    match gauges.get_mut(&p.metric) {
+                        Some(w) => w.push(p.ts, p.value),
+                        None => {
+                            let mut w = GaugeWindow::default();
+                            w.push(p.ts, p.value);
+                            gauges.insert(p.metric.clone(), w);
+                        }
+                    }
+                    out.push(p);
+                }
+                Sample::Latency(l) => {
+                    second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
+                    self.record_latency(&l);
+                }
+                Sample::Retired(uuid) => self.retire(&uuid),
             }
         }
-        self.clamped += clamped;
+        if let Some(ts) = second {
+            out.extend(self.close_second(ts));
+        }
+        self.expire();
+        out
     }
 
-    /// The series of one vCPU, created on first use.
-    fn series_mut(
-        &mut self,
-        uuid: &Arc<str>,
-        name: &Arc<str>,
-        vcpu: u32,
-        metric: &'static str,
-    ) -> &mut Series {
+    /// The domains, in no particular order.
+    pub(crate) fn domains(&self) -> impl Iterator<Item = &DomainSeries> {
+        self.domains.values()
+    }
+
+    /// One domain by UUID.
+    #[cfg(test)]
+    pub(crate) fn domain(&self, uuid: &str) -> Option<&DomainSeries> {
+        self.domains.get(uuid)
+    }
+
+    /// Time of the newest sample of any domain.
+    pub(crate) fn newest_ts(&self) -> Option<f64> {
+        self.newest_ts
+    }
+
+    /// The latency metrics with a series, sorted, e.g. `runq_latency`.
+    pub(crate) fn latency_metrics(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = self
+            .domains
+            .values()
+            .flat_map(|d| d.latency.keys().map(|(m, _)| *m))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The agent's own series, by name.
+    pub(crate) fn agent(&self) -> &BTreeMap<String, GaugeWindow> {
+        &self.agent
+    }
+
+    /// The domain `uuid`, created on first use, renamed if `name` changed;
+    /// its newest time moves to `ts`.
+    fn domain_mut(&mut self, uuid: &Arc<str>, name: &Arc<str>, ts: f64) -> &mut DomainSeries {
+        self.newest_ts = Some(self.newest_ts.map_or(ts, |t| t.max(ts)));
         let domain = self
             .domains
             .entry(Arc::clone(uuid))
             .or_insert_with(|| DomainSeries {
                 name: Arc::clone(name),
                 uuid: Arc::clone(uuid),
-                series: BTreeMap::new(),
+                newest_ts: ts,
+                latency: BTreeMap::new(),
+                latency_ts: BTreeMap::new(),
+                gauges: BTreeMap::new(),
             });
         if domain.name != *name {
             domain.name = Arc::clone(name);
         }
-        domain.series.entry((metric, Some(vcpu))).or_default()
+        domain.newest_ts = domain.newest_ts.max(ts);
+        domain
     }
 
-    /// Declares a vCPU series so that it reports `count` 0 even in seconds
-    /// without events.
-    pub fn declare(&mut self, uuid: &Arc<str>, name: &Arc<str>, vcpu: u32, metric: &'static str) {
-        self.record(uuid, name, vcpu, metric, 1, 0);
+    /// Records one vCPU's interval: its values into the histogram, its
+    /// exact sum into the series' sum. An empty interval still creates the
+    /// series, so it reports `count` 0.
+    fn record_latency(&mut self, l: &Latency) {
+        let s = self
+            .domain_mut(&l.uuid, &l.domain, l.ts)
+            .latency
+            .entry((l.metric, Some(l.vcpu)))
+            .or_default();
+        s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
+        let mut clamped = 0;
+        for &(value_ns, count) in &l.values {
+            if histogram::record(&mut s.current, value_ns, count) {
+                clamped += count;
+            }
+        }
+        self.clamped.add(clamped);
     }
 
-    /// Forgets a domain and all its series.
-    pub fn retire(&mut self, uuid: &str) {
+    /// Ends a domain's series.
+    fn retire(&mut self, uuid: &str) {
         self.domains.remove(uuid);
+    }
+
+    /// Ends the series of domains silent for `domain_gone` of stream time.
+    fn expire(&mut self) {
+        if let Some(newest) = self.newest_ts {
+            let cutoff = newest - self.domain_gone.as_secs_f64();
+            self.domains.retain(|_, d| d.newest_ts >= cutoff);
+        }
     }
 
     /// Closes the second ending at `ts`: emits its datapoints, moves every
     /// histogram into its windows, and starts the next second empty.
-    pub fn close_second(&mut self, ts: f64) -> Batch {
+    fn close_second(&mut self, ts: f64) -> Batch {
         let mut batch = Batch::new();
         for domain in self.domains.values_mut() {
             // Domain aggregates are rebuilt from this second's vCPUs.
             let mut merged: BTreeMap<&'static str, (LatencyHistogram, u64)> = BTreeMap::new();
-            for ((metric, vcpu), s) in domain.series.iter().filter(|((_, v), _)| v.is_some()) {
-                let (h, sum) = merged
-                    .entry(metric)
-                    .or_insert_with(|| (histogram::new(), 0));
+            for ((name, vcpu), s) in domain.latency.iter().filter(|((_, v), _)| v.is_some()) {
+                let (h, sum) = merged.entry(name).or_insert_with(|| (histogram::new(), 0));
                 histogram::merge(h, &s.current);
                 *sum = sum.saturating_add(s.current_sum_ns);
                 let prefix = format!(
                     "vcpu.{}.{}",
                     vcpu.expect("filtered"),
-                    hyper_stats_query::metric::histogram_name(metric)
+                    metric::histogram_name(name)
                 );
                 summarize(
                     &mut batch,
@@ -182,48 +341,25 @@ impl Rollup {
                     s.current_sum_ns,
                 );
             }
-            for (metric, (h, sum)) in merged {
-                let name = hyper_stats_query::metric::histogram_name(metric);
-                summarize(&mut batch, domain, ts, &name, &h, sum);
-                let agg = domain.series.entry((metric, None)).or_default();
-                agg.current = h;
+            for (name, (h, sum)) in merged {
+                summarize(
+                    &mut batch,
+                    domain,
+                    ts,
+                    &metric::histogram_name(name),
+                    &h,
+                    sum,
+                );
+                domain.latency.entry((name, None)).or_default().current = h;
+                domain.latency_ts.insert(name, ts);
             }
-            for s in domain.series.values_mut() {
+            for s in domain.latency.values_mut() {
                 s.windows.push_second(&s.current);
                 s.current.reset();
                 s.current_sum_ns = 0;
             }
         }
         batch
-    }
-
-    /// Every series: `(uuid, domain name, metric, vCPU)`, the domain-wide
-    /// merge as vCPU `None` (read-only, for the query socket's listings).
-    pub fn series(&self) -> Vec<SeriesId> {
-        let mut out = Vec::new();
-        for d in self.domains.values() {
-            for (metric, vcpu) in d.series.keys() {
-                out.push((Arc::clone(&d.uuid), Arc::clone(&d.name), *metric, *vcpu));
-            }
-        }
-        out
-    }
-
-    /// The merged histogram of `metric` over the last `window` for one vCPU
-    /// (`Some`) or the whole domain (`None`).
-    pub fn window(
-        &self,
-        uuid: &str,
-        metric: &str,
-        vcpu: Option<u32>,
-        window: Duration,
-    ) -> Option<LatencyHistogram> {
-        let domain = self.domains.get(uuid)?;
-        let (_, s) = domain
-            .series
-            .iter()
-            .find(|((m, v), _)| *m == metric && *v == vcpu)?;
-        s.windows.merged(window)
     }
 }
 
@@ -259,9 +395,68 @@ fn summarize(
     put("max", us(h.max()));
 }
 
+/// The stage: takes the sources' batches until they all stop, updates
+/// `rollup` with each, and sends the datapoints on to `out`. Ends when the
+/// input closes or `out` does.
+pub(crate) async fn run(
+    rollup: SharedRollup,
+    mut input: mpsc::Receiver<Samples>,
+    out: mpsc::Sender<Batch>,
+) {
+    while let Some(samples) = input.recv().await {
+        let batch = rollup
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .ingest(samples);
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records `count` values of `value_ns` for one vCPU, as one interval
+    /// whose exact sum is theirs.
+    pub(crate) fn record(
+        r: &mut Rollup,
+        (uuid, name): (&str, &str),
+        vcpu: u32,
+        metric: &'static str,
+        value_ns: u64,
+        count: u64,
+    ) {
+        r.record_latency(&latency(
+            uuid,
+            name,
+            vcpu,
+            metric,
+            &[(value_ns, count)],
+            value_ns * count,
+        ));
+    }
+
+    /// One interval of one vCPU at time 0.
+    pub(crate) fn latency(
+        uuid: &str,
+        name: &str,
+        vcpu: u32,
+        metric: &'static str,
+        values: &[(u64, u64)],
+        sum_ns: u64,
+    ) -> Latency {
+        Latency {
+            ts: 0.0,
+            uuid: uuid.into(),
+            domain: name.into(),
+            vcpu,
+            metric,
+            values: values.to_vec(),
+            sum_ns,
+        }
+    }
 
     fn get(batch: &Batch, metric: &str) -> f64 {
         batch
@@ -274,10 +469,10 @@ mod tests {
     #[test]
     fn per_vcpu_and_merged_domain_summaries() {
         let mut r = Rollup::default();
-        let (u, n): (Arc<str>, Arc<str>) = ("u1".into(), "web".into());
+        let d = ("u1", "web");
         // vCPU 0: 99 fast waits; vCPU 1: 1 slow wait.
-        r.record(&u, &n, 0, "runq_latency", 10_000, 99);
-        r.record(&u, &n, 1, "runq_latency", 5_000_000, 1);
+        record(&mut r, d, 0, "runq_latency", 10_000, 99);
+        record(&mut r, d, 1, "runq_latency", 5_000_000, 1);
         let b = r.close_second(100.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 99.0);
         assert!((get(&b, "vcpu.0.runq_latency_us.p99") - 10.0).abs() <= 0.1);
@@ -300,11 +495,15 @@ mod tests {
         assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
 
         let w = r
-            .window("u1", "runq_latency", None, Duration::from_secs(60))
+            .domain("u1")
+            .unwrap()
+            .window("runq_latency", None, Duration::from_secs(60))
             .unwrap();
         assert_eq!(w.len(), 100);
         let w0 = r
-            .window("u1", "runq_latency", Some(0), Duration::from_secs(60))
+            .domain("u1")
+            .unwrap()
+            .window("runq_latency", Some(0), Duration::from_secs(60))
             .unwrap();
         assert_eq!(w0.len(), 99);
 
@@ -317,14 +516,76 @@ mod tests {
     #[test]
     fn decoded_samples_keep_the_exact_sum() {
         let mut r = Rollup::default();
-        let (u, n): (Arc<str>, Arc<str>) = ("u1".into(), "web".into());
-        r.record_decoded(&u, &n, 0, "runq_latency", [(1_003, 2), (2_007, 1)], 4_001);
-        r.record_decoded(&u, &n, 1, "runq_latency", [(500, 1)], 499);
+        r.record_latency(&latency(
+            "u1",
+            "web",
+            0,
+            "runq_latency",
+            &[(1_003, 2), (2_007, 1)],
+            4_001,
+        ));
+        r.record_latency(&latency("u1", "web", 1, "runq_latency", &[(500, 1)], 499));
         let b = r.close_second(100.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 3.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 4.001);
         assert!((get(&b, "vcpu.0.runq_latency_us.mean") - 4.001 / 3.0).abs() < 1e-12);
         assert_eq!(get(&b, "runq_latency_us.sum"), 4.5);
         assert_eq!(get(&b, "runq_latency_us.count"), 4.0);
+    }
+
+    /// The stage's one step: gauges pass through first, latencies close
+    /// the second, a retired domain ends at once, a silent one later.
+    #[test]
+    fn ingest_passes_gauges_closes_seconds_and_retires() {
+        let mut r = Rollup::new(Duration::from_secs(15), &Registry::default());
+        let gauge = |ts: f64, uuid: &str| {
+            Sample::Gauge(Datapoint {
+                ts,
+                uuid: uuid.into(),
+                domain: "web".into(),
+                metric: "cpu.time_percent".into(),
+                value: 5.0,
+            })
+        };
+        let at = |ts: f64, vcpu: u32| {
+            let mut l = latency("u1", "web", vcpu, "runq_latency", &[(10_000, 2)], 20_000);
+            l.ts = ts;
+            Sample::Latency(l)
+        };
+        let out = r.ingest(vec![at(100.0, 0), gauge(100.0, "u1"), gauge(100.0, "u2")]);
+        assert_eq!(out[0].metric, "cpu.time_percent");
+        assert_eq!(&*out[1].uuid, "u2");
+        assert_eq!(get(&out, "vcpu.0.runq_latency_us.count"), 2.0);
+        assert!(out.iter().skip(2).all(|p| p.ts == 100.0));
+        // A batch without latencies closes no second.
+        let out = r.ingest(vec![gauge(101.0, "u1")]);
+        assert_eq!(out.len(), 1);
+        // u1 is retired: nothing of it is emitted or kept.
+        let out = r.ingest(vec![Sample::Retired("u1".into()), at(102.0, 1)]);
+        assert_eq!(get(&out, "vcpu.1.runq_latency_us.count"), 2.0);
+        assert!(
+            !out.iter().any(|p| p.metric.starts_with("vcpu.0.")),
+            "{out:?}"
+        );
+        assert!(r.domain("u1").unwrap().gauges().is_empty());
+        // u2 was last seen at 100: 15 s of u1 later it is gone.
+        r.ingest(vec![gauge(115.0, "u1")]);
+        assert!(r.domain("u2").is_some());
+        r.ingest(vec![gauge(115.5, "u1")]);
+        assert!(r.domain("u2").is_none());
+    }
+
+    #[test]
+    fn domain_gone_follows_the_slowest_group() {
+        let c = crate::config::Config::parse("[libvirt.intervals]\nblock = \"60s\"\n").unwrap();
+        assert_eq!(
+            domain_gone(c.group_intervals().into_values()),
+            Duration::from_secs(180)
+        );
+        let c = crate::config::Config::default();
+        assert_eq!(
+            domain_gone(c.group_intervals().into_values()),
+            MIN_DOMAIN_GONE
+        );
     }
 }

@@ -75,9 +75,6 @@ impl Default for Windows {
 }
 
 impl Windows {
-    /// The longest window that can be asked for.
-    pub const MAX: Duration = Duration::from_secs(15 * 60);
-
     /// Adds the histogram of the second that just ended.
     pub fn push_second(&mut self, second: &LatencyHistogram) {
         for tier in &mut self.tiers {
@@ -87,7 +84,7 @@ impl Windows {
 
     /// The merged histogram of the last `window` (rounded up to whole
     /// buckets of the tier that answers), or `None` if `window` is longer
-    /// than [`Windows::MAX`]. Covers less time while the series is young.
+    /// than the coarsest tier covers (15 min). Covers less time while the series is young.
     pub fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
         let tier = self.tiers.iter().find(|t| window <= t.span())?;
         // The bucket being filled counts too, so a young series (or one

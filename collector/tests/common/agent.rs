@@ -1,7 +1,8 @@
 //! The agent runner: the real `hyper-stats run --output json` started as
 //! a child process, its stdout JSON lines parsed into [`Point`]s (each
-//! kept with the instant it arrived), optionally its stderr kept as its
-//! log, and the process stopped when the runner is dropped.
+//! kept with the instant it arrived; the agent's own `agent.*` series,
+//! which belong to no domain, kept apart), optionally its stderr kept as
+//! its log, and the process stopped when the runner is dropped.
 //!
 //! One [`AgentBuilder`] covers what the test files need: a config file
 //! (given, or written from text into a temporary directory), extra
@@ -32,9 +33,11 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 pub struct Point {
     /// Unix time of the sample, in seconds.
     pub ts: f64,
-    /// The domain's UUID.
+    /// The domain's UUID; empty for the agent's own series.
+    #[serde(default)]
     pub uuid: String,
-    /// The domain's name.
+    /// The domain's name; empty for the agent's own series.
+    #[serde(default)]
     pub domain: String,
     /// The dotted metric name.
     pub metric: String,
@@ -44,7 +47,7 @@ pub struct Point {
 
 /// What an agent printed by the time it exited.
 pub struct Finished {
-    /// Every JSON line of its stdout, in order.
+    /// Every JSON line of its stdout of a domain's series, in order.
     pub points: Vec<Point>,
     /// Every line of its stderr, in order (empty unless
     /// [`AgentBuilder::keep_log`]).
@@ -138,15 +141,22 @@ impl AgentBuilder {
         let mut child = cmd.spawn().expect("failed to start hyper-stats");
 
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let agent_lines = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
             let sink = Arc::clone(&lines);
+            let agent_sink = Arc::clone(&agent_lines);
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     let p: Point = serde_json::from_str(&line)
                         .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+                    let sink = if p.uuid.is_empty() {
+                        &agent_sink
+                    } else {
+                        &sink
+                    };
                     sink.lock().unwrap().push((Instant::now(), p));
                 }
             }));
@@ -166,6 +176,7 @@ impl AgentBuilder {
         Agent {
             child,
             lines,
+            agent_lines,
             log,
             readers,
             _config_dir: config_dir,
@@ -179,8 +190,11 @@ impl AgentBuilder {
 pub struct Agent {
     /// The agent process.
     child: Child,
-    /// Its stdout lines so far, each with the instant it was read.
+    /// Its stdout lines of domain series so far, each with the instant it
+    /// was read.
     lines: Arc<Mutex<Vec<(Instant, Point)>>>,
+    /// Its stdout lines of its own series so far.
+    agent_lines: Arc<Mutex<Vec<(Instant, Point)>>>,
     /// Its stderr lines so far (with [`AgentBuilder::keep_log`]).
     log: Arc<Mutex<Vec<String>>>,
     /// The threads reading stdout and stderr; they end at EOF.
@@ -203,6 +217,16 @@ impl Agent {
     /// The points printed so far.
     pub fn points(&self) -> Vec<Point> {
         self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// The points of the agent's own series (`agent.*`) printed so far.
+    pub fn agent_points(&self) -> Vec<Point> {
+        self.agent_lines
             .lock()
             .unwrap()
             .iter()

@@ -29,11 +29,14 @@
 //! pipeline hands this sink its batches through a queue it never blocks on.
 //!
 //! # What it emits about itself
-//! Each second, under `<prefix>.<host>.agent.carbon.`: `sent_points`,
-//! `dropped_points` and `reconnects` (counts during that second),
-//! `queued_points`, `inflight_points`, `spooled_points` and `connected`
-//! (gauges). Other parts of the agent can add their own points with a
-//! [`Submission`] and [`CarbonSink::agent_path`].
+//! It registers the agent series `agent.carbon.sent_points`,
+//! `dropped_points` and `reconnects` (counts), `queued_points`,
+//! `inflight_points`, `spooled_points` and `connected` (gauges, set each
+//! second) with [`crate::self_stats`], which reports them through the
+//! pipeline like every agent series: to Carbon under
+//! `<prefix>.<host>.agent.carbon.`, and to JSON. The Graphios forwarder
+//! adds its own points with a [`Submission`] and
+//! [`CarbonSink::agent_path`].
 
 pub mod config;
 pub mod conn;
@@ -55,12 +58,13 @@ pub use self::config::{CarbonConfig, Protocol};
 pub use self::encoder::CarbonPoint;
 pub use self::sink::{CarbonSink, Settings, Submission};
 use crate::sample::Batch;
+use crate::self_stats::Registry;
 
-/// The Carbon sink the `[carbon]` section asks for, its spool opened;
-/// `None` if no address is configured.
-pub fn build(config: &CarbonConfig) -> Result<Option<CarbonSink>> {
+/// The Carbon sink the `[carbon]` section asks for, its spool opened and
+/// its series registered in `stats`; `None` if no address is configured.
+pub(crate) fn build(config: &CarbonConfig, stats: &Registry) -> Result<Option<CarbonSink>> {
     match Settings::from_config(config, "carbon")? {
-        Some(settings) => Ok(Some(CarbonSink::new(settings)?)),
+        Some(settings) => Ok(Some(CarbonSink::new(settings, stats)?)),
         None => Ok(None),
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use hyper_stats_query::metric::sanitize_component;
 
 use crate::sample::Datapoint;
+use crate::self_stats::AGENT_PREFIX;
 
 /// How long a series' path stays cached after its last datapoint: longer
 /// than any poll interval, short enough that retired domains are forgotten.
@@ -176,9 +177,7 @@ impl PathBuilder {
 
     /// The path of an agent metric: `<prefix>.<host>.agent.<metric>`.
     pub fn agent_path(&self, metric: &str) -> Arc<str> {
-        let mut out = format!("{}.{}.{AGENT_COMPONENT}.", self.prefix, self.host);
-        push_dotted(&mut out, metric);
-        out.into()
+        agent_path(&self.prefix, &self.host, metric).into()
     }
 
     /// The path of `point`'s series, built on first use.
@@ -199,15 +198,18 @@ impl PathBuilder {
         if let Some(p) = entry.by_metric.get(point.metric.as_str()) {
             return Arc::clone(p);
         }
-        let path: Arc<str> = build(
-            &self.template,
-            &self.prefix,
-            &self.host,
-            &point.domain,
-            &point.uuid,
-            &point.metric,
-        )
-        .into();
+        let path: Arc<str> = match point.metric.strip_prefix(AGENT_PREFIX) {
+            Some(metric) if point.is_agent() => agent_path(&self.prefix, &self.host, metric).into(),
+            _ => build(
+                &self.template,
+                &self.prefix,
+                &self.host,
+                &point.domain,
+                &point.uuid,
+                &point.metric,
+            )
+            .into(),
+        };
         entry
             .by_metric
             .insert(point.metric.clone(), Arc::clone(&path));
@@ -229,6 +231,13 @@ impl PathBuilder {
     pub fn cached_domains(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// `<prefix>.<host>.agent.<metric>`.
+fn agent_path(prefix: &str, host: &str, metric: &str) -> String {
+    let mut out = format!("{prefix}.{host}.{AGENT_COMPONENT}.");
+    push_dotted(&mut out, metric);
+    out
 }
 
 /// Expands the template for one series.
@@ -374,6 +383,17 @@ mod tests {
         assert!(Arc::ptr_eq(&a1, &a2));
         let renamed = b.path(&point("u", "new", "cpu.time_percent"), now);
         assert_eq!(&*renamed, "hyperstats.node1.new.cpu.time_percent");
+    }
+
+    /// The agent's own series keep their place whatever the template.
+    #[test]
+    fn agent_series_go_under_agent() {
+        let mut b = builder("<prefix>.<host>.vms.<uuid>.<metric>");
+        let p = Datapoint::agent(1.0, "agent.carbon.sent_points".into(), 3.0);
+        assert_eq!(
+            &*b.path(&p, Instant::now()),
+            "hyperstats.node1.agent.carbon.sent_points"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ use super::spool::Spool;
 use crate::backoff::Backoff;
 use crate::episode::Episode;
 use crate::sample::Batch;
+use crate::self_stats::{Counter, Gauge, Registry};
 
 /// Points encoded and written per turn of the loop: about 700 kB of
 /// plaintext, a few ms of work, after which batches are looked at again.
@@ -93,8 +94,6 @@ pub struct Settings {
     pub spool: Option<(PathBuf, u64)>,
     /// How long written points stay replayable.
     pub replay_window: Duration,
-    /// Whether to emit the sink's own metrics each second.
-    pub self_metrics: bool,
 }
 
 impl Settings {
@@ -122,20 +121,27 @@ impl Settings {
                 .clone()
                 .map(|d| (d, config.spool_max_size.0)),
             replay_window: REPLAY_WINDOW,
-            self_metrics: true,
         }))
     }
 }
 
-/// Counters behind the self-metrics and the drop log.
-#[derive(Debug, Default)]
+/// The sink's own series (`agent.<name>.*`) and the state of its logs.
+#[derive(Debug)]
 struct Stats {
-    /// Points written since the last tick.
-    sent: u64,
-    /// Points dropped since the last tick.
-    dropped: u64,
-    /// Connections made after a lost one, since the last tick.
-    reconnects: u64,
+    /// Points written.
+    sent: Counter,
+    /// Points dropped.
+    dropped: Counter,
+    /// Connections made after a lost one.
+    reconnects: Counter,
+    /// Points waiting in memory.
+    queued: Gauge,
+    /// Points written and kept for replay.
+    inflight: Gauge,
+    /// Points in the spool.
+    spooled: Gauge,
+    /// 1 while connected.
+    connected: Gauge,
     /// Points dropped and not yet logged.
     dropped_unlogged: u64,
     /// When drops were last logged.
@@ -147,6 +153,27 @@ struct Stats {
     outage: Episode,
     /// Spool writes failing (logged when it starts).
     spool_error: Episode,
+}
+
+impl Stats {
+    /// The series of the sink `name`, registered in `registry`.
+    fn new(registry: &Registry, name: &str) -> Stats {
+        let series = |what: &str| format!("{name}.{what}");
+        Stats {
+            sent: registry.counter(&series("sent_points")),
+            dropped: registry.counter(&series("dropped_points")),
+            reconnects: registry.counter(&series("reconnects")),
+            queued: registry.gauge(&series("queued_points")),
+            inflight: registry.gauge(&series("inflight_points")),
+            spooled: registry.gauge(&series("spooled_points")),
+            connected: registry.gauge(&series("connected")),
+            dropped_unlogged: 0,
+            drop_logged_at: None,
+            lost: false,
+            outage: Episode::default(),
+            spool_error: Episode::default(),
+        }
+    }
 }
 
 /// The Carbon sink.
@@ -166,10 +193,10 @@ pub struct CarbonSink {
 }
 
 impl CarbonSink {
-    /// A sink with these settings; opens (and reads) the spool, so a
-    /// spool directory that cannot be written is an error here, before
-    /// sampling starts.
-    pub fn new(settings: Settings) -> Result<CarbonSink> {
+    /// A sink with these settings, its series registered in `stats`;
+    /// opens (and reads) the spool, so a spool directory that cannot be
+    /// written is an error here, before sampling starts.
+    pub fn new(settings: Settings, stats: &Registry) -> Result<CarbonSink> {
         let spool = match &settings.spool {
             Some((dir, max)) => {
                 let spool = Spool::open(dir, *max)?;
@@ -193,7 +220,7 @@ impl CarbonSink {
             spool,
             conn: State::default(),
             backoff: conn::backoff(),
-            stats: Stats::default(),
+            stats: Stats::new(stats, settings.name),
             buf: Vec::with_capacity(1 << 20),
             spilled_at: Instant::now(),
             settings,
@@ -332,7 +359,7 @@ impl CarbonSink {
         if n == 0 {
             return;
         }
-        self.stats.dropped += n;
+        self.stats.dropped.add(n);
         self.stats.dropped_unlogged += n;
         self.log_drops(Instant::now());
     }
@@ -359,9 +386,7 @@ impl CarbonSink {
     /// outage, the drop log.
     fn on_tick(&mut self) {
         let now = Instant::now();
-        if self.settings.self_metrics {
-            self.push_self_metrics();
-        }
+        self.set_gauges();
         let safe = self.queue.age(now.into_std(), self.settings.replay_window);
         self.delete_segments(&safe);
         if self.spool.is_some()
@@ -376,27 +401,15 @@ impl CarbonSink {
         self.paths.sweep(now.into_std());
     }
 
-    /// Queues this second's self-metrics.
-    fn push_self_metrics(&mut self) {
-        let ts = crate::clock::now_unix_whole();
-        let name = self.settings.name;
+    /// Sets this second's gauges.
+    fn set_gauges(&mut self) {
         let spooled = self.spool.as_ref().map_or(0, Spool::points);
-        let values = [
-            ("sent_points", self.stats.sent as f64),
-            ("queued_points", self.queue.backlog_len() as f64),
-            ("inflight_points", self.queue.inflight_len() as f64),
-            ("spooled_points", spooled as f64),
-            ("dropped_points", self.stats.dropped as f64),
-            ("reconnects", self.stats.reconnects as f64),
-            ("connected", f64::from(u8::from(self.conn.is_connected()))),
-        ];
-        for (metric, value) in values {
-            let path = self.paths.agent_path(&format!("{name}.{metric}"));
-            self.queue.push(CarbonPoint { path, ts, value });
-        }
-        self.stats.sent = 0;
-        self.stats.dropped = 0;
-        self.stats.reconnects = 0;
+        self.stats.queued.set(self.queue.backlog_len() as u64);
+        self.stats.inflight.set(self.queue.inflight_len() as u64);
+        self.stats.spooled.set(spooled);
+        self.stats
+            .connected
+            .set(u64::from(self.conn.is_connected()));
     }
 
     fn on_conn_event(&mut self, event: Event) {
@@ -407,7 +420,7 @@ impl CarbonSink {
             Event::Connected(stream) => match conn::open(stream) {
                 Ok(c) => {
                     if self.stats.lost {
-                        self.stats.reconnects += 1;
+                        self.stats.reconnects.add(1);
                         info!(
                             message = "Reconnected to Carbon; sending queued points, oldest first.",
                             sink = self.settings.name,
@@ -504,7 +517,7 @@ impl CarbonSink {
             return;
         };
         match tokio::time::timeout(WRITE_TIMEOUT, c.writer.write_all(&self.buf)).await {
-            Ok(Ok(())) => self.stats.sent += count as u64,
+            Ok(Ok(())) => self.stats.sent.add(count as u64),
             Ok(Err(e)) => self.connection_lost(Some(e)),
             Err(_) => self.connection_lost(Some(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -650,7 +663,6 @@ mod tests {
             queue_points,
             spool: spool.map(|d| (d, 1 << 30)),
             replay_window: REPLAY_WINDOW,
-            self_metrics: false,
         }
     }
 
@@ -668,12 +680,12 @@ mod tests {
 
     #[tokio::test]
     async fn without_spool_the_oldest_are_dropped_and_counted() {
-        let mut sink = CarbonSink::new(settings(100, None)).unwrap();
+        let mut sink = CarbonSink::new(settings(100, None), &Registry::default()).unwrap();
         sink.accept_batch(&batch(0, 60));
         sink.accept_batch(&batch(60, 60));
         sink.accept_batch(&batch(120, 130));
         assert_eq!(sink.queue.backlog_len(), 100);
-        assert_eq!(sink.stats.dropped, 150);
+        assert_eq!(sink.stats.dropped.get(), 150);
         // Logged once (at the first drop); the rest waits for the minute.
         assert_eq!(sink.stats.dropped_unlogged, 130);
         let oldest = sink.queue.take_for_write(1, std::time::Instant::now())[0].ts;
@@ -688,13 +700,17 @@ mod tests {
     #[tokio::test]
     async fn with_a_spool_the_oldest_are_spilled_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = CarbonSink::new(settings(100, Some(dir.path().to_path_buf()))).unwrap();
+        let mut sink = CarbonSink::new(
+            settings(100, Some(dir.path().to_path_buf())),
+            &Registry::default(),
+        )
+        .unwrap();
         sink.accept_batch(&batch(0, 250));
         // Over by 150, plus a tenth of the limit: 160 spilled at once.
         let spool = sink.spool.as_ref().unwrap();
         assert_eq!(spool.points(), 160);
         assert_eq!(sink.queue.backlog_len(), 90);
-        assert_eq!(sink.stats.dropped, 0);
+        assert_eq!(sink.stats.dropped.get(), 0);
         // The spool is sent before memory.
         assert!(sink.has_unsent());
     }

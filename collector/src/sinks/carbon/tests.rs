@@ -14,6 +14,7 @@ use super::config::DEFAULT_PATH;
 use super::path::Template;
 use super::*;
 use crate::sample::Datapoint;
+use crate::self_stats::Registry;
 
 /// What a fake Carbon received: one byte string per connection.
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -78,7 +79,6 @@ fn settings(
         queue_points,
         spool: spool.map(|d| (d, 1 << 30)),
         replay_window: Duration::from_secs(30),
-        self_metrics: false,
     }
 }
 
@@ -146,7 +146,11 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 async fn plaintext_batches_arrive_as_exact_lines() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(settings(carbon.port, Protocol::Plaintext, None, 1000)).unwrap();
+    let sink = CarbonSink::new(
+        settings(carbon.port, Protocol::Plaintext, None, 1000),
+        &Registry::default(),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(sink, rx));
     tx.send(batch(1764100001, 2)).await.unwrap();
@@ -196,7 +200,11 @@ fn decode_pickles(mut bytes: &[u8]) -> Vec<(String, i64, f64)> {
 async fn pickle_batches_decode_to_the_same_points() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(settings(carbon.port, Protocol::Pickle, None, 10_000)).unwrap();
+    let sink = CarbonSink::new(
+        settings(carbon.port, Protocol::Pickle, None, 10_000),
+        &Registry::default(),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(sink, rx));
     tx.send(batch(1764100001, 1200)).await.unwrap();
@@ -218,7 +226,11 @@ async fn carbon_going_away_and_back_loses_nothing_and_sends_oldest_first() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
     let port = carbon.port;
-    let sink = CarbonSink::new(settings(port, Protocol::Plaintext, None, 100_000)).unwrap();
+    let sink = CarbonSink::new(
+        settings(port, Protocol::Plaintext, None, 100_000),
+        &Registry::default(),
+    )
+    .unwrap();
     // A small channel: if the sink stopped taking batches during the
     // outage, the sends below would time out.
     let (tx, rx) = mpsc::channel(2);
@@ -279,12 +291,15 @@ async fn spooled_points_survive_a_restart_and_go_first() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().await;
     // First run: Carbon is down the whole time; shutdown spools the queue.
-    let sink = CarbonSink::new(settings(
-        port,
-        Protocol::Plaintext,
-        Some(dir.path().to_path_buf()),
-        100_000,
-    ))
+    let sink = CarbonSink::new(
+        settings(
+            port,
+            Protocol::Plaintext,
+            Some(dir.path().to_path_buf()),
+            100_000,
+        ),
+        &Registry::default(),
+    )
     .unwrap();
     let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(run(sink, rx));
@@ -307,12 +322,15 @@ async fn spooled_points_survive_a_restart_and_go_first() {
     // Second run: Carbon is back; the spool goes first, then new points.
     let received = Received::default();
     let carbon = FakeCarbon::start(port, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(settings(
-        port,
-        Protocol::Plaintext,
-        Some(dir.path().to_path_buf()),
-        100_000,
-    ))
+    let sink = CarbonSink::new(
+        settings(
+            port,
+            Protocol::Plaintext,
+            Some(dir.path().to_path_buf()),
+            100_000,
+        ),
+        &Registry::default(),
+    )
     .unwrap();
     let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(run(sink, rx));
@@ -337,7 +355,11 @@ async fn spooled_points_survive_a_restart_and_go_first() {
 async fn acked_submissions_are_confirmed_by_carbon() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(settings(carbon.port, Protocol::Plaintext, None, 1000)).unwrap();
+    let sink = CarbonSink::new(
+        settings(carbon.port, Protocol::Plaintext, None, 1000),
+        &Registry::default(),
+    )
+    .unwrap();
     let path = sink.agent_path("graphios.test");
     assert_eq!(&*path, "hyperstats.n1.agent.graphios.test");
     let (tx, rx) = mpsc::channel(4);
@@ -372,7 +394,11 @@ async fn acked_submissions_are_confirmed_by_carbon() {
 #[tokio::test]
 async fn unreachable_carbon_fails_no_ack_until_points_are_dropped() {
     let port = free_port().await;
-    let sink = CarbonSink::new(settings(port, Protocol::Plaintext, None, 10)).unwrap();
+    let sink = CarbonSink::new(
+        settings(port, Protocol::Plaintext, None, 10),
+        &Registry::default(),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(sink.run(None, Some(rx)));
     let point = |i: i64| CarbonPoint {
@@ -411,11 +437,13 @@ async fn unreachable_carbon_fails_no_ack_until_points_are_dropped() {
 async fn self_metrics_arrive_each_second_under_agent() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let mut s = settings(carbon.port, Protocol::Plaintext, None, 1000);
-    s.self_metrics = true;
-    let sink = CarbonSink::new(s).unwrap();
+    let s = settings(carbon.port, Protocol::Plaintext, None, 1000);
+    let registry = Arc::new(Registry::default());
+    let sink = CarbonSink::new(s, &registry).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(sink, rx));
+    // The agent's reporter, as the pipeline runs it.
+    let reporter = tokio::spawn(crate::self_stats::run(registry, tx.clone(), Arc::new));
     tx.send(batch(1764100001, 3)).await.unwrap();
     wait_for(
         "two seconds of self-metrics",
@@ -429,6 +457,8 @@ async fn self_metrics_arrive_each_second_under_agent() {
         },
     )
     .await;
+    reporter.abort();
+    let _ = reporter.await;
     drop(tx);
     task.await.unwrap().unwrap();
     let all = lines(&received).concat();

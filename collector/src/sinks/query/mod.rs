@@ -3,13 +3,11 @@
 //! socket.
 //!
 //! # What does this module do?
-//! It is a sink: it consumes the datapoint stream into a [`QueryState`]
-//! (a 15-minute ring of every libvirt series, for averages and maxima over
-//! a window) and reads percentile windows from the shared histogram
-//! [`Rollup`](crate::rollup::Rollup) that the eBPF source fills. The
-//! protocol (one JSON request line, one JSON answer line, versioned) is
-//! defined once, in the `hyper-stats-query` crate, which the plugin uses
-//! too.
+//! It serves what the rollup stage publishes: the gauge windows of every
+//! series (averages and maxima over a window) and the merged percentile
+//! windows of the latency histograms ([`answer`]). The protocol (one JSON
+//! request line, one JSON answer line, versioned) is defined once, in the
+//! `hyper-stats-query` crate, which the plugin uses too.
 //!
 //! # The socket
 //! `query.socket` (default `/run/hyper-stats/hyper-stats.sock`). The
@@ -27,68 +25,46 @@
 //! agent's other outputs go on. The socket file is removed when the agent
 //! stops.
 
-pub mod server;
-pub mod state;
+pub(crate) mod answer;
+pub(crate) mod server;
 
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use crate::config::Config;
 use crate::rollup::SharedRollup;
-use crate::sample::Batch;
-pub use state::QueryState;
-
-/// The shortest time a domain may be silent before the socket forgets it:
-/// 15 polls at the default 1 s.
-pub const MIN_DOMAIN_GONE: Duration = Duration::from_secs(15);
-
-/// How many of its longest poll interval a domain may miss before it is
-/// forgotten (so a host polled every 60 s keeps its domains).
-pub const DOMAIN_GONE_INTERVALS: u32 = 3;
 
 /// What the query sink needs to run.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Where the socket is created.
     pub socket: PathBuf,
     /// The configured group, if any (else `nagios` if it exists).
     pub group: Option<String>,
-    /// How long a domain may be silent before it is forgotten.
-    pub domain_gone: Duration,
 }
 
 impl Settings {
     /// The settings from the agent's config.
-    pub fn from_config(config: &Config) -> Settings {
-        let longest = config
-            .group_intervals()
-            .values()
-            .max()
-            .copied()
-            .unwrap_or(Duration::from_secs(1));
+    pub(crate) fn from_config(config: &Config) -> Settings {
         Settings {
             socket: config.query.socket.clone(),
             group: config.query.group.clone(),
-            domain_gone: MIN_DOMAIN_GONE.max(longest * DOMAIN_GONE_INTERVALS),
         }
     }
 }
 
-/// Consumes batches until the channel closes, serving the socket meanwhile.
-pub async fn run(
+/// Serves the socket from `rollup` until `stop` resolves.
+pub(crate) async fn run(
     settings: Settings,
-    mut rx: mpsc::Receiver<Arc<Batch>>,
     rollup: SharedRollup,
+    stop: impl Future<Output = ()>,
 ) -> Result<()> {
-    let state = Arc::new(Mutex::new(QueryState::new(settings.domain_gone)));
     // Binding is done here, inside the runtime, and its failure does not
     // end the sink (see the module docs).
     let bound = server::socket_group(settings.group.as_deref())
@@ -96,9 +72,8 @@ pub async fn run(
     let server = match bound {
         Ok(bound) => {
             info!(message = "Query socket listening.", path = %settings.socket.display());
-            let state = Arc::clone(&state);
             Some(tokio::spawn(async move {
-                let result = server::serve(&bound.listener, state, rollup).await;
+                let result = server::serve(&bound.listener, rollup).await;
                 drop(bound);
                 result
             }))
@@ -108,12 +83,7 @@ pub async fn run(
             None
         }
     };
-    while let Some(batch) = rx.recv().await {
-        state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ingest(&batch);
-    }
+    stop.await;
     if let Some(server) = server {
         // Aborting drops the task's BoundSocket, which removes the file.
         server.abort();

@@ -11,7 +11,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +21,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::state::QueryState;
 use crate::rollup::SharedRollup;
 
 /// Mode of the socket: the agent's user and the configured group may
@@ -157,12 +156,8 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
     })
 }
 
-/// Accepts connections forever, answering each from `state` and `rollup`.
-pub async fn serve(
-    listener: &UnixListener,
-    state: Arc<Mutex<QueryState>>,
-    rollup: SharedRollup,
-) -> Result<()> {
+/// Accepts connections forever, answering each from `rollup`.
+pub(crate) async fn serve(listener: &UnixListener, rollup: SharedRollup) -> Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut accept_failing = crate::episode::Episode::default();
     loop {
@@ -184,10 +179,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let state = Arc::clone(&state);
         let rollup = Arc::clone(&rollup);
         tokio::spawn(async move {
-            if let Err(error) = handle(stream, state, rollup).await {
+            if let Err(error) = handle(stream, rollup).await {
                 debug!(message = "Query connection ended with an error.", error = %format!("{error:#}"));
             }
             drop(permit);
@@ -226,11 +220,7 @@ async fn read_request(
     }
 }
 
-async fn handle(
-    mut stream: UnixStream,
-    state: Arc<Mutex<QueryState>>,
-    rollup: SharedRollup,
-) -> Result<()> {
+async fn handle(mut stream: UnixStream, rollup: SharedRollup) -> Result<()> {
     let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
         Err(_) => Response::error(
             ErrorCode::BadRequest,
@@ -255,9 +245,8 @@ async fn handle(
             Err(e) => Response::error(e.code, e.message),
             Ok(request) => tokio::task::spawn_blocking(move || {
                 let now = crate::clock::now_unix();
-                let state = state.lock().unwrap_or_else(|p| p.into_inner());
-                let rollup = rollup.lock().unwrap_or_else(|p| p.into_inner());
-                state.answer(&request.query, &rollup, now)
+                let rollup = rollup.read().unwrap_or_else(|p| p.into_inner());
+                super::answer::answer(&rollup, &request.query, now)
             })
             .await
             .unwrap_or_else(|e| {

@@ -1,5 +1,5 @@
 //! Component tests: the query sink on a real Unix socket in a temporary
-//! directory, fed batches and a rollup in-process.
+//! directory, answering from a rollup filled in-process.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -11,10 +11,10 @@ use std::time::Duration;
 use hyper_stats_query::{
     ErrorCode, GaugeQuery, HistogramQuery, MAX_REQUEST_BYTES, Outcome, Query, Request, Response,
 };
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::*;
-use crate::sample::Datapoint;
+use crate::sample::{Datapoint, Latency, Sample};
 
 fn now() -> f64 {
     crate::clock::now_unix()
@@ -64,11 +64,12 @@ async fn serves_gauges_histograms_and_survives_bad_clients() {
         socket: path.clone(),
         // Root's group always exists, so the chown is exercised too.
         group: Some("0".into()),
-        domain_gone: Duration::from_secs(30),
     };
     let rollup: SharedRollup = Arc::default();
-    let (tx, rx) = mpsc::channel(8);
-    let sink = tokio::spawn(run(settings, rx, Arc::clone(&rollup)));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let sink = tokio::spawn(run(settings, Arc::clone(&rollup), async {
+        let _ = stopped.await;
+    }));
     wait_for_socket(&path).await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
@@ -78,28 +79,31 @@ async fn serves_gauges_histograms_and_survives_bad_clients() {
         .mode();
     assert_eq!(dir_mode & 0o777, 0o750);
 
-    // A histogram filled the way the eBPF source fills it, and its
-    // summaries in the stream; a libvirt series next to it.
+    // A histogram filled the way the eBPF source fills it, and a libvirt
+    // series next to it, through the rollup stage's ingest.
     let t = now();
-    let (u, n): (Arc<str>, Arc<str>) = ("u1".into(), "web-1".into());
-    let summaries = {
-        let mut r = rollup.lock().unwrap();
-        r.record(&u, &n, 0, "runq_latency", 20_000, 100);
-        r.record(&u, &n, 1, "runq_latency", 2_000_000, 2);
-        r.close_second(t)
+    let latency = |vcpu, value_ns: u64, count: u64| {
+        Sample::Latency(Latency {
+            ts: t,
+            uuid: "u1".into(),
+            domain: "web-1".into(),
+            vcpu,
+            metric: "runq_latency",
+            values: vec![(value_ns, count)],
+            sum_ns: value_ns * count,
+        })
     };
-    let mut batch = summaries;
+    let mut batch = vec![latency(0, 20_000, 100), latency(1, 2_000_000, 2)];
     for (i, v) in [1.5, 2.5].into_iter().enumerate() {
-        batch.push(Datapoint {
+        batch.push(Sample::Gauge(Datapoint {
             ts: t - 1.0 + i as f64,
-            uuid: Arc::clone(&u),
-            domain: Arc::clone(&n),
+            uuid: "u1".into(),
+            domain: "web-1".into(),
             metric: "vcpu.0.delay_percent".into(),
             value: v,
-        });
+        }));
     }
-    tx.send(Arc::new(batch)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    rollup.write().unwrap().ingest(batch);
 
     let path2 = path.clone();
     tokio::task::spawn_blocking(move || {
@@ -182,8 +186,8 @@ async fn serves_gauges_histograms_and_survives_bad_clients() {
         assert!(c.await.unwrap());
     }
 
-    // Stopping the stream stops the sink and removes the socket.
-    drop(tx);
+    // Stopping the sink removes the socket.
+    stop.send(()).unwrap();
     sink.await.unwrap().unwrap();
     assert!(!path.exists());
 }
@@ -214,30 +218,19 @@ async fn replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
 }
 
 #[tokio::test]
-async fn a_socket_that_cannot_be_created_does_not_stop_the_stream() {
+async fn a_socket_that_cannot_be_created_does_not_stop_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         socket: dir.path().join("q.sock"),
         group: Some("no-such-group-hyper-stats".into()),
-        domain_gone: Duration::from_secs(30),
     };
-    let (tx, rx) = mpsc::channel(8);
-    let sink = tokio::spawn(run(settings, rx, SharedRollup::default()));
-    for _ in 0..20 {
-        tx.send(Arc::new(Vec::new())).await.unwrap();
-    }
-    drop(tx);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let sink = tokio::spawn(run(settings, SharedRollup::default(), async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sink.is_finished(), "the sink runs on without its socket");
+    stop.send(()).unwrap();
     sink.await.unwrap().unwrap();
     assert!(!dir.path().join("q.sock").exists());
-}
-
-#[test]
-fn domain_gone_follows_the_slowest_group() {
-    let c = crate::config::Config::parse("[libvirt.intervals]\nblock = \"60s\"\n").unwrap();
-    assert_eq!(
-        Settings::from_config(&c).domain_gone,
-        Duration::from_secs(180)
-    );
-    let c = crate::config::Config::default();
-    assert_eq!(Settings::from_config(&c).domain_gone, MIN_DOMAIN_GONE);
 }

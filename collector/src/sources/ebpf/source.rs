@@ -1,6 +1,6 @@
-//! The eBPF source: once a second, the per-vCPU scheduler histograms of
-//! every running guest into the rollup, and the switch and exit rates into
-//! the datapoint stream.
+//! The eBPF source: once a second, the per-vCPU scheduler histograms and
+//! the switch and exit rates of every running guest, as samples for the
+//! rollup stage.
 //!
 //! # What it receives and emits
 //!
@@ -8,11 +8,13 @@
 //! channel of [`DomainRef`]) and finds their vCPU threads itself
 //! ([`targets`](super::targets)). It emits, per vCPU and second:
 //!
-//! - into the shared [`Rollup`]: every run-queue wait (`runq_latency`) and
-//!   on-CPU slice (`oncpu`), decoded from the kernel's buckets; the rollup
-//!   turns them into `vcpu.N.runq_latency_us.{count,mean,p50,...}` and the
-//!   domain-wide merge, and keeps the windows the query socket reads;
-//! - into the stream, with the rollup's summaries: `vcpu.N.switches_voluntary_per_s`,
+//! - as latency samples ([`Sample::Latency`]), every run-queue wait (`runq_latency`) and on-CPU
+//!   slice (`oncpu`), decoded from the kernel's buckets, with the kernel's
+//!   exact sum; the rollup turns them into
+//!   `vcpu.N.runq_latency_us.{count,mean,p50,...}` and the domain-wide
+//!   merge, and keeps the windows the query socket reads. One batch is one
+//!   second;
+//! - as gauges ([`Sample::Gauge`]), `vcpu.N.switches_voluntary_per_s`,
 //!   `vcpu.N.switches_involuntary_per_s`, `vcpu.N.wakeups_per_s`, and, for
 //!   vCPUs under KVM, `vcpu.N.kvm_exits_per_s` and
 //!   `vcpu.N.kvm_exit_time_percent`.
@@ -43,12 +45,12 @@ use tracing::{info, warn};
 
 use super::targets::{self, TargetError, VcpuThread};
 use super::{HistDelta, Probes, ThreadDelta};
-use crate::rollup::{Rollup, SharedRollup};
-use crate::sample::{Batch, Datapoint};
+use crate::sample::{Datapoint, Latency, Sample, Samples};
+use crate::self_stats::{Counter, Registry};
 use crate::sources::libvirt::DomainRef;
 
-/// How often the histograms are read: the rollup closes one second per
-/// read.
+/// How often the histograms are read: each read is one second of the
+/// rollup's.
 pub const READ_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the vCPU threads are listed again even if the domains did not
@@ -121,31 +123,32 @@ pub fn resolve_targets(
     Resolved { targets, failed }
 }
 
-/// Records one thread's interval into the rollup: each bucket that grew,
-/// at the bucket's midpoint (within 0.4% of every value in it), and the
-/// kernel's exact sum.
-pub fn record_delta(rollup: &mut Rollup, target: &Target, delta: &ThreadDelta) {
-    for (metric, hist) in [(RUNQ_METRIC, &delta.runq), (ONCPU_METRIC, &delta.oncpu)] {
-        rollup.declare(&target.uuid, &target.name, target.vcpu, metric);
-        record_hist(rollup, target, metric, hist);
-    }
-}
-
-fn record_hist(rollup: &mut Rollup, target: &Target, metric: &'static str, hist: &HistDelta) {
-    let samples = hist
-        .buckets
-        .iter()
-        .enumerate()
-        .filter(|(_, count)| **count != 0)
-        .map(|(index, &count)| (bucket_mid(index), u64::from(count)));
-    rollup.record_decoded(
-        &target.uuid,
-        &target.name,
-        target.vcpu,
-        metric,
-        samples,
-        hist.sum_ns,
-    );
+/// One thread's interval as latency samples: each bucket that grew, at
+/// the bucket's midpoint (within 0.4% of every value in it), and the
+/// kernel's exact sum. A vCPU without events still gets its (empty)
+/// samples, so it reports `count` 0.
+pub fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> [Sample; 2] {
+    let sample = |metric: &'static str, hist: &HistDelta| {
+        Sample::Latency(Latency {
+            ts,
+            uuid: Arc::clone(&target.uuid),
+            domain: Arc::clone(&target.name),
+            vcpu: target.vcpu,
+            metric,
+            values: hist
+                .buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count != 0)
+                .map(|(index, &count)| (bucket_mid(index), u64::from(count)))
+                .collect(),
+            sum_ns: hist.sum_ns,
+        })
+    };
+    [
+        sample(RUNQ_METRIC, &delta.runq),
+        sample(ONCPU_METRIC, &delta.oncpu),
+    ]
 }
 
 /// The per-second rates of one thread's interval of `elapsed`; the KVM
@@ -191,7 +194,6 @@ pub fn rate_datapoints(
 /// The running source.
 pub struct EbpfSource {
     probes: Probes,
-    rollup: SharedRollup,
     domains: watch::Receiver<Arc<[DomainRef]>>,
     /// The watched threads and who they are.
     targets: BTreeMap<u32, Target>,
@@ -203,20 +205,25 @@ pub struct EbpfSource {
     first_seen: BTreeMap<Arc<str>, Instant>,
     /// The last `STATS` read, to log drops when they grow.
     last_stats: Vec<(Stat, u64)>,
+    /// Events the programs dropped (`agent.ebpf.dropped_events`).
+    dropped: Counter,
+    /// Durations past the kernel's last bucket (`agent.ebpf.clamped_events`).
+    clamped: Counter,
 }
 
 impl EbpfSource {
-    /// A source reading `probes` into `rollup`, watching the vCPU threads
-    /// of the domains `domains` publishes.
+    /// A source reading `probes`, watching the vCPU threads of the domains
+    /// `domains` publishes, counting what the programs dropped in `stats`.
     pub fn new(
         probes: Probes,
-        rollup: SharedRollup,
         domains: watch::Receiver<Arc<[DomainRef]>>,
+        stats: &Registry,
     ) -> Self {
         Self {
             probes,
-            rollup,
             domains,
+            dropped: stats.counter("ebpf.dropped_events"),
+            clamped: stats.counter("ebpf.clamped_events"),
             targets: BTreeMap::new(),
             unlisted: BTreeSet::new(),
             first_seen: BTreeMap::new(),
@@ -225,7 +232,7 @@ impl EbpfSource {
     }
 
     /// Reads every [`READ_INTERVAL`] until `out` is closed.
-    pub async fn run(mut self, out: mpsc::Sender<Batch>) {
+    pub async fn run(mut self, out: mpsc::Sender<Samples>) {
         let mut tick = tokio::time::interval(READ_INTERVAL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut relist = tokio::time::interval(STARTING_RELIST);
@@ -291,21 +298,18 @@ impl EbpfSource {
             last_read = Instant::now();
             let ts = crate::clock::now_unix();
 
-            // Step 3: histograms into the rollup, which closes the second;
-            // rates straight into the batch.
+            // Step 3: histograms and rates of every watched thread, one
+            // second for the rollup.
             let kvm = self.probes.kvm_attached();
-            let mut batch = {
-                let mut rollup = self.rollup.lock().unwrap_or_else(|e| e.into_inner());
-                for delta in &deltas {
-                    if let Some(target) = self.targets.get(&delta.tid) {
-                        record_delta(&mut rollup, target, delta);
-                    }
-                }
-                rollup.close_second(ts)
-            };
+            let mut batch = Samples::with_capacity(deltas.len() * 8);
             for delta in &deltas {
                 if let Some(target) = self.targets.get(&delta.tid) {
-                    batch.extend(rate_datapoints(ts, target, delta, elapsed, kvm));
+                    batch.extend(latency_samples(ts, target, delta));
+                    batch.extend(
+                        rate_datapoints(ts, target, delta, elapsed, kvm)
+                            .into_iter()
+                            .map(Sample::Gauge),
+                    );
                 }
             }
             self.log_drops();
@@ -351,21 +355,6 @@ impl EbpfSource {
         }
         self.unlisted = unlisted;
 
-        // Domains gone from the list: their series leave the rollup.
-        let live: BTreeSet<&str> = domains.iter().map(|d| &*d.uuid).collect();
-        let gone: BTreeSet<Arc<str>> = self
-            .targets
-            .values()
-            .filter(|t| !live.contains(&*t.uuid))
-            .map(|t| Arc::clone(&t.uuid))
-            .collect();
-        if !gone.is_empty() {
-            let mut rollup = self.rollup.lock().unwrap_or_else(|e| e.into_inner());
-            for uuid in gone {
-                rollup.retire(&uuid);
-            }
-        }
-
         let tids: Vec<u32> = targets.keys().copied().collect();
         match self.probes.threads().set_watched(&tids) {
             Ok(change) => {
@@ -384,17 +373,22 @@ impl EbpfSource {
         self.targets = targets;
     }
 
-    /// Logs the drop counters that grew since the last read.
+    /// Counts, and logs, the drop counters that grew since the last read.
     fn log_drops(&mut self) {
         let Ok(stats) = self.probes.stats() else {
             return;
         };
         for ((stat, now), (_, before)) in stats.iter().zip(self.last_stats.iter()) {
+            let grown = now.saturating_sub(*before);
+            if *stat == Stat::Clamped {
+                self.clamped.add(grown);
+            }
             let dropped = matches!(
                 stat,
                 Stat::ReadErrors | Stat::SlotMissing | Stat::KvmExitsFull | Stat::StaleSlot
             );
-            if dropped && now > before {
+            if dropped && grown > 0 {
+                self.dropped.add(grown);
                 warn!(
                     message = "eBPF probes dropped events.",
                     counter = stat.name(),
@@ -500,9 +494,8 @@ mod tests {
 
     #[test]
     fn deltas_reach_the_rollup_as_per_vcpu_latency_series() {
-        let mut rollup = Rollup::default();
-        record_delta(&mut rollup, &target(), &delta(100));
-        let batch = rollup.close_second(1_000.0);
+        let mut rollup = crate::rollup::Rollup::default();
+        let batch = rollup.ingest(latency_samples(1_000.0, &target(), &delta(100)).into());
         let value = |metric: &str| {
             batch
                 .iter()

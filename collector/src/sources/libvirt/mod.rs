@@ -18,7 +18,8 @@
 //! A domain that appears is picked up at its first poll (gauges at once,
 //! rates from its second sample); a domain absent from a poll is retired
 //! with its previous records, so a restart never yields a rate across the
-//! gap. Both are logged once at info.
+//! gap, and a [`Sample::Retired`] tells the rollup to end its series. Both
+//! are logged once at info.
 //!
 //! # Failures
 //! A failed or timed-out poll yields no datapoints for that tick and is
@@ -46,7 +47,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::sample::{Batch, Datapoint};
+use crate::sample::{Batch, Datapoint, Sample, Samples};
+use crate::self_stats::{Counter, Registry};
 use conn::{Conn, PollError};
 use derive::Derived;
 use groups::{Group, Groups};
@@ -78,6 +80,8 @@ struct Domain {
 pub struct Deriver {
     /// Known running domains by UUID.
     domains: HashMap<String, Domain>,
+    /// Domains retired since [`Deriver::take_retired`] was last called.
+    retired: Vec<Arc<str>>,
 }
 
 impl Deriver {
@@ -94,10 +98,12 @@ impl Deriver {
         let mut batch = Batch::new();
         let seen: std::collections::HashSet<String> =
             records.iter().map(|r| r.uuid.to_owned()).collect();
+        let retired = &mut self.retired;
         self.domains.retain(|uuid, d| {
             let keep = seen.contains(uuid);
             if !keep {
                 info!(message = "Domain is gone; retiring its series.", domain = %d.name, uuid = %uuid);
+                retired.push(Arc::clone(&d.uuid));
             }
             keep
         });
@@ -149,6 +155,12 @@ impl Deriver {
         batch
     }
 
+    /// The domains retired by polls since the last call: the rollup ends
+    /// their series.
+    pub fn take_retired(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.retired)
+    }
+
     /// Number of domains currently known.
     pub fn domain_count(&self) -> usize {
         self.domains.len()
@@ -186,16 +198,24 @@ pub struct LibvirtSource {
     deriver: Deriver,
     /// Publishes the running domains whenever the set changes.
     domains_tx: watch::Sender<Arc<[DomainRef]>>,
+    /// Polls that failed or timed out (`agent.libvirt.poll_failures`).
+    poll_failures: Counter,
 }
 
 impl LibvirtSource {
-    /// A source polling `intervals` over `conn`.
-    pub fn new(conn: Conn, intervals: BTreeMap<Group, Duration>) -> LibvirtSource {
+    /// A source polling `intervals` over `conn`, counting its failures in
+    /// `stats`.
+    pub fn new(
+        conn: Conn,
+        intervals: BTreeMap<Group, Duration>,
+        stats: &Registry,
+    ) -> LibvirtSource {
         LibvirtSource {
             conn,
             intervals,
             deriver: Deriver::default(),
             domains_tx: watch::Sender::new(Arc::from(Vec::new())),
+            poll_failures: stats.counter("libvirt.poll_failures"),
         }
     }
 
@@ -206,8 +226,9 @@ impl LibvirtSource {
         self.domains_tx.subscribe()
     }
 
-    /// Polls until `out` is closed, sending one batch per poll.
-    pub async fn run(mut self, out: mpsc::Sender<Batch>) {
+    /// Polls until `out` is closed, sending one batch per poll: the
+    /// domains gone since the last poll, then the datapoints.
+    pub async fn run(mut self, out: mpsc::Sender<Samples>) {
         if self.intervals.is_empty() {
             warn!(message = "Every libvirt stats group is off; the libvirt source does nothing.");
             return;
@@ -250,7 +271,14 @@ impl LibvirtSource {
                     if failing.recover() {
                         info!(message = "Libvirt polls succeed again.");
                     }
-                    let batch = self.deriver.derive(records, due, t0 + half, ts);
+                    let points = self.deriver.derive(records, due, t0 + half, ts);
+                    let mut batch: Samples = self
+                        .deriver
+                        .take_retired()
+                        .into_iter()
+                        .map(Sample::Retired)
+                        .collect();
+                    batch.extend(points.into_iter().map(Sample::Gauge));
                     let now: Vec<DomainRef> = self.deriver.domain_refs();
                     self.domains_tx.send_if_modified(|old| {
                         let changed = **old != *now;
@@ -265,9 +293,11 @@ impl LibvirtSource {
                 }
                 // The connection layer logs losing and regaining libvirtd.
                 Err(PollError::Disconnected { .. }) => {
+                    self.poll_failures.add(1);
                     failing.fail();
                 }
                 Err(e) => {
+                    self.poll_failures.add(1);
                     if failing.fail() {
                         warn!(message = "Libvirt poll failed; retrying on the next tick.", groups = %due, error = %e);
                     }
@@ -331,6 +361,8 @@ mod tests {
         let b = d.derive(vec![], groups, t0 + Duration::from_secs(2), 102.0);
         assert!(b.is_empty());
         assert_eq!(d.domain_count(), 0);
+        assert_eq!(d.take_retired(), [Arc::from("u-a")]);
+        assert!(d.take_retired().is_empty());
         let a3 = with_uuid(
             record(&[("cpu.time", 900_000_000), ("state.state", 1)], &[]),
             "u-a",
