@@ -7,18 +7,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::rollup::{Rollup, SharedRollup};
-use crate::sample::Samples;
+use crate::sample::{Batch, Samples};
 use crate::self_stats::Registry;
 use crate::sinks::query;
 
 /// A query socket answering from what it was fed.
 pub struct QuerySocket {
     rollup: SharedRollup,
-    stop: oneshot::Sender<()>,
+    stop: mpsc::Sender<Arc<Batch>>,
     task: JoinHandle<Result<()>>,
 }
 
@@ -32,11 +32,9 @@ impl QuerySocket {
         domain_gone: Duration,
     ) -> QuerySocket {
         let rollup = Arc::new(RwLock::new(Rollup::new(domain_gone, &Registry::default())));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = mpsc::channel(1);
         let settings = query::Settings { socket, group };
-        let task = runtime.spawn(query::run(settings, Arc::clone(&rollup), async {
-            let _ = stopped.await;
-        }));
+        let task = runtime.spawn(query::run(settings, Arc::clone(&rollup), stopped));
         QuerySocket { rollup, stop, task }
     }
 
@@ -50,7 +48,7 @@ impl QuerySocket {
 
     /// Closes the socket (removing its file) and waits for the sink.
     pub async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
+        drop(self.stop);
         self.task.await?
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use hyper_stats::config::Config;
-use hyper_stats::pipeline::{self, Output};
+use hyper_stats::config::{Config, Overrides};
+use hyper_stats::pipeline;
+use hyper_stats::sinks::Output;
 use hyper_stats::sources::ebpf::targets;
 use hyper_stats::sources::libvirt::ffi::Connection;
 use hyper_stats::sources::libvirt::groups::{Group, Groups};
@@ -94,7 +95,7 @@ fn init_logging() {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let load_config = || Config::load(cli.config.as_deref());
+    let config = |overrides| Config::load(cli.config.as_deref(), overrides);
     match cli.command {
         // Needs no config: it is what an operator runs on a new kernel
         // before anything else is set up.
@@ -102,83 +103,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
         }),
-        command => run_with_config(command, &mut load_config()?).map(|()| ExitCode::SUCCESS),
-    }
-}
-
-/// The commands that read the config file.
-fn run_with_config(command: Command, config: &mut Config) -> Result<()> {
-    match command {
-        Command::Selftest(_) => unreachable!("needs no config: run() runs it"),
         Command::Run {
             connect,
-            mut output,
+            output,
             carbon,
             duration,
         } => {
-            if let Some(uri) = connect {
-                config.libvirt.uri = uri;
-            }
-            if let Some(address) = carbon {
-                config.carbon.address = Some(address);
-            }
-            if output.is_empty() && config.carbon.address.is_none() {
-                output.push(Output::Json);
-            }
-            config.validate()?;
+            let config = config(Overrides { connect, carbon })?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(pipeline::run(config, &output, duration))
+            runtime.block_on(pipeline::run(&config, &output, duration))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Graphios(args) => {
-            if let Some(address) = &args.carbon {
-                config.carbon.address = Some(address.clone());
-            }
-            config.validate()?;
+            let carbon = args.carbon.clone();
+            let config = config(Overrides {
+                carbon,
+                ..Overrides::default()
+            })?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(hyper_stats::graphios::run(config, &args))
+            runtime.block_on(hyper_stats::graphios::run(&config, &args))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Domains { connect, json } => {
-            if let Some(uri) = connect {
-                config.libvirt.uri = uri;
-            }
-            list_domains(&config.libvirt.uri, json)
+            let config = config(Overrides {
+                connect,
+                ..Overrides::default()
+            })?;
+            list_domains(&config.libvirt.uri, json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            config.validate()?;
-            println!("config OK");
-            println!("libvirt.uri = {:?}", config.libvirt.uri);
-            println!("libvirt.call_timeout = {:?}", config.libvirt.call_timeout);
-            for group in Group::ALL {
-                match config.group_intervals().get(&group) {
-                    Some(every) => println!("libvirt.intervals.{group} = {every:?}"),
-                    None => println!("libvirt.intervals.{group} = off"),
-                }
-            }
-            match &config.carbon.address {
-                Some(address) => println!(
-                    "carbon.address = {address:?} ({})",
-                    config.carbon.protocol.name()
-                ),
-                None => println!("carbon.address = none (Carbon sink off)"),
-            }
-            if config.query.enabled {
-                println!("query.socket = {:?}", config.query.socket);
-                match &config.query.group {
-                    Some(group) => println!("query.group = {group:?}"),
-                    None => println!("query.group = \"nagios\" if that group exists, else root's"),
-                }
-            } else {
-                println!("query.enabled = false (no query socket)");
-            }
-            Ok(())
+            print_config(&config(Overrides::default())?);
+            Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `check-config`: the effective settings, one per line.
+fn print_config(config: &Config) {
+    println!("config OK");
+    println!("libvirt.uri = {:?}", config.libvirt.uri);
+    println!("libvirt.call_timeout = {:?}", config.libvirt.call_timeout);
+    let intervals = config.libvirt.group_intervals();
+    for group in Group::ALL {
+        match intervals.get(&group) {
+            Some(every) => println!("libvirt.intervals.{group} = {every:?}"),
+            None => println!("libvirt.intervals.{group} = off"),
+        }
+    }
+    match &config.carbon.address {
+        Some(address) => println!(
+            "carbon.address = {address:?} ({})",
+            config.carbon.protocol.name()
+        ),
+        None => println!("carbon.address = none (Carbon sink off)"),
+    }
+    if config.query.enabled {
+        println!("query.socket = {:?}", config.query.socket);
+        match &config.query.group {
+            Some(group) => println!("query.group = {group:?}"),
+            None => println!("query.group = \"nagios\" if that group exists, else root's"),
+        }
+    } else {
+        println!("query.enabled = false (no query socket)");
     }
 }
 

@@ -8,7 +8,7 @@
 //! batches (logged once per episode) instead of slowing down sampling: the
 //! sources never wait on a sink. On shutdown (`--duration` elapsed, SIGINT
 //! or SIGTERM) the sources stop first, the rollup drains, then every sink
-//! drains what it was given and exits, and the query socket closes last.
+//! drains what it was given and exits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use crate::episode::Episode;
 use crate::rollup::{self, Rollup, SharedRollup};
 use crate::sample::{Batch, Sample, Samples};
 use crate::self_stats;
-use crate::sinks;
+use crate::sinks::{self, Output};
 use crate::sources::ebpf::source::EbpfSource;
 use crate::sources::ebpf::{ProbeOptions, Probes};
 use crate::sources::libvirt::LibvirtSource;
@@ -37,62 +37,33 @@ const SINK_QUEUE_BATCHES: usize = 64;
 /// for the fan-out.
 const SOURCE_QUEUE_BATCHES: usize = 16;
 
-/// The sinks `hyper-stats run` can write to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// One JSON object per datapoint and line on stdout.
-    Json,
-}
-
 /// Runs the agent until `duration` has passed (if given) or a signal asks
 /// it to stop.
 pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>) -> Result<()> {
     let (source_tx, source_rx) = mpsc::channel::<Samples>(SOURCE_QUEUE_BATCHES);
     let (rollup_tx, mut rollup_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
 
-    let mut sink_txs = Vec::new();
-    let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
-    for output in outputs {
-        let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
-        let name = match output {
-            Output::Json => {
-                sink_tasks.spawn(async move { ("json", sinks::json::run(rx).await) });
-                "json"
-            }
-        };
-        sink_txs.push((name, tx, Episode::default()));
-    }
-    // The rollup stage: every window, published to the query socket.
     // The agent's own series: every part registers what it counts.
     let stats = Arc::new(self_stats::Registry::default());
-    let intervals = config.group_intervals().into_values();
+    // The rollup stage: every window, published to the query socket.
+    let intervals = config.libvirt.group_intervals().into_values();
     let rollup: SharedRollup = Arc::new(std::sync::RwLock::new(Rollup::new(
         rollup::domain_gone(intervals),
         &stats,
     )));
     let stage = tokio::spawn(rollup::run(Arc::clone(&rollup), source_rx, rollup_tx));
-    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
-    if config.query.enabled {
-        let settings = sinks::query::Settings::from_config(config);
-        let rollup = Arc::clone(&rollup);
-        sink_tasks.spawn(async move {
-            let stop = async {
-                let _ = query_stopped.await;
-            };
-            ("query", sinks::query::run(settings, rollup, stop).await)
-        });
-    }
-    // Carbon: every datapoint to Graphite, queued and spooled while Carbon
-    // is away. Its spool is opened here, so a bad spool_dir stops the
-    // agent before it samples.
-    if let Some(carbon) = sinks::carbon::build(&config.carbon, &stats)? {
+
+    let mut sink_txs = Vec::new();
+    let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+    for sink in sinks::build(config, outputs, &rollup, &stats)? {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
-        sink_tasks.spawn(async move { ("carbon", sinks::carbon::run(carbon, rx).await) });
-        sink_txs.push(("carbon", tx, Episode::default()));
+        let name = sink.name();
+        sink_tasks.spawn(async move { (name, sink.run(rx).await) });
+        sink_txs.push((name, tx, Episode::default()));
     }
 
     let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
-    let source = LibvirtSource::new(conn, config.group_intervals(), &stats);
+    let source = LibvirtSource::new(conn, config.libvirt.group_intervals(), &stats);
     let mut source_tasks = JoinSet::new();
     // The eBPF probes watch the vCPU threads of the domains libvirt lists.
     // Without them (no root, no BTF, object not built) the agent still
@@ -148,7 +119,6 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
     // the fan-out, which closes every sink's queue.
     stage.await.context("rollup stage panicked")?;
     fanout.await.context("fan-out task panicked")?;
-    let _ = stop_query.send(());
     let mut ended: Vec<_> = early_sink_end.into_iter().collect();
     while let Some(result) = sink_tasks.join_next().await {
         ended.push(result);

@@ -81,10 +81,8 @@ pub const MAX_INFLIGHT_FILES: usize = 64;
 /// Runs the forwarder until SIGINT/SIGTERM (or, with `--once`, until the
 /// files present are done).
 pub async fn run(config: &Config, args: &Args) -> Result<()> {
+    // `--carbon` is applied to the config with the other overrides.
     let mut carbon = config.carbon.clone();
-    if let Some(address) = &args.carbon {
-        carbon.address = Some(address.clone());
-    }
     if carbon.address.is_none() {
         bail!("no Carbon address\ngive --carbon HOST:PORT or set carbon.address in the config");
     }

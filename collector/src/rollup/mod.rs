@@ -579,12 +579,12 @@ mod tests {
     fn domain_gone_follows_the_slowest_group() {
         let c = crate::config::Config::parse("[libvirt.intervals]\nblock = \"60s\"\n").unwrap();
         assert_eq!(
-            domain_gone(c.group_intervals().into_values()),
+            domain_gone(c.libvirt.group_intervals().into_values()),
             Duration::from_secs(180)
         );
         let c = crate::config::Config::default();
         assert_eq!(
-            domain_gone(c.group_intervals().into_values()),
+            domain_gone(c.libvirt.group_intervals().into_values()),
             MIN_DOMAIN_GONE
         );
     }

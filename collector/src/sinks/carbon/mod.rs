@@ -49,15 +49,11 @@ pub mod spool;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
 use anyhow::Result;
-use tokio::sync::mpsc;
 
 pub use self::config::{CarbonConfig, Protocol};
 pub use self::encoder::CarbonPoint;
 pub use self::sink::{CarbonSink, Settings, Submission};
-use crate::sample::Batch;
 use crate::self_stats::Registry;
 
 /// The Carbon sink the `[carbon]` section asks for, its spool opened and
@@ -67,10 +63,4 @@ pub(crate) fn build(config: &CarbonConfig, stats: &Registry) -> Result<Option<Ca
         Some(settings) => Ok(Some(CarbonSink::new(settings, stats)?)),
         None => Ok(None),
     }
-}
-
-/// Runs `sink` on the pipeline's batches until the channel closes, then
-/// flushes or spools what is left.
-pub async fn run(sink: CarbonSink, rx: mpsc::Receiver<Arc<Batch>>) -> Result<()> {
-    sink.run(Some(rx), None).await
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::config::DEFAULT_PATH;
 use super::path::Template;
 use super::*;
-use crate::sample::Datapoint;
+use crate::sample::{Batch, Datapoint};
 use crate::self_stats::Registry;
 
 /// What a fake Carbon received: one byte string per connection.
@@ -60,6 +60,11 @@ impl FakeCarbon {
         self.task.abort();
         let _ = self.task.await;
     }
+}
+
+/// The sink on the pipeline's batches alone, as the agent runs it.
+async fn run(sink: CarbonSink, rx: mpsc::Receiver<Arc<Batch>>) -> anyhow::Result<()> {
+    sink.run(Some(rx), None).await
 }
 
 fn settings(

@@ -26,19 +26,22 @@
 //! stops.
 
 pub(crate) mod answer;
+pub mod config;
 pub(crate) mod server;
 
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
+use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use crate::config::Config;
 use crate::rollup::SharedRollup;
+use crate::sample::Batch;
+use config::QueryConfig;
 
 /// What the query sink needs to run.
 #[derive(Debug, Clone)]
@@ -50,20 +53,21 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// The settings from the agent's config.
-    pub(crate) fn from_config(config: &Config) -> Settings {
+    /// The settings of the `[query]` section.
+    pub(crate) fn from_config(config: &QueryConfig) -> Settings {
         Settings {
-            socket: config.query.socket.clone(),
-            group: config.query.group.clone(),
+            socket: config.socket.clone(),
+            group: config.group.clone(),
         }
     }
 }
 
-/// Serves the socket from `rollup` until `stop` resolves.
+/// Serves the socket from `rollup` until the pipeline closes `rx` (its
+/// batches carry nothing the rollup does not publish).
 pub(crate) async fn run(
     settings: Settings,
     rollup: SharedRollup,
-    stop: impl Future<Output = ()>,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
 ) -> Result<()> {
     // Binding is done here, inside the runtime, and its failure does not
     // end the sink (see the module docs).
@@ -83,7 +87,7 @@ pub(crate) async fn run(
             None
         }
     };
-    stop.await;
+    while rx.recv().await.is_some() {}
     if let Some(server) = server {
         // Aborting drops the task's BoundSocket, which removes the file.
         server.abort();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper_stats_query::{
     ErrorCode, GaugeQuery, HistogramQuery, MAX_REQUEST_BYTES, Outcome, Query, Request, Response,
 };
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::sample::{Datapoint, Latency, Sample};
@@ -66,10 +66,8 @@ async fn serves_gauges_histograms_and_survives_bad_clients() {
         group: Some("0".into()),
     };
     let rollup: SharedRollup = Arc::default();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let sink = tokio::spawn(run(settings, Arc::clone(&rollup), async {
-        let _ = stopped.await;
-    }));
+    let (tx, rx) = mpsc::channel(8);
+    let sink = tokio::spawn(run(settings, Arc::clone(&rollup), rx));
     wait_for_socket(&path).await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
@@ -186,8 +184,8 @@ async fn serves_gauges_histograms_and_survives_bad_clients() {
         assert!(c.await.unwrap());
     }
 
-    // Stopping the sink removes the socket.
-    stop.send(()).unwrap();
+    // Stopping the stream stops the sink and removes the socket.
+    drop(tx);
     sink.await.unwrap().unwrap();
     assert!(!path.exists());
 }
@@ -218,19 +216,19 @@ async fn replaces_a_stale_socket_but_not_a_live_one_or_a_file() {
 }
 
 #[tokio::test]
-async fn a_socket_that_cannot_be_created_does_not_stop_the_sink() {
+async fn a_socket_that_cannot_be_created_does_not_stop_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         socket: dir.path().join("q.sock"),
         group: Some("no-such-group-hyper-stats".into()),
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let sink = tokio::spawn(run(settings, SharedRollup::default(), async {
-        let _ = stopped.await;
-    }));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (tx, rx) = mpsc::channel(8);
+    let sink = tokio::spawn(run(settings, SharedRollup::default(), rx));
+    for _ in 0..20 {
+        tx.send(Arc::new(Vec::new())).await.unwrap();
+    }
     assert!(!sink.is_finished(), "the sink runs on without its socket");
-    stop.send(()).unwrap();
+    drop(tx);
     sink.await.unwrap().unwrap();
     assert!(!dir.path().join("q.sock").exists());
 }

@@ -28,6 +28,7 @@
 
 pub mod balloon;
 pub mod block;
+pub mod config;
 pub mod conn;
 pub mod counter;
 pub mod cpu;
