@@ -10,6 +10,10 @@
 //! dots) can break, and never needs quoting (it is quoted anyway).
 //! Values are plain decimals (never exponents, which the guidelines do not
 //! allow); a value that does not exist is `U`.
+//!
+//! This module only writes perfdata; reading it back is
+//! [`hyper_stats_query::perfdata::parse`], the parser Graphios forwarding
+//! uses too.
 
 use std::fmt;
 
@@ -96,90 +100,17 @@ impl fmt::Display for Perf {
     }
 }
 
-/// One item parsed back from perfdata text: label, value (`None` for `U`),
-/// unit, and the raw warn/crit/min/max fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
-    /// The label, unquoted.
-    pub label: String,
-    /// The value, `None` for `U`.
-    pub value: Option<f64>,
-    /// The unit of measure.
-    pub uom: String,
-    /// The fields after the value: warn, crit, min, max (as given).
-    pub fields: Vec<String>,
-}
-
-/// Parses a perfdata string (the part after `|`) into its items. Used by
-/// tests and tools to read the plugin's output back; accepts quoted labels
-/// with `''` as an escaped quote.
-pub fn parse(text: &str) -> Result<Vec<Parsed>, String> {
-    let mut out = Vec::new();
-    let mut rest = text.trim_start();
-    while !rest.is_empty() {
-        let (label, after) = if let Some(quoted) = rest.strip_prefix('\'') {
-            let mut label = String::new();
-            let mut chars = quoted.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '\'')) => {
-                        if quoted[i + 1..].starts_with('\'') {
-                            label.push('\'');
-                            chars.next();
-                        } else {
-                            break i + 1;
-                        }
-                    }
-                    Some((_, c)) => label.push(c),
-                    None => return Err(format!("unterminated label in {text:?}")),
-                }
-            };
-            (label, &quoted[end..])
-        } else {
-            let end = rest
-                .find('=')
-                .ok_or_else(|| format!("no '=' after label in {rest:?}"))?;
-            (rest[..end].to_owned(), &rest[end..])
-        };
-        let after = after
-            .strip_prefix('=')
-            .ok_or_else(|| format!("no '=' after label {label:?}"))?;
-        let end = after.find(' ').unwrap_or(after.len());
-        let (item, next) = after.split_at(end);
-        let mut fields = item.split(';');
-        let value_uom = fields.next().unwrap_or_default();
-        let split = value_uom
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-            .unwrap_or(value_uom.len());
-        let (value, uom) = value_uom.split_at(split);
-        let value = if value_uom == "U" {
-            None
-        } else {
-            Some(
-                value
-                    .parse::<f64>()
-                    .map_err(|_| format!("bad value {value_uom:?} for {label:?}"))?,
-            )
-        };
-        out.push(Parsed {
-            label,
-            value,
-            uom: if value.is_none() {
-                String::new()
-            } else {
-                uom.to_owned()
-            },
-            fields: fields.map(str::to_owned).collect(),
-        });
-        rest = next.trim_start();
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_stats_query::perfdata::{Item, ItemError};
     use proptest::prelude::*;
+
+    /// The printed text read back by the shared parser: all items, or the
+    /// first error.
+    fn parse(text: &str) -> Result<Vec<Item>, ItemError> {
+        hyper_stats_query::perfdata::parse(text).collect()
+    }
 
     #[test]
     fn exact_strings() {
@@ -260,21 +191,6 @@ mod tests {
         let items = parse(text.split_once('|').unwrap().1).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].label, "we_b__x____1.vcpu.0.delay_percent.avg");
-    }
-
-    #[test]
-    fn parses_what_others_write() {
-        let items = parse("'a b'=1.5ms;2;3;0; 'it''s'=U c=10%").unwrap();
-        assert_eq!(items.len(), 3);
-        assert_eq!(items[0].label, "a b");
-        assert_eq!(items[0].value, Some(1.5));
-        assert_eq!(items[0].uom, "ms");
-        assert_eq!(items[0].fields, ["2", "3", "0", ""]);
-        assert_eq!(items[1].label, "it's");
-        assert_eq!(items[1].value, None);
-        assert_eq!(items[2].value, Some(10.0));
-        assert!(parse("'open=1").is_err());
-        assert!(parse("x=abc").is_err());
     }
 
     fn range() -> impl Strategy<Value = Option<Range>> {

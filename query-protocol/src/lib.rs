@@ -43,6 +43,8 @@
 use serde::{Deserialize, Serialize};
 
 pub mod metric;
+/// Nagios perfdata read into items, for the plugin and `hyper-stats graphios`.
+pub mod perfdata;
 
 /// The protocol version this crate speaks. Bump it when a field changes
 /// meaning or a required field is added.

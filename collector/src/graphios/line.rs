@@ -1,6 +1,9 @@
 //! One Nagios perfdata spool line into Carbon points, by Graphios's naming
 //! rules (see the module doc of `graphios`): the line's `NAME::value`
-//! fields, the perfdata items, the path and the value of each.
+//! fields, the perfdata items (read by [`hyper_stats_query::perfdata`]),
+//! the path and the value of each.
+
+use hyper_stats_query::perfdata;
 
 use super::args::Naming;
 use crate::sinks::carbon::encoder::is_valid_path;
@@ -92,18 +95,13 @@ pub(crate) fn parse_line(line: &str, naming: &Naming) -> Result<Line, String> {
         hostname = hostname.replace('.', &naming.replacement.to_string());
     }
     let mut out = Line::default();
-    for item in split_perfdata(&perfdata) {
-        let (label, data) = match item {
+    for item in perfdata::parse(&perfdata) {
+        let (label, value) = match item.and_then(|i| i.number().map(|v| (i.label, v))) {
             Ok(pair) => pair,
-            Err(raw) => {
-                out.bad_items.push(format!("{raw:?} is not label=value"));
+            Err(e) => {
+                out.bad_items.push(e.to_string());
                 continue;
             }
-        };
-        let Some(value) = parse_value(&data) else {
-            out.bad_items
-                .push(format!("{label:?} has no numeric value in {data:?}"));
-            continue;
         };
         let path = build_path(naming, &prefix, &postfix, &hostname, &servicedesc, &label);
         if !is_valid_path(&path) {
@@ -163,72 +161,6 @@ fn fix_string(s: &str, replacement: char) -> String {
             }
         })
         .collect()
-}
-
-/// The number of a perfdata value (`12.5ms;10;20;0;` → 12.5): the part
-/// before the first `;`, with its unit (letters, `%`, `/`) cut from the
-/// end.
-fn parse_value(data: &str) -> Option<f64> {
-    let v = data.split(';').next().unwrap_or("");
-    let v = v.trim_end_matches(|c: char| c.is_alphabetic() || c == '%' || c == '/');
-    let value: f64 = v.parse().ok()?;
-    value.is_finite().then_some(value)
-}
-
-/// Splits perfdata into `(label, data)` items; an item without `=` (or
-/// with a second one) comes back as `Err(raw item)`. Labels may be quoted
-/// in single quotes, with `''` for a quote inside.
-fn split_perfdata(perfdata: &str) -> Vec<Result<(String, String), String>> {
-    let mut items = Vec::new();
-    let mut chars = perfdata.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let Some(&first) = chars.peek() else {
-            break;
-        };
-        let mut label = String::new();
-        let mut raw = String::new();
-        if first == '\'' {
-            chars.next();
-            raw.push('\'');
-            loop {
-                match chars.next() {
-                    Some('\'') if chars.peek() == Some(&'\'') => {
-                        chars.next();
-                        label.push('\'');
-                        raw.push_str("''");
-                    }
-                    Some('\'') => {
-                        raw.push('\'');
-                        break;
-                    }
-                    Some(c) => {
-                        label.push(c);
-                        raw.push(c);
-                    }
-                    None => break,
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-                label.push(c);
-                raw.push(c);
-            }
-        }
-        let mut data = String::new();
-        let has_eq = chars.next_if_eq(&'=').is_some();
-        while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-            data.push(c);
-        }
-        if has_eq && !data.contains('=') {
-            items.push(Ok((label, data)));
-        } else {
-            raw.push_str(if has_eq { "=" } else { "" });
-            raw.push_str(&data);
-            items.push(Err(raw));
-        }
-    }
-    items
 }
 
 #[cfg(test)]

@@ -48,9 +48,10 @@
 //!
 //! # Layout
 //! `args` holds the options and the naming rules they select, `line` the
-//! spool line and perfdata parser, `spool` the spool directory; this file
-//! runs the loop that sends files through the Carbon sink and deletes
-//! them once confirmed.
+//! spool line parser (its perfdata items read by the parser the plugin
+//! shares, `hyper_stats_query::perfdata`), `spool` the spool directory;
+//! this file runs the loop that sends files through the Carbon sink and
+//! deletes them once confirmed.
 
 mod args;
 mod line;
