@@ -11,11 +11,14 @@
 //! - the same with the agent restarted while Carbon is down, a disk spool
 //!   configured;
 //! - `hyper-stats graphios`: Nagios perfdata spool files (written as Nagios
-//!   does with the Graphios template) end up in whisper, files deleted.
+//!   does with the Graphios template) end up in whisper, files deleted;
+//! - the same with the spool files a real Nagios 4 core wrote (common's
+//!   [`Nagios`] fixture running check_hyper_stats against the agent).
 //!
 //! Needs the lab (`cargo xtask lab up`) and `cargo xtask setup`'s
-//! graphite-carbon and python3-whisper; run by `cargo xtask test`. Every
-//! carbon-cache here is started and stopped by this file, by its pid.
+//! graphite-carbon and python3-whisper (and nagios4-core for the last);
+//! run by `cargo xtask test`. Every carbon-cache here is started and
+//! stopped by this file, by its pid.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpStream;
@@ -27,7 +30,9 @@ use serde::Deserialize;
 
 mod common;
 
-use common::{Agent, Finished, Point, build_plugin, free_ports, lab_guests, nagios_ids};
+use common::{
+    Agent, Finished, NAGIOS, Nagios, Point, build_plugin, free_ports, lab_guests, nagios_ids,
+};
 
 /// The path component the agent is told to use for this node.
 const NODE: &str = "labhost";
@@ -658,7 +663,6 @@ fn expected_from_spool(files: &[PathBuf]) -> BTreeMap<String, BTreeMap<i64, f64>
 #[ignore = "needs the lab: cargo xtask test"]
 fn graphios_forwards_what_a_real_nagios_core_wrote() {
     use std::os::unix::fs::PermissionsExt;
-    const NAGIOS: &str = "/usr/sbin/nagios4";
     assert!(
         Path::new(NAGIOS).exists(),
         "{NAGIOS} is missing: run `cargo xtask setup` (installs nagios4-core)"
@@ -694,95 +698,60 @@ fn graphios_forwards_what_a_real_nagios_core_wrote() {
     // 2 s with Graphios's custom variables; perfdata in the Graphios
     // template, moved into the spool every 5 s as Graphios's README says.
     let (uid, gid) = nagios_ids();
-    let n = tmp.join("nagios");
     let spool = tmp.join("graphios");
-    for d in [&n, &n.join("checkresults"), &spool] {
-        std::fs::create_dir_all(d).unwrap();
-        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
-    }
-    let p = |name: &str| n.join(name).display().to_string();
+    std::fs::create_dir_all(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(uid), Some(gid)).unwrap();
     let sp = spool.display();
-    std::fs::write(
-        n.join("objects.cfg"),
-        format!(
-            "define timeperiod {{\n timeperiod_name 24x7\n alias always\n sunday 00:00-24:00\n monday 00:00-24:00\n \
-             tuesday 00:00-24:00\n wednesday 00:00-24:00\n thursday 00:00-24:00\n friday 00:00-24:00\n saturday 00:00-24:00\n}}\n\
-             define command {{\n command_name hs_true\n command_line /bin/true\n}}\n\
-             define command {{\n command_name check_hs_cpu\n command_line {} -S {} -m cpu.time_percent -W 60s -w 1000 -c 2000\n}}\n\
-             define command {{\n command_name graphios_perf_service\n command_line /bin/mv {sp}/service-perfdata {sp}/service-perfdata.$TIMET$\n}}\n\
-             define contact {{\n contact_name nobody\n host_notifications_enabled 0\n service_notifications_enabled 0\n \
-             host_notification_period 24x7\n service_notification_period 24x7\n host_notification_options n\n \
-             service_notification_options n\n host_notification_commands hs_true\n service_notification_commands hs_true\n}}\n\
-             define host {{\n host_name lab-node.example.com\n address 127.0.0.1\n check_command hs_true\n \
-             max_check_attempts 1\n check_interval 60\n check_period 24x7\n contacts nobody\n}}\n\
-             define service {{\n host_name lab-node.example.com\n service_description VM CPU\n \
-             check_command check_hs_cpu\n max_check_attempts 1\n check_interval 2\n retry_interval 2\n \
-             check_period 24x7\n notification_period 24x7\n contacts nobody\n process_perf_data 1\n \
-             _graphiteprefix nagios.lab\n _graphitepostfix cpu\n}}\n",
-            plugin.display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let cfg = n.join("nagios.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "log_file={}\ncfg_file={}\nstatus_file={}\nstatus_update_interval=1\n\
-             object_cache_file={}\nprecached_object_file={}\ntemp_file={}\ntemp_path={}\nlock_file={}\n\
-             check_result_path={}\nstate_retention_file={}\nretain_state_information=0\ncommand_file={}\n\
-             nagios_user=nagios\nnagios_group=nagios\ninterval_length=1\nuse_syslog=0\ncheck_external_commands=0\n\
-             enable_notifications=0\nexecute_service_checks=1\nexecute_host_checks=1\nmax_service_check_spread=1\n\
-             max_host_check_spread=1\nservice_inter_check_delay_method=n\nhost_inter_check_delay_method=n\n\
-             check_result_reaper_frequency=1\nenable_flap_detection=0\n\
-             process_performance_data=1\nservice_perfdata_file={sp}/service-perfdata\n\
-             service_perfdata_file_template=DATATYPE::SERVICEPERFDATA\\tTIMET::$TIMET$\\tHOSTNAME::$HOSTNAME$\\t\
+    let nagios = Nagios::config(&tmp.join("nagios"))
+        .command(
+            "check_hs_cpu",
+            &format!(
+                "{} -S {} -m cpu.time_percent -W 60s -w 1000 -c 2000",
+                plugin.display(),
+                socket.display()
+            ),
+        )
+        .command(
+            "graphios_perf_service",
+            &format!("/bin/mv {sp}/service-perfdata {sp}/service-perfdata.$TIMET$"),
+        )
+        .host(
+            "lab-node.example.com",
+            &[
+                ("max_check_attempts", "1"),
+                ("check_interval", "60"),
+                ("check_period", "24x7"),
+            ],
+        )
+        .service(
+            "lab-node.example.com",
+            "VM CPU",
+            "check_hs_cpu",
+            &[
+                ("max_check_attempts", "1"),
+                ("check_interval", "2"),
+                ("retry_interval", "2"),
+                ("process_perf_data", "1"),
+                ("_graphiteprefix", "nagios.lab"),
+                ("_graphitepostfix", "cpu"),
+            ],
+        )
+        .set("max_service_check_spread", "1")
+        .set("max_host_check_spread", "1")
+        .perfdata(
+            &spool.join("service-perfdata"),
+            "DATATYPE::SERVICEPERFDATA\\tTIMET::$TIMET$\\tHOSTNAME::$HOSTNAME$\\t\
              SERVICEDESC::$SERVICEDESC$\\tSERVICEPERFDATA::$SERVICEPERFDATA$\\tSERVICECHECKCOMMAND::$SERVICECHECKCOMMAND$\\t\
              HOSTSTATE::$HOSTSTATE$\\tHOSTSTATETYPE::$HOSTSTATETYPE$\\tSERVICESTATE::$SERVICESTATE$\\t\
              SERVICESTATETYPE::$SERVICESTATETYPE$\\tGRAPHITEPREFIX::$_SERVICEGRAPHITEPREFIX$\\t\
-             GRAPHITEPOSTFIX::$_SERVICEGRAPHITEPOSTFIX$\n\
-             service_perfdata_file_mode=a\nservice_perfdata_file_processing_interval=5\n\
-             service_perfdata_file_processing_command=graphios_perf_service\n",
-            p("nagios.log"),
-            p("objects.cfg"),
-            p("status.dat"),
-            p("objects.cache"),
-            p("objects.precache"),
-            p("nagios.tmp"),
-            n.display(),
-            p("nagios.pid"),
-            p("checkresults"),
-            p("retention.dat"),
-            p("nagios.cmd"),
-        ),
-    )
-    .unwrap();
-    let verify = Command::new(NAGIOS).arg("-v").arg(&cfg).output().unwrap();
-    assert!(
-        verify.status.success(),
-        "nagios4 -v rejected the config:\n{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    assert!(
-        Command::new(NAGIOS)
-            .arg("-d")
-            .arg(&cfg)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let pidfile = n.join("nagios.pid");
-    let until = Instant::now() + Duration::from_secs(10);
-    let nagios_pid: u32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(Instant::now() < until, "nagios4 wrote no pid file");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+             GRAPHITEPOSTFIX::$_SERVICEGRAPHITEPOSTFIX$",
+        )
+        .set("service_perfdata_file_processing_interval", "5")
+        .set(
+            "service_perfdata_file_processing_command",
+            "graphios_perf_service",
+        )
+        .start();
     let moved = || -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&spool)
             .unwrap()
@@ -799,22 +768,16 @@ fn graphios_forwards_what_a_real_nagios_core_wrote() {
     };
     let until = Instant::now() + Duration::from_secs(90);
     while moved().len() < 3 {
-        if Instant::now() >= until {
-            signal(nagios_pid, "TERM");
-            panic!(
-                "Nagios moved {} perfdata files in 90 s; its log:\n{}",
-                moved().len(),
-                std::fs::read_to_string(n.join("nagios.log")).unwrap_or_default()
-            );
-        }
+        assert!(
+            Instant::now() < until,
+            "Nagios moved {} perfdata files in 90 s; its log:\n{}",
+            moved().len(),
+            nagios.log()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
-    signal(nagios_pid, "TERM");
-    let until = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{nagios_pid}")).exists() {
-        assert!(Instant::now() < until, "nagios4 did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Stopped, and gone, before its files are read.
+    nagios.stop();
     let files = moved();
     let want = expected_from_spool(&files);
     let values: usize = want.values().map(BTreeMap::len).sum();

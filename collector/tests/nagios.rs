@@ -2,8 +2,20 @@
 //! (`hyper-stats run`) on the lab guests with its query socket in a
 //! temporary directory, Debian's NRPE daemon on 127.0.0.1 with the shipped
 //! `nagios/nrpe/hyper-stats-nrpe.cfg` (paths substituted), the real
-//! `check_nrpe`, and a Nagios 4 core scheduling the shipped service
-//! definitions every few seconds.
+//! `check_nrpe`, and a Nagios 4 core (common's [`Nagios`] fixture)
+//! scheduling the shipped service definitions every few seconds.
+//!
+//! This file owns the [`Lab`] fixture: that agent, NRPE and Nagios core,
+//! started once by the first case and shared by the next ones, each case
+//! one subject (NRPE's states, its perfdata against the socket, bad
+//! clients, NRPE v2's packet size, the shipped commands, the run-queue
+//! histograms, what the core recorded in status.dat, the UNKNOWN answers
+//! when the agent is stopped or gone). The last case, the UNKNOWN one,
+//! takes the fixture and stops its parts itself; otherwise the fixture is
+//! stopped when the test binary exits (see common's [`Shared`]). Cases do
+//! not depend on each other's order: one that runs after the UNKNOWN case
+//! (libtest runs them by name, and that one sorts last) starts a new
+//! fixture.
 //!
 //! Needs the lab (`cargo xtask lab up`) and `cargo xtask setup`'s Debian
 //! packages (nagios-nrpe-server, nagios-nrpe-plugin, nagios4-core); run by
@@ -19,7 +31,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,10 +39,12 @@ use hyper_stats_query::{GaugeQuery, HistogramQuery, Outcome, Query, Request, Res
 
 mod common;
 
-use common::{Agent, build_plugin, free_port, lab_guests, nagios_ids, repo};
+use common::{
+    Agent, Daemon, NAGIOS, Nagios, Shared, SharedGuard, build_plugin, free_port, lab_guests,
+    nagios_ids, repo, service_block, service_state,
+};
 const CHECK_NRPE: &str = "/usr/lib/nagios/plugins/check_nrpe";
 const NRPE: &str = "/usr/sbin/nrpe";
-const NAGIOS: &str = "/usr/sbin/nagios4";
 /// Where the shipped fragment expects the plugin and the socket.
 const SHIPPED_PLUGIN: &str = "/usr/lib/nagios/plugins/check_hyper_stats";
 const SHIPPED_SOCKET: &str = "/run/hyper-stats/hyper-stats.sock";
@@ -47,56 +61,178 @@ fn chown_nagios(path: &Path) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
 }
 
-/// A process this test started, stopped by its pid when dropped.
-struct Daemon {
-    name: &'static str,
-    pid: i32,
+/// What the cases share: the agent (warmed up), NRPE in front of it and a
+/// Nagios core running the shipped services through that NRPE. Dropped in
+/// field order: the core, NRPE, the agent, then their directory.
+struct Lab {
+    /// The Nagios core, started last, running throughout the cases.
+    nagios: Nagios,
+    /// NRPE on 127.0.0.1:`port`.
+    nrpe: Daemon,
+    /// The agent, its query socket at `socket`.
+    agent: Agent,
+    /// NRPE's port.
+    port: u16,
+    /// The agent's query socket.
+    socket: PathBuf,
+    /// The running lab guests.
+    guests: Vec<String>,
+    /// Whether the agent had runq_latency_us histograms once warmed up.
+    has_histograms: bool,
+    /// Holds the plugin, the socket and every daemon's files.
+    _dir: tempfile::TempDir,
 }
 
-impl Daemon {
-    fn from_pid_file(name: &'static str, path: &Path) -> Daemon {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(path)
-                && let Ok(pid) = text.trim().parse::<i32>()
-            {
-                return Daemon { name, pid };
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} wrote no pid file {}",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+static LAB: Shared<Lab> = Shared::new(Lab::start);
 
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) with a pid this test started; no memory involved.
-        unsafe { libc::kill(self.pid, sig) };
-    }
-
-    fn alive(&self) -> bool {
-        // SAFETY: signal 0 only checks that the pid exists.
-        unsafe { libc::kill(self.pid, 0) == 0 }
-    }
+/// The shared fixture, started if no case has yet.
+fn lab() -> SharedGuard<'static, Lab> {
+    LAB.get()
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        for _ in 0..50 {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+impl Lab {
+    fn start() -> Lab {
+        for p in [CHECK_NRPE, NRPE, NAGIOS] {
+            require(p);
         }
-        eprintln!(
-            "{} (pid {}) ignored SIGTERM; killing it",
-            self.name, self.pid
+        let guests = lab_guests();
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path();
+        // User nagios (NRPE's and Nagios' checks) must reach the plugin and
+        // the socket's directory.
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plugin = build_plugin(tmp);
+
+        // The agent, its socket in the temporary directory.
+        let socket = tmp.join("run").join("hyper-stats.sock");
+        let config = tmp.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[query]\nsocket = {:?}\ngroup = \"nagios\"\n",
+                socket.display().to_string()
+            ),
+        )
+        .unwrap();
+        let agent = Agent::json().config(&config).discard_stdout().start();
+        // Rates need two polls and averages a few: wait until every lab guest
+        // has cpu.time_percent and 3 s have passed.
+        let started = Instant::now();
+        wait_for(
+            "the agent's socket to list every lab guest",
+            Duration::from_secs(30),
+            || {
+                let Ok(_) = UnixStream::connect(&socket) else {
+                    return None;
+                };
+                let Outcome::List(l) = ask(&socket, Query::List) else {
+                    return None;
+                };
+                let ready = guests.iter().all(|g| {
+                    l.domains.iter().any(|d| {
+                        &d.domain == g && d.metrics.iter().any(|m| m == "cpu.time_percent")
+                    })
+                });
+                (ready && started.elapsed() > Duration::from_secs(4)).then_some(())
+            },
         );
-        self.signal(libc::SIGKILL);
+        let Outcome::List(list) = ask(&socket, Query::List) else {
+            panic!()
+        };
+        let has_histograms = list.histograms.iter().any(|h| h == "runq_latency_us");
+
+        let (nrpe, port) = start_nrpe(tmp, &plugin, &socket);
+        let nagios = start_nagios(tmp, port);
+        Lab {
+            nagios,
+            nrpe,
+            agent,
+            port,
+            socket,
+            guests,
+            has_histograms,
+            _dir: dir,
+        }
     }
+}
+
+/// NRPE with the shipped fragment, paths substituted, plus test commands
+/// with loose and tight thresholds, on a free port; returns once it
+/// listens.
+fn start_nrpe(tmp: &Path, plugin: &Path, socket: &Path) -> (Daemon, u16) {
+    let port = free_port();
+    let nrpe_dir = tmp.join("nrpe");
+    std::fs::create_dir(&nrpe_dir).unwrap();
+    chown_nagios(&nrpe_dir);
+    let fragment = std::fs::read_to_string(repo().join("nagios/nrpe/hyper-stats-nrpe.cfg"))
+        .unwrap()
+        .replace(SHIPPED_PLUGIN, &plugin.display().to_string())
+        .replace(SHIPPED_SOCKET, &socket.display().to_string());
+    assert!(fragment.contains("command[check_hyper_stats_runq_p99]="));
+    let p = plugin.display();
+    let s = socket.display();
+    let test_commands = format!(
+        "command[t_cpu_ok]={p} -S {s} -m cpu.time_percent --window 1m -w 100000 -c 200000\n\
+         command[t_cpu_warning]={p} -S {s} -m cpu.time_percent --window 1m -w 0.000001 -c 200000\n\
+         command[t_cpu_critical]={p} -S {s} -m cpu.time_percent --window 1m -w 0.000001 -c 0.000001\n\
+         command[t_balloon_max]={p} -S {s} -m balloon.maximum_bytes --aggregate max --window 1m\n\
+         command[t_vcpu_delay]={p} -S {s} -m 'vcpu.*.delay_percent' --window 1m -w 100000\n\
+         command[t_runq_ok]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 10000000 -c 10000000\n\
+         command[t_runq_warning]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 10000000\n\
+         command[t_runq_critical]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 0.001\n\
+         command[t_timeout]={p} -S {s} -m cpu.time_percent --window 1m -t 3\n\
+         command[t_nrpe_v2]={p} -S {s} -m 'balloon.*' --aggregate max --window 1m -c 0.1 --max-bytes 1023\n"
+    );
+    let nrpe_cfg = nrpe_dir.join("nrpe.cfg");
+    let pid_file = nrpe_dir.join("nrpe.pid");
+    std::fs::write(
+        &nrpe_cfg,
+        format!(
+            "log_facility=daemon\npid_file={}\nserver_port={port}\nserver_address=127.0.0.1\n\
+             nrpe_user=nagios\nnrpe_group=nagios\nallowed_hosts=127.0.0.1\ndont_blame_nrpe=0\n\
+             allow_bash_command_substitution=0\ndebug=0\ncommand_timeout=60\nconnection_timeout=300\n\
+             {fragment}\n{test_commands}",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new(NRPE)
+        .arg("-c")
+        .arg(&nrpe_cfg)
+        .arg("-d")
+        .status()
+        .unwrap();
+    assert!(status.success(), "nrpe -d failed");
+    let nrpe = Daemon::from_pid_file("nrpe", &pid_file);
+    wait_for("NRPE to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (nrpe, port)
+}
+
+/// Starts Nagios 4 with a minimal config of its own: one host (this node,
+/// NRPE on `port`) in the shipped host group, the shipped command, template
+/// and services, interval_length 1 so that "every 5 intervals" is 5 s.
+fn start_nagios(tmp: &Path, port: u16) -> Nagios {
+    let d = tmp.join("nagios");
+    let port = port.to_string();
+    Nagios::config(&d)
+        .host(
+            "lab-node",
+            &[("use", "hyper-stats-compute-node"), ("_NRPE_PORT", &port)],
+        )
+        .cfg_file(&repo().join("nagios/nrpe/hyper-stats-nagios.cfg"))
+        .set("max_service_check_spread", "2")
+        .set("max_host_check_spread", "2")
+        .set("illegal_macro_output_chars", "`~$&|'\"<>")
+        .perfdata(
+            &d.join("service-perfdata"),
+            "DATATYPE::SERVICEPERFDATA\\tTIMET::$TIMET$\\tHOSTNAME::$HOSTNAME$\\t\
+             SERVICEDESC::$SERVICEDESC$\\tSERVICEPERFDATA::$SERVICEPERFDATA$\\tSERVICECHECKCOMMAND::$SERVICECHECKCOMMAND$\\t\
+             SERVICESTATE::$SERVICESTATE$\\tSERVICEOUTPUT::$SERVICEOUTPUT$",
+        )
+        .set("service_perfdata_file_processing_interval", "0")
+        .start()
 }
 
 /// Asks the socket directly, as the reference the plugin must agree with.
@@ -192,106 +328,9 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 
 #[test]
 #[ignore = "needs the lab: cargo xtask test"]
-fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
-    for p in [CHECK_NRPE, NRPE, NAGIOS] {
-        require(p);
-    }
-    let guests = lab_guests();
-    let dir = tempfile::tempdir().unwrap();
-    let tmp = dir.path();
-    // User nagios (NRPE's and Nagios' checks) must reach the plugin and
-    // the socket's directory.
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let plugin = build_plugin(tmp);
-
-    // The agent, its socket in the temporary directory.
-    let socket = tmp.join("run").join("hyper-stats.sock");
-    let config = tmp.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[query]\nsocket = {:?}\ngroup = \"nagios\"\n",
-            socket.display().to_string()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::json().config(&config).discard_stdout().start();
-    // Rates need two polls and averages a few: wait until every lab guest
-    // has cpu.time_percent and 3 s have passed.
-    let started = Instant::now();
-    wait_for(
-        "the agent's socket to list every lab guest",
-        Duration::from_secs(30),
-        || {
-            let Ok(_) = UnixStream::connect(&socket) else {
-                return None;
-            };
-            let Outcome::List(l) = ask(&socket, Query::List) else {
-                return None;
-            };
-            let ready = guests.iter().all(|g| {
-                l.domains
-                    .iter()
-                    .any(|d| &d.domain == g && d.metrics.iter().any(|m| m == "cpu.time_percent"))
-            });
-            (ready && started.elapsed() > Duration::from_secs(4)).then_some(())
-        },
-    );
-    let Outcome::List(list) = ask(&socket, Query::List) else {
-        panic!()
-    };
-    let has_histograms = list.histograms.iter().any(|h| h == "runq_latency_us");
-
-    // NRPE with the shipped fragment, paths substituted, plus test
-    // commands with loose and tight thresholds.
-    let port = free_port();
-    let nrpe_dir = tmp.join("nrpe");
-    std::fs::create_dir(&nrpe_dir).unwrap();
-    chown_nagios(&nrpe_dir);
-    let fragment = std::fs::read_to_string(repo().join("nagios/nrpe/hyper-stats-nrpe.cfg"))
-        .unwrap()
-        .replace(SHIPPED_PLUGIN, &plugin.display().to_string())
-        .replace(SHIPPED_SOCKET, &socket.display().to_string());
-    assert!(fragment.contains("command[check_hyper_stats_runq_p99]="));
-    let p = plugin.display();
-    let s = socket.display();
-    let test_commands = format!(
-        "command[t_cpu_ok]={p} -S {s} -m cpu.time_percent --window 1m -w 100000 -c 200000\n\
-         command[t_cpu_warning]={p} -S {s} -m cpu.time_percent --window 1m -w 0.000001 -c 200000\n\
-         command[t_cpu_critical]={p} -S {s} -m cpu.time_percent --window 1m -w 0.000001 -c 0.000001\n\
-         command[t_balloon_max]={p} -S {s} -m balloon.maximum_bytes --aggregate max --window 1m\n\
-         command[t_vcpu_delay]={p} -S {s} -m 'vcpu.*.delay_percent' --window 1m -w 100000\n\
-         command[t_runq_ok]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 10000000 -c 10000000\n\
-         command[t_runq_warning]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 10000000\n\
-         command[t_runq_critical]={p} -S {s} -m runq_latency_us -p 99 --window 1m -w 0.001 -c 0.001\n\
-         command[t_timeout]={p} -S {s} -m cpu.time_percent --window 1m -t 3\n\
-         command[t_nrpe_v2]={p} -S {s} -m 'balloon.*' --aggregate max --window 1m -c 0.1 --max-bytes 1023\n"
-    );
-    let nrpe_cfg = nrpe_dir.join("nrpe.cfg");
-    let pid_file = nrpe_dir.join("nrpe.pid");
-    std::fs::write(
-        &nrpe_cfg,
-        format!(
-            "log_facility=daemon\npid_file={}\nserver_port={port}\nserver_address=127.0.0.1\n\
-             nrpe_user=nagios\nnrpe_group=nagios\nallowed_hosts=127.0.0.1\ndont_blame_nrpe=0\n\
-             allow_bash_command_substitution=0\ndebug=0\ncommand_timeout=60\nconnection_timeout=300\n\
-             {fragment}\n{test_commands}",
-            pid_file.display()
-        ),
-    )
-    .unwrap();
-    let status = Command::new(NRPE)
-        .arg("-c")
-        .arg(&nrpe_cfg)
-        .arg("-d")
-        .status()
-        .unwrap();
-    assert!(status.success(), "nrpe -d failed");
-    let nrpe = Daemon::from_pid_file("nrpe", &pid_file);
-    wait_for("NRPE to listen", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-
+fn nrpe_states_follow_the_thresholds() {
+    let lab = lab();
+    let (port, guests) = (lab.port, &lab.guests);
     // OK, WARNING, CRITICAL with the right exit codes.
     for (command, code, state) in [
         ("t_cpu_ok", 0, "OK"),
@@ -311,14 +350,14 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
             r.output
         );
         let perf = r.perfdata();
-        for g in &guests {
+        for g in guests {
             assert!(
                 perf.contains_key(&format!("{g}.cpu.time_percent.avg")),
                 "{command}: {perf:?}"
             );
         }
         // One long-output line per domain.
-        for g in &guests {
+        for g in guests {
             assert!(
                 r.output
                     .lines()
@@ -329,14 +368,20 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
             );
         }
     }
+}
 
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn nrpe_perfdata_equals_the_socket() {
+    let lab = lab();
+    let (port, socket, guests) = (lab.port, &lab.socket, &lab.guests);
     // Perfdata equals what the socket says: exactly for a series that does
     // not change (the balloon's maximum), and within a second's drift for
     // a moving average.
     let r = check_nrpe(port, "t_balloon_max");
     assert_eq!(r.code, 0, "{}", r.output);
     let Outcome::Gauge(g) = ask(
-        &socket,
+        socket,
         Query::Gauge(GaugeQuery {
             metric: "balloon.maximum_bytes".into(),
             window_s: 60,
@@ -354,9 +399,14 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         metric: "vcpu.*.delay_percent".into(),
         window_s: 60,
     });
-    let compared = agrees_with_socket(&socket, port, "t_vcpu_delay", delay, 0);
+    let compared = agrees_with_socket(socket, port, "t_vcpu_delay", delay, 0);
     assert!(compared >= guests.len(), "vCPU series compared: {compared}");
+}
 
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn bad_clients_do_not_disturb_the_agent() {
+    let lab = lab();
     // Bad clients do not disturb the agent: garbage, an oversized line and
     // a half request each get an error line, and it answers as before.
     for junk in [
@@ -364,7 +414,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         vec![b'{'; 1 << 20],
         b"{\"v\":1,\"op\":".to_vec(),
     ] {
-        let mut s = UnixStream::connect(&socket).unwrap();
+        let mut s = UnixStream::connect(&lab.socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.write_all(&junk);
         let _ = s.shutdown(std::net::Shutdown::Write);
@@ -372,12 +422,17 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         let _ = BufReader::new(s).read_line(&mut line);
         assert!(line.contains("\"error\""), "{line:.200}");
     }
-    let r = check_nrpe(port, "t_cpu_ok");
+    let r = check_nrpe(lab.port, "t_cpu_ok");
     assert_eq!(r.code, 0, "after bad clients: {}", r.output);
+}
 
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn nrpe_v2_output_fits_1023_bytes() {
+    let lab = lab();
     // NRPE v2 packets hold 1,023 bytes: with --max-bytes 1023 the plugin
     // cuts whole domains (worst kept) and says so, and NRPE cuts nothing.
-    let r = check_nrpe_with(port, "t_nrpe_v2", &["-2"]);
+    let r = check_nrpe_with(lab.port, "t_nrpe_v2", &["-2"]);
     eprintln!(
         "t_nrpe_v2 (check_nrpe -2): exit {}, {} bytes\n{}",
         r.code,
@@ -386,7 +441,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
     );
     assert_eq!(r.code, 2, "{}", r.output);
     assert!(r.output.len() <= 1023, "{} bytes", r.output.len());
-    if guests.len() > 1 {
+    if lab.guests.len() > 1 {
         assert!(
             r.first_line()
                 .contains("left out of this output to fit 1023 bytes"),
@@ -395,7 +450,12 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         );
     }
     assert!(!r.perfdata().is_empty(), "{}", r.output);
+}
 
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn shipped_nrpe_commands_answer() {
+    let lab = lab();
     // The shipped commands run through NRPE and answer in the plugin's form.
     for command in [
         "check_hyper_stats_vcpu_delay",
@@ -405,7 +465,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         "check_hyper_stats_runq_p99",
         "check_hyper_stats_runq_p99_vcpu",
     ] {
-        let r = check_nrpe(port, command);
+        let r = check_nrpe(lab.port, command);
         eprintln!(
             "{command}: exit {} in {:?}\n{}",
             r.code, r.elapsed, r.output
@@ -417,9 +477,15 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
             r.output
         );
     }
+}
 
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn runq_histograms_judged_or_unknown() {
+    let lab = lab();
+    let (port, socket, guests) = (lab.port, &lab.socket, &lab.guests);
     // Histograms: asserted when the agent has them.
-    if has_histograms {
+    if lab.has_histograms {
         for (command, code) in [
             ("t_runq_ok", 0),
             ("t_runq_warning", 1),
@@ -428,7 +494,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
             let r = check_nrpe(port, command);
             eprintln!("{command}: exit {}\n{}", r.code, r.output);
             assert_eq!(r.code, code, "{command}: {}", r.output);
-            for g in &guests {
+            for g in guests {
                 assert!(
                     r.perfdata()
                         .contains_key(&format!("{g}.runq_latency_us.p99")),
@@ -443,7 +509,7 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
             percentiles: vec![99.0],
             per_vcpu: false,
         });
-        let compared = agrees_with_socket(&socket, port, "t_runq_ok", runq, 0);
+        let compared = agrees_with_socket(socket, port, "t_runq_ok", runq, 0);
         assert!(compared >= guests.len(), "domains compared: {compared}");
     } else {
         eprintln!(
@@ -454,25 +520,30 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         assert_eq!(r.code, 3, "{}", r.output);
         assert!(r.first_line().contains("runq_latency_us"), "{}", r.output);
     }
+}
 
-    // A Nagios 4 core scheduling the shipped services every few seconds.
-    let nagios = start_nagios(tmp, port);
-    let status_file = tmp.join("nagios").join("status.dat");
-    let perf_file = tmp.join("nagios").join("service-perfdata");
-    let nagios_log = tmp.join("nagios").join("nagios.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn status_dat_records_what_nagios_scheduled() {
+    let lab = lab();
+    let (guests, has_histograms) = (&lab.guests, lab.has_histograms);
+    // A Nagios 4 core scheduling the shipped services every few seconds
+    // (started with the fixture, so it has been running meanwhile).
+    let nagios = &lab.nagios;
+    let perf_file = nagios.dir().join("service-perfdata");
+    let deadline = nagios.started() + Duration::from_secs(60);
     let shown = wait_for(
         "Nagios to run the shipped services twice",
         Duration::from_secs(90),
         || {
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(&nagios_log).unwrap_or_default();
-                let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+                let log = nagios.log();
+                let status = nagios.status().unwrap_or_default();
                 panic!(
                     "Nagios ran no checks in 60 s; nagios.log:\n{log}\nstatus.dat:\n{status:.3000}"
                 );
             }
-            let status = std::fs::read_to_string(&status_file).ok()?;
+            let status = nagios.status()?;
             let perf = std::fs::read_to_string(&perf_file).ok()?;
             let delay_checks = perf
                 .lines()
@@ -495,16 +566,16 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
     eprintln!("status.dat, VM vCPU delay:\n{delay}");
     // Its state is whatever the lab's guests do (TCG guests on 2 busy
     // cores can wait more than 10%); status.dat must agree with the output.
-    let state = nagios_state(&delay);
+    let state = service_state(&delay);
     assert!(state < 3, "{delay}");
-    for g in &guests {
+    for g in guests {
         assert!(
             delay.contains(&format!("'{g}.vcpu.0.delay_percent.avg'=")),
             "{delay}"
         );
     }
     let runq = service_block(&status, "VM vCPU run-queue p99").expect("runq service in status.dat");
-    let runq_state = nagios_state(&runq);
+    let runq_state = service_state(&runq);
     if has_histograms {
         // Real waits: any judged state, but judged.
         assert!(runq_state < 3, "{runq}");
@@ -517,6 +588,23 @@ fn nrpe_and_nagios_core_run_the_plugin_against_the_agent() {
         perf.lines().count(),
         perf.lines().last().unwrap_or_default()
     );
+}
+
+/// Takes the fixture (a case after this one starts a new one): it stops
+/// the Nagios core first, then the agent, so that no other case sees them
+/// stopped.
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn unknown_when_the_agent_is_stopped_or_gone() {
+    let Lab {
+        nagios,
+        nrpe,
+        agent,
+        port,
+        socket,
+        _dir,
+        ..
+    } = LAB.take();
     drop(nagios);
 
     // The agent stopped (SIGSTOP): it accepts nothing, the plugin gives
@@ -623,97 +711,4 @@ fn agrees_with_socket(socket: &Path, port: u16, command: &str, query: Query, cod
         last = off.join("\n");
     }
     panic!("{command}: perfdata differs from the socket:\n{last}");
-}
-
-/// The state of a `servicestatus` block, checked against its output line.
-fn nagios_state(block: &str) -> usize {
-    let state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"]
-        .iter()
-        .position(|s| block.contains(&format!("plugin_output=HYPER-STATS {s} - ")))
-        .unwrap_or_else(|| panic!("no plugin output in {block}"));
-    assert!(
-        block.contains(&format!("current_state={state}\n")),
-        "{block}"
-    );
-    state
-}
-
-/// The `servicestatus` block of status.dat for one service.
-fn service_block(status: &str, description: &str) -> Option<String> {
-    status
-        .split("servicestatus {")
-        .skip(1)
-        .map(|b| b.split('}').next().unwrap_or_default())
-        .find(|b| b.contains(&format!("service_description={description}\n")))
-        .map(str::to_owned)
-}
-
-/// Starts Nagios 4 with a minimal config of its own: one host (this node,
-/// NRPE on `port`) in the shipped host group, the shipped command, template
-/// and services, interval_length 1 so that "every 5 intervals" is 5 s.
-fn start_nagios(tmp: &Path, port: u16) -> Daemon {
-    let d = tmp.join("nagios");
-    std::fs::create_dir_all(d.join("checkresults")).unwrap();
-    chown_nagios(&d);
-    chown_nagios(&d.join("checkresults"));
-    let shipped = repo().join("nagios/nrpe/hyper-stats-nagios.cfg");
-    std::fs::write(d.join("resource.cfg"), "$USER1$=/usr/lib/nagios/plugins\n").unwrap();
-    std::fs::write(
-        d.join("objects.cfg"),
-        format!(
-            "define timeperiod {{\n timeperiod_name 24x7\n alias always\n sunday 00:00-24:00\n monday 00:00-24:00\n \
-             tuesday 00:00-24:00\n wednesday 00:00-24:00\n thursday 00:00-24:00\n friday 00:00-24:00\n saturday 00:00-24:00\n}}\n\
-             define command {{\n command_name hs_host_up\n command_line /bin/true\n}}\n\
-             define contact {{\n contact_name nobody\n host_notifications_enabled 0\n service_notifications_enabled 0\n \
-             host_notification_period 24x7\n service_notification_period 24x7\n host_notification_options n\n \
-             service_notification_options n\n host_notification_commands hs_host_up\n service_notification_commands hs_host_up\n}}\n\
-             define host {{\n use hyper-stats-compute-node\n host_name lab-node\n address 127.0.0.1\n \
-             check_command hs_host_up\n contacts nobody\n _NRPE_PORT {port}\n}}\n"
-        ),
-    )
-    .unwrap();
-    let p = |name: &str| d.join(name).display().to_string();
-    let cfg = d.join("nagios.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "log_file={}\ncfg_file={}\ncfg_file={}\nresource_file={}\nstatus_file={}\nstatus_update_interval=1\n\
-             object_cache_file={}\nprecached_object_file={}\ntemp_file={}\ntemp_path={}\nlock_file={}\n\
-             check_result_path={}\nquery_socket={}\nstate_retention_file={}\nretain_state_information=0\ncommand_file={}\n\
-             nagios_user=nagios\nnagios_group=nagios\ninterval_length=1\nuse_syslog=0\ncheck_external_commands=0\n\
-             enable_notifications=0\nexecute_service_checks=1\nexecute_host_checks=1\nmax_service_check_spread=2\n\
-             max_host_check_spread=2\nservice_inter_check_delay_method=n\nhost_inter_check_delay_method=n\n\
-             check_result_reaper_frequency=1\nenable_flap_detection=0\nillegal_macro_output_chars=`~$&|'\"<>\n\
-             process_performance_data=1\nservice_perfdata_file={}\nservice_perfdata_file_mode=a\n\
-             service_perfdata_file_processing_interval=0\n\
-             service_perfdata_file_template=DATATYPE::SERVICEPERFDATA\\tTIMET::$TIMET$\\tHOSTNAME::$HOSTNAME$\\t\
-             SERVICEDESC::$SERVICEDESC$\\tSERVICEPERFDATA::$SERVICEPERFDATA$\\tSERVICECHECKCOMMAND::$SERVICECHECKCOMMAND$\\t\
-             SERVICESTATE::$SERVICESTATE$\\tSERVICEOUTPUT::$SERVICEOUTPUT$\n",
-            p("nagios.log"),
-            p("objects.cfg"),
-            shipped.display(),
-            p("resource.cfg"),
-            p("status.dat"),
-            p("objects.cache"),
-            p("objects.precache"),
-            p("nagios.tmp"),
-            d.display(),
-            p("nagios.pid"),
-            p("checkresults"),
-            p("nagios.qh"),
-            p("retention.dat"),
-            p("nagios.cmd"),
-            p("service-perfdata"),
-        ),
-    )
-    .unwrap();
-    let verify = Command::new(NAGIOS).arg("-v").arg(&cfg).output().unwrap();
-    assert!(
-        verify.status.success(),
-        "nagios4 -v rejected the config:\n{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    let status = Command::new(NAGIOS).arg("-d").arg(&cfg).status().unwrap();
-    assert!(status.success(), "nagios4 -d failed");
-    Daemon::from_pid_file("nagios4", &d.join("nagios.pid"))
 }

@@ -1,7 +1,10 @@
 //! Helpers the lab integration tests share: `virsh` against the lab's
 //! libvirtd and the list of running lab guests, the Nagios plugin build,
 //! and, in their own files, the agent runner and its [`Point`]s
-//! (`agent.rs`), free ports (`ports.rs`) and the unix clock (`clock.rs`).
+//! (`agent.rs`), daemons stopped by their pid (`daemon.rs`), the Nagios
+//! core fixture (`nagios.rs`), a fixture shared by the cases of one test
+//! binary and stopped at its exit (`shared.rs`), free ports (`ports.rs`)
+//! and the unix clock (`clock.rs`).
 //!
 //! Each test target compiles this module on its own and uses part of it
 //! (hence the allows: a target leaves some helpers and re-exports unused).
@@ -11,11 +14,17 @@ use std::process::Command;
 
 mod agent;
 mod clock;
+mod daemon;
+mod nagios;
 mod ports;
+mod shared;
 
 pub use agent::{Agent, AgentBuilder, Finished, Point};
 pub use clock::now_unix;
+pub use daemon::Daemon;
+pub use nagios::{NAGIOS, Nagios, NagiosConfig, service_block, service_state};
 pub use ports::{free_port, free_ports};
+pub use shared::{Shared, SharedGuard};
 
 /// The lab's libvirt connection.
 pub const URI: &str = "qemu:///system";
