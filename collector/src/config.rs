@@ -10,6 +10,7 @@
 //! to a default), and every validation error names the key, the value and
 //! what would be accepted.
 
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -18,20 +19,28 @@ use serde::Deserialize;
 use crate::sinks::carbon::CarbonConfig;
 use crate::sinks::query::config::QueryConfig;
 use crate::sources::libvirt::config::LibvirtConfig;
+use crate::sources::libvirt::groups::Group;
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
 
 /// Where the config file is read from when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/hyper-stats/hyper-stats.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/hyper-stats/hyper-stats.toml";
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// How to reach libvirt and how often to ask it.
-    pub libvirt: LibvirtConfig,
+    pub(crate) libvirt: LibvirtConfig,
     /// The query socket for `check_hyper_stats`.
-    pub query: QueryConfig,
+    pub(crate) query: QueryConfig,
     /// Pushing datapoints to Graphite (off without `carbon.address`).
-    pub carbon: CarbonConfig,
+    pub(crate) carbon: CarbonConfig,
 }
 
 /// What the command line says over the file.
@@ -72,7 +81,7 @@ impl Config {
     }
 
     /// Parses and validates config text.
-    pub fn parse(text: &str) -> Result<Config> {
+    pub(crate) fn parse(text: &str) -> Result<Config> {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         config.validate()?;
@@ -80,11 +89,53 @@ impl Config {
     }
 
     /// Checks every section.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.libvirt.validate()?;
         self.query.validate()?;
         self.carbon.validate()?;
         Ok(())
+    }
+
+    /// The effective settings, one `key = value` line each (`hyper-stats
+    /// check-config`).
+    pub fn describe(&self) -> String {
+        let config = self;
+        let mut out = String::new();
+        outln!(out, "config OK");
+        outln!(out, "libvirt.uri = {:?}", config.libvirt.uri);
+        outln!(
+            out,
+            "libvirt.call_timeout = {:?}",
+            config.libvirt.call_timeout
+        );
+        let intervals = config.libvirt.group_intervals();
+        for group in Group::ALL {
+            match intervals.get(&group) {
+                Some(every) => outln!(out, "libvirt.intervals.{group} = {every:?}"),
+                None => outln!(out, "libvirt.intervals.{group} = off"),
+            }
+        }
+        match &config.carbon.address {
+            Some(address) => outln!(
+                out,
+                "carbon.address = {address:?} ({})",
+                config.carbon.protocol.name()
+            ),
+            None => outln!(out, "carbon.address = none (Carbon sink off)"),
+        }
+        if config.query.enabled {
+            outln!(out, "query.socket = {:?}", config.query.socket);
+            match &config.query.group {
+                Some(group) => outln!(out, "query.group = {group:?}"),
+                None => outln!(
+                    out,
+                    "query.group = \"nagios\" if that group exists, else root's"
+                ),
+            }
+        } else {
+            outln!(out, "query.enabled = false (no query socket)");
+        }
+        out
     }
 }
 

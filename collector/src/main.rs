@@ -3,7 +3,7 @@
 //! This file parses arguments, sets up logging, runs one command and is
 //! the only place that prints a top-level error and picks the exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,9 +13,6 @@ use clap::{Parser, Subcommand};
 use hyper_stats::config::{Config, Overrides};
 use hyper_stats::pipeline;
 use hyper_stats::sinks::Output;
-use hyper_stats::sources::ebpf::targets;
-use hyper_stats::sources::libvirt::ffi::Connection;
-use hyper_stats::sources::libvirt::groups::{Group, Groups};
 
 #[derive(Parser)]
 #[command(
@@ -136,92 +133,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 connect,
                 ..Overrides::default()
             })?;
-            list_domains(&config.libvirt.uri, json)?;
+            hyper_stats::domains::run(&config, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
-            print_config(&config(Overrides::default())?);
+            print!("{}", config(Overrides::default())?.describe());
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// `check-config`: the effective settings, one per line.
-fn print_config(config: &Config) {
-    println!("config OK");
-    println!("libvirt.uri = {:?}", config.libvirt.uri);
-    println!("libvirt.call_timeout = {:?}", config.libvirt.call_timeout);
-    let intervals = config.libvirt.group_intervals();
-    for group in Group::ALL {
-        match intervals.get(&group) {
-            Some(every) => println!("libvirt.intervals.{group} = {every:?}"),
-            None => println!("libvirt.intervals.{group} = off"),
-        }
-    }
-    match &config.carbon.address {
-        Some(address) => println!(
-            "carbon.address = {address:?} ({})",
-            config.carbon.protocol.name()
-        ),
-        None => println!("carbon.address = none (Carbon sink off)"),
-    }
-    if config.query.enabled {
-        println!("query.socket = {:?}", config.query.socket);
-        match &config.query.group {
-            Some(group) => println!("query.group = {group:?}"),
-            None => println!("query.group = \"nagios\" if that group exists, else root's"),
-        }
-    } else {
-        println!("query.enabled = false (no query socket)");
-    }
-}
-
-fn list_domains(uri: &str, json: bool) -> Result<()> {
-    let conn = Connection::open(uri)
-        .with_context(|| format!("failed to open libvirt connection to {uri}"))?;
-    let state: Groups = [Group::State].into_iter().collect();
-    let mut records = conn
-        .all_domain_stats(state)
-        .with_context(|| format!("failed to list domains on {uri}"))?;
-    records.sort_by(|a, b| a.name.cmp(&b.name));
-    if !json {
-        println!(
-            "{:<36}  {:<20}  {:>8}  VCPU THREADS (id:tid)",
-            "UUID", "NAME", "QEMU PID"
-        );
-    }
-    for rec in records {
-        let found = targets::qemu_pid(Path::new(targets::LIBVIRT_QEMU_RUN_DIR), &rec.name)
-            .and_then(|pid| Ok((pid, targets::vcpu_threads(Path::new(targets::PROC), pid)?)));
-        if json {
-            let value = match &found {
-                Ok((pid, vcpus)) => serde_json::json!({
-                    "uuid": rec.uuid, "name": rec.name, "qemu_pid": pid,
-                    "vcpus": vcpus.iter().map(|t| serde_json::json!({"id": t.vcpu, "tid": t.tid, "kvm": t.kvm})).collect::<Vec<_>>(),
-                }),
-                Err(e) => {
-                    serde_json::json!({"uuid": rec.uuid, "name": rec.name, "error": e.to_string()})
-                }
-            };
-            println!("{value}");
-        } else {
-            match &found {
-                Ok((pid, vcpus)) => {
-                    let vcpus: Vec<String> = vcpus
-                        .iter()
-                        .map(|t| format!("{}:{}", t.vcpu, t.tid))
-                        .collect();
-                    println!(
-                        "{:<36}  {:<20}  {:>8}  {}",
-                        rec.uuid,
-                        rec.name,
-                        pid,
-                        vcpus.join(" ")
-                    );
-                }
-                Err(e) => println!("{:<36}  {:<20}  {:>8}  ({e})", rec.uuid, rec.name, "?"),
-            }
-        }
-    }
-    Ok(())
 }

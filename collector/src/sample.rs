@@ -35,7 +35,7 @@ pub struct Datapoint {
 impl Datapoint {
     /// A datapoint of the agent's own series `metric` (`agent.*`), which
     /// belongs to no domain.
-    pub fn agent(ts: f64, metric: String, value: f64) -> Datapoint {
+    pub(crate) fn agent(ts: f64, metric: String, value: f64) -> Datapoint {
         Datapoint {
             ts,
             uuid: Arc::from(""),
@@ -46,7 +46,7 @@ impl Datapoint {
     }
 
     /// Whether this is one of the agent's own series.
-    pub fn is_agent(&self) -> bool {
+    pub(crate) fn is_agent(&self) -> bool {
         self.uuid.is_empty()
     }
 }
@@ -95,4 +95,4 @@ pub struct Latency {
 }
 
 /// The samples of one poll.
-pub type Samples = Vec<Sample>;
+pub(crate) type Samples = Vec<Sample>;

@@ -38,7 +38,7 @@ use crate::sources::ebpf::{self, ProbeOptions, Probes, ProbesOff, ThreadDelta};
 
 /// The largest deviation from the kernel's own accounting that passes: a
 /// sum off by more than this is a wrong offset or a lost event, not noise.
-pub const MAX_DEVIATION: f64 = 0.02;
+pub(crate) const MAX_DEVIATION: f64 = 0.02;
 
 /// Run-queue wait the watched thread must see for the comparison to mean
 /// anything: a handful of short waits would make 2% a few microseconds.
@@ -56,28 +56,28 @@ const SLEEP: Duration = Duration::from_millis(1);
 pub struct Args {
     /// How long the watched thread competes with the spinners.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The kernel's BTF (to test a kernel's BTF file other than the running
     /// one's, or the failure path).
     #[arg(long, value_name = "FILE", default_value = ebpf::KERNEL_BTF)]
-    pub btf: std::path::PathBuf,
+    pub(crate) btf: std::path::PathBuf,
 }
 
 /// One comparison with the kernel.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Check {
+pub(crate) struct Check {
     /// What was compared, e.g. `run-queue`.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// What the probes recorded.
-    pub probes: u64,
+    pub(crate) probes: u64,
     /// What the kernel accounted.
-    pub kernel: u64,
+    pub(crate) kernel: u64,
 }
 
 impl Check {
     /// `|probes - kernel| / kernel`; 0 when both are 0, 1 when only the
     /// kernel's is.
-    pub fn deviation(&self) -> f64 {
+    pub(crate) fn deviation(&self) -> f64 {
         match self.kernel {
             0 if self.probes == 0 => 0.0,
             0 => 1.0,
@@ -86,7 +86,7 @@ impl Check {
     }
 
     /// Whether it is within [`MAX_DEVIATION`].
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.deviation() <= MAX_DEVIATION
     }
 

@@ -10,52 +10,52 @@ use std::time::Duration;
 pub struct Args {
     /// The Nagios perfdata spool directory (Graphios's spool_directory).
     #[arg(long, value_name = "DIR")]
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
     /// Carbon at HOST:PORT (overrides carbon.address).
     #[arg(long, value_name = "HOST:PORT")]
     pub carbon: Option<String>,
     /// Prepended to every path (Graphios's metric_base_path).
     #[arg(long, value_name = "PATH")]
-    pub base_path: Option<String>,
+    pub(crate) base_path: Option<String>,
     /// Name series HOST.SERVICEDESC.LABEL, sending every service
     /// (Graphios's use_service_desc).
     #[arg(long)]
-    pub use_service_desc: bool,
+    pub(crate) use_service_desc: bool,
     /// Keep the dots of Nagios host names (by default they become the
     /// replacement character).
     #[arg(long)]
-    pub no_replace_hostname: bool,
+    pub(crate) no_replace_hostname: bool,
     /// Reverse the components of Nagios host names (a.b.c → c.b.a).
     #[arg(long)]
-    pub reverse_hostname: bool,
+    pub(crate) reverse_hostname: bool,
     /// Replaces characters Carbon paths cannot hold.
     #[arg(long, value_name = "CHAR", default_value = "_")]
-    pub replacement_character: char,
+    pub(crate) replacement_character: char,
     /// How long to wait between scans of the spool directory.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Process the files there now, then exit (nonzero if some could not
     /// be confirmed by Carbon within --timeout).
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// With --once: how long to wait for Carbon.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Graphios's naming options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Naming {
     /// `metric_base_path`, prepended to every path.
-    pub base_path: Option<String>,
+    pub(crate) base_path: Option<String>,
     /// `use_service_desc`.
-    pub use_service_desc: bool,
+    pub(crate) use_service_desc: bool,
     /// `replace_hostname`: dots in host names become `replacement`.
-    pub replace_hostname: bool,
+    pub(crate) replace_hostname: bool,
     /// `reverse_hostname`.
-    pub reverse_hostname: bool,
+    pub(crate) reverse_hostname: bool,
     /// `replacement_character`.
-    pub replacement: char,
+    pub(crate) replacement: char,
 }
 
 impl Default for Naming {

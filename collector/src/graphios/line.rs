@@ -15,23 +15,23 @@ const INVALID_CHARS: &str = "~!$:;%^*()+={}[]|\\/<>";
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Metric {
     /// The full path.
-    pub path: String,
+    pub(crate) path: String,
     /// The value, unit removed.
-    pub value: f64,
+    pub(crate) value: f64,
     /// `TIMET`.
-    pub ts: i64,
+    pub(crate) ts: i64,
 }
 
 /// What one spool line gave.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Line {
     /// Its points.
-    pub metrics: Vec<Metric>,
+    pub(crate) metrics: Vec<Metric>,
     /// Perfdata items that could not be turned into points, with why.
-    pub bad_items: Vec<String>,
+    pub(crate) bad_items: Vec<String>,
     /// Whether Graphios's rules leave the line out (no prefix or postfix,
     /// no perfdata): not an error.
-    pub not_for_graphite: bool,
+    pub(crate) not_for_graphite: bool,
 }
 
 /// Parses one spool line; `Err` for a malformed line.

@@ -74,10 +74,10 @@ use spool::{read_file, spool_files};
 
 /// Points handed to the sink before waiting for Carbon's confirmation:
 /// enough to move a backlog of files quickly, bounded in memory.
-pub const MAX_INFLIGHT_POINTS: usize = 50_000;
+pub(crate) const MAX_INFLIGHT_POINTS: usize = 50_000;
 
 /// Files handed to the sink before waiting for Carbon's confirmation.
-pub const MAX_INFLIGHT_FILES: usize = 64;
+pub(crate) const MAX_INFLIGHT_FILES: usize = 64;
 
 /// Runs the forwarder until SIGINT/SIGTERM (or, with `--once`, until the
 /// files present are done).

@@ -50,9 +50,9 @@ pub(crate) fn spool_files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[derive(Debug, Default)]
 pub(crate) struct FileResult {
     /// All its points.
-    pub metrics: Vec<Metric>,
+    pub(crate) metrics: Vec<Metric>,
     /// Malformed lines and perfdata items (logged already).
-    pub malformed: usize,
+    pub(crate) malformed: usize,
 }
 
 /// Reads one spool file, logging what is malformed with file and line.

@@ -46,15 +46,15 @@ pub(crate) struct GaugeWindow {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GaugeSummary {
     /// Values in the window.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// Their mean, minimum and maximum; `None` without values.
-    pub avg: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
+    pub(crate) avg: Option<f64>,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
     /// The newest value, whenever it was seen.
-    pub last: f64,
+    pub(crate) last: f64,
     /// Seconds since the newest value.
-    pub age_s: f64,
+    pub(crate) age_s: f64,
 }
 
 impl GaugeWindow {

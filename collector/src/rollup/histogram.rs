@@ -9,24 +9,24 @@ use hdrhistogram::Histogram;
 /// The largest latency tracked exactly: 10 s. A vCPU that waits longer
 /// than this for a host CPU is recorded as 10 s (and counted as clamped);
 /// past it the distinction no longer changes what an operator does.
-pub const MAX_LATENCY_NS: u64 = 10_000_000_000;
+pub(crate) const MAX_LATENCY_NS: u64 = 10_000_000_000;
 
 /// Significant decimal digits kept: 2 means at most 1% relative error,
 /// matching the kernel's buckets, at a tenth of the memory of 3 digits.
-pub const SIGNIFICANT_DIGITS: u8 = 2;
+pub(crate) const SIGNIFICANT_DIGITS: u8 = 2;
 
 /// A latency histogram in nanoseconds.
-pub type LatencyHistogram = Histogram<u64>;
+pub(crate) type LatencyHistogram = Histogram<u64>;
 
 /// A new, empty latency histogram.
-pub fn new() -> LatencyHistogram {
+pub(crate) fn new() -> LatencyHistogram {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS)
         .expect("static histogram bounds are valid")
 }
 
 /// Records `count` values of `value_ns`, clamped into the tracked range.
 /// Returns whether the value had to be clamped.
-pub fn record(h: &mut LatencyHistogram, value_ns: u64, count: u64) -> bool {
+pub(crate) fn record(h: &mut LatencyHistogram, value_ns: u64, count: u64) -> bool {
     let clamped = value_ns.clamp(1, MAX_LATENCY_NS);
     h.record_n(clamped, count)
         .expect("clamped value is in range");
@@ -34,7 +34,7 @@ pub fn record(h: &mut LatencyHistogram, value_ns: u64, count: u64) -> bool {
 }
 
 /// Adds `from` into `into`; both come from [`new`], so this cannot fail.
-pub fn merge(into: &mut LatencyHistogram, from: &LatencyHistogram) {
+pub(crate) fn merge(into: &mut LatencyHistogram, from: &LatencyHistogram) {
     into.add(from).expect("histograms share bounds");
 }
 

@@ -183,7 +183,7 @@ impl Default for Rollup {
 impl Rollup {
     /// An empty rollup whose domains end after `domain_gone` of silence,
     /// counting clamped values in `stats`.
-    pub fn new(domain_gone: Duration, stats: &Registry) -> Rollup {
+    pub(crate) fn new(domain_gone: Duration, stats: &Registry) -> Rollup {
         Rollup {
             domains: HashMap::new(),
             agent: BTreeMap::new(),

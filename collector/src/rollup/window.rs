@@ -61,7 +61,7 @@ impl Tier {
 }
 
 /// The sliding windows of one series.
-pub struct Windows {
+pub(crate) struct Windows {
     /// Tiers from finest to coarsest.
     tiers: [Tier; 3],
 }
@@ -76,7 +76,7 @@ impl Default for Windows {
 
 impl Windows {
     /// Adds the histogram of the second that just ended.
-    pub fn push_second(&mut self, second: &LatencyHistogram) {
+    pub(crate) fn push_second(&mut self, second: &LatencyHistogram) {
         for tier in &mut self.tiers {
             tier.push_second(second);
         }
@@ -85,7 +85,7 @@ impl Windows {
     /// The merged histogram of the last `window` (rounded up to whole
     /// buckets of the tier that answers), or `None` if `window` is longer
     /// than the coarsest tier covers (15 min). Covers less time while the series is young.
-    pub fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
+    pub(crate) fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
         let tier = self.tiers.iter().find(|t| window <= t.span())?;
         // The bucket being filled counts too, so a young series (or one
         // second after a bucket closed) is never answered from nothing;

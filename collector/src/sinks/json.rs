@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::sample::{Batch, Datapoint};
 
 /// Writes one line per datapoint of `batch` to `w`.
-pub fn write_batch(w: &mut impl Write, batch: &[Datapoint]) -> std::io::Result<()> {
+pub(crate) fn write_batch(w: &mut impl Write, batch: &[Datapoint]) -> std::io::Result<()> {
     for point in batch {
         serde_json::to_writer(&mut *w, point)?;
         w.write_all(b"\n")?;
@@ -23,7 +23,7 @@ pub fn write_batch(w: &mut impl Write, batch: &[Datapoint]) -> std::io::Result<(
 }
 
 /// Consumes batches until the channel closes, writing them to stdout.
-pub async fn run(mut rx: mpsc::Receiver<Arc<Batch>>) -> Result<()> {
+pub(crate) async fn run(mut rx: mpsc::Receiver<Arc<Batch>>) -> Result<()> {
     // Writing to a pipe can block; stdout is written from a blocking thread
     // so a slow reader never stalls the runtime.
     let (tx, mut blocking_rx) = mpsc::channel::<Arc<Batch>>(64);

@@ -3,8 +3,8 @@
 //! the ones the config and the command line ask for.
 
 pub mod carbon;
-pub mod json;
-pub mod query;
+pub(crate) mod json;
+pub(crate) mod query;
 
 use std::sync::Arc;
 

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use super::path::Template;
 
 /// Carbon's plaintext (line) receiver port, used when `address` has none.
-pub const DEFAULT_PLAINTEXT_PORT: u16 = 2003;
+pub(crate) const DEFAULT_PLAINTEXT_PORT: u16 = 2003;
 
 /// Carbon's pickle receiver port, used when `address` has none.
-pub const DEFAULT_PICKLE_PORT: u16 = 2004;
+pub(crate) const DEFAULT_PICKLE_PORT: u16 = 2004;
 
 /// The default path template: `hyperstats.<host>.<domain>.<metric>`.
 pub const DEFAULT_PATH: &str = "<prefix>.<host>.<domain>.<metric>";
@@ -24,15 +24,15 @@ pub const DEFAULT_PATH: &str = "<prefix>.<host>.<domain>.<metric>";
 /// Points kept in memory while Carbon is unreachable, unless the config
 /// says otherwise: a point costs 32 bytes here (its path is shared), so
 /// this is about 32 MB, 16 minutes of a node producing 1,000 points/s.
-pub const DEFAULT_QUEUE_POINTS: usize = 1_000_000;
+pub(crate) const DEFAULT_QUEUE_POINTS: usize = 1_000_000;
 
 /// The disk spool's size limit unless the config says otherwise: about 14
 /// million points (75 bytes a line), 4 hours at 1,000 points/s.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+pub(crate) const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 /// The smallest spool limit accepted: below this a single spool segment
 /// would not fit.
-pub const MIN_SPOOL_MAX_BYTES: u64 = 1 << 20;
+pub(crate) const MIN_SPOOL_MAX_BYTES: u64 = 1 << 20;
 
 /// The wire protocol spoken to Carbon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -48,7 +48,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// The port Carbon listens on for this protocol by default.
-    pub fn default_port(self) -> u16 {
+    pub(crate) fn default_port(self) -> u16 {
         match self {
             Protocol::Plaintext => DEFAULT_PLAINTEXT_PORT,
             Protocol::Pickle => DEFAULT_PICKLE_PORT,
@@ -67,30 +67,30 @@ impl Protocol {
 /// The `[carbon]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct CarbonConfig {
+pub(crate) struct CarbonConfig {
     /// `HOST:PORT` of Carbon (a carbon-cache or a relay in front of
     /// several); the port defaults to the protocol's (2003 or 2004). No
     /// address: no Carbon sink.
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
     /// `plaintext` (default) or `pickle`.
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
     /// First component(s) of every path, dotted (`<prefix>` in `path`).
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Path template of a domain's series. Placeholders: `<prefix>`,
     /// `<host>`, `<domain>` (the domain's name), `<uuid>` and `<metric>`
     /// (dotted). Every substituted component is sanitized.
-    pub path: String,
+    pub(crate) path: String,
     /// This node's name in paths (`<host>`); default: the kernel's
     /// hostname with dots replaced by `_`.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Points that may wait in memory for Carbon; beyond this the oldest
     /// go to the spool, or are dropped when there is none.
-    pub queue_points: usize,
+    pub(crate) queue_points: usize,
     /// Directory of the disk spool (created if missing); no spool if unset.
-    pub spool_dir: Option<PathBuf>,
+    pub(crate) spool_dir: Option<PathBuf>,
     /// Size limit of the disk spool, e.g. `"512MiB"`, `"2GiB"` or bytes;
     /// beyond it the oldest spooled points are dropped.
-    pub spool_max_size: ByteSize,
+    pub(crate) spool_max_size: ByteSize,
 }
 
 impl Default for CarbonConfig {
@@ -111,7 +111,7 @@ impl Default for CarbonConfig {
 impl CarbonConfig {
     /// Checks what serde cannot: the address, the prefix, the path
     /// template and the limits.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if let Some(address) = &self.address {
             split_address(address, self.protocol)
                 .map_err(|e| anyhow::anyhow!("carbon.address = {address:?}: {e}"))?;
@@ -145,7 +145,7 @@ impl CarbonConfig {
 
 /// Splits `HOST:PORT` (or `HOST`, `[V6]:PORT`, `[V6]`) into host and port,
 /// the port defaulting to the protocol's.
-pub fn split_address(address: &str, protocol: Protocol) -> Result<(String, u16), String> {
+pub(crate) fn split_address(address: &str, protocol: Protocol) -> Result<(String, u16), String> {
     let address = address.trim();
     let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let Some((host, after)) = rest.split_once(']') else {
@@ -202,7 +202,7 @@ pub(crate) fn validate_dotted(s: &str) -> Result<(), String> {
 /// with a unit: `B`, `KiB`, `MiB`, `GiB`, `TiB` (or `K`, `M`, `G`, `T`; all
 /// powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 impl std::str::FromStr for ByteSize {
     type Err = String;

@@ -29,36 +29,36 @@ use crate::backoff::Backoff;
 /// How long one connect attempt (resolution included) may take: Carbon on
 /// a LAN answers in milliseconds; a black-holed address must not hold up
 /// the retries.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first retry delay after a failure.
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The retry delay never grows beyond this, so the agent is back within
 /// seconds of Carbon (a fleet of 1,000 agents then costs Carbon 100
 /// connection attempts a second while it is down: nothing).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Unacknowledged data older than this kills the connection (Linux
 /// `TCP_USER_TIMEOUT`); the sink's replay window is longer, so whatever
 /// such a connection swallowed is sent again.
-pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A connect attempt in progress.
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
 /// An open connection to Carbon.
-pub struct Connection {
+pub(crate) struct Connection {
     /// Watched for end-of-file only.
-    pub reader: OwnedReadHalf,
+    pub(crate) reader: OwnedReadHalf,
     /// Where encoded points are written.
-    pub writer: OwnedWriteHalf,
+    pub(crate) writer: OwnedWriteHalf,
     /// The address actually connected to.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
 }
 
 /// Where the connection stands.
-pub enum State {
+pub(crate) enum State {
     /// Not connected; the next attempt starts at `retry_at`.
     Idle {
         /// When to try again.
@@ -72,7 +72,7 @@ pub enum State {
 
 /// What [`State::event`] reports.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// The retry delay has passed: time to start connecting.
     RetryDue,
     /// A connect attempt succeeded.
@@ -94,13 +94,13 @@ impl Default for State {
 
 impl State {
     /// Whether a connection is open.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         matches!(self, State::Connected(_))
     }
 
     /// Waits for the next thing that changes the state. Cancel-safe: the
     /// sink's loop drops this future whenever another branch wins.
-    pub async fn event(&mut self) -> Event {
+    pub(crate) async fn event(&mut self) -> Event {
         match self {
             State::Idle { retry_at } => {
                 tokio::time::sleep_until(*retry_at).await;
@@ -126,7 +126,7 @@ impl State {
 }
 
 /// Starts a connect attempt to `host:port`.
-pub fn start_connect(host: String, port: u16) -> State {
+pub(crate) fn start_connect(host: String, port: u16) -> State {
     State::Connecting(Box::pin(async move {
         match tokio::time::timeout(CONNECT_TIMEOUT, connect(&host, port)).await {
             Ok(result) => result,
@@ -160,7 +160,7 @@ async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
 }
 
 /// Splits a connected stream into a [`Connection`].
-pub fn open(stream: TcpStream) -> io::Result<Connection> {
+pub(crate) fn open(stream: TcpStream) -> io::Result<Connection> {
     let peer = stream.peer_addr()?;
     let (reader, writer) = stream.into_split();
     Ok(Connection {
@@ -172,7 +172,7 @@ pub fn open(stream: TcpStream) -> io::Result<Connection> {
 
 /// How much each retry delay varies (±20%), so that agents restarted
 /// together do not retry against one Carbon in lockstep.
-pub const BACKOFF_JITTER: f64 = 0.2;
+pub(crate) const BACKOFF_JITTER: f64 = 0.2;
 
 /// The Carbon connection's retry schedule.
 pub(crate) fn backoff() -> Backoff {

@@ -22,12 +22,12 @@ use super::config::Protocol;
 use crate::sample::Datapoint;
 
 /// Points per pickle frame: Carbon's own relay sends 500 per message.
-pub const PICKLE_MAX_POINTS: usize = 500;
+pub(crate) const PICKLE_MAX_POINTS: usize = 500;
 
 /// A pickle frame is closed once its payload reaches this size, half of
 /// Carbon's default `PICKLE_RECEIVER_MAX_LENGTH` (1 MiB): room for one
 /// more point with a path of any sane length.
-pub const PICKLE_MAX_PAYLOAD_BYTES: usize = 512 * 1024;
+pub(crate) const PICKLE_MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 
 /// One value of one Carbon series at one second.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +43,7 @@ pub struct CarbonPoint {
 impl CarbonPoint {
     /// The point for `datapoint` at `path`: its timestamp floored to the
     /// second, `None` if its value is not finite.
-    pub fn from_datapoint(path: Arc<str>, datapoint: &Datapoint) -> Option<CarbonPoint> {
+    pub(crate) fn from_datapoint(path: Arc<str>, datapoint: &Datapoint) -> Option<CarbonPoint> {
         if !datapoint.value.is_finite() || !datapoint.ts.is_finite() {
             return None;
         }
@@ -57,12 +57,12 @@ impl CarbonPoint {
 
 /// Whether `path` can be sent as is: not empty, and no whitespace or
 /// control character (which would split or end a plaintext line).
-pub fn is_valid_path(path: &str) -> bool {
+pub(crate) fn is_valid_path(path: &str) -> bool {
     !path.is_empty() && !path.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Appends one plaintext line for `p` to `out`.
-pub fn write_line(out: &mut Vec<u8>, p: &CarbonPoint) {
+pub(crate) fn write_line(out: &mut Vec<u8>, p: &CarbonPoint) {
     out.extend_from_slice(p.path.as_bytes());
     out.push(b' ');
     out.extend_from_slice(zmij::Buffer::new().format_finite(p.value).as_bytes());
@@ -73,7 +73,7 @@ pub fn write_line(out: &mut Vec<u8>, p: &CarbonPoint) {
 
 /// Parses one plaintext line (as written by [`write_line`]) back into a
 /// point; `None` if it is not one. The spool is read back with this.
-pub fn parse_line(line: &str) -> Option<CarbonPoint> {
+pub(crate) fn parse_line(line: &str) -> Option<CarbonPoint> {
     let mut fields = line.split(' ');
     let path = fields.next()?;
     let value: f64 = fields.next()?.parse().ok()?;

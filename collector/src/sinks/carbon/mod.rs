@@ -39,21 +39,23 @@
 //! [`CarbonSink::agent_path`].
 
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod encoder;
 pub mod path;
-pub mod queue;
-pub mod sink;
-pub mod spool;
+pub(crate) mod queue;
+pub(crate) mod sink;
+pub(crate) mod spool;
 
 #[cfg(test)]
 mod tests;
 
 use anyhow::Result;
 
-pub use self::config::{CarbonConfig, Protocol};
+pub(crate) use self::config::CarbonConfig;
+pub use self::config::Protocol;
 pub use self::encoder::CarbonPoint;
-pub use self::sink::{CarbonSink, Settings, Submission};
+pub(crate) use self::sink::Submission;
+pub use self::sink::{CarbonSink, Settings};
 use crate::self_stats::Registry;
 
 /// The Carbon sink the `[carbon]` section asks for, its spool opened and

@@ -24,11 +24,11 @@ use crate::self_stats::AGENT_PREFIX;
 
 /// How long a series' path stays cached after its last datapoint: longer
 /// than any poll interval, short enough that retired domains are forgotten.
-pub const PATH_CACHE_TTL: Duration = Duration::from_secs(600);
+pub(crate) const PATH_CACHE_TTL: Duration = Duration::from_secs(600);
 
 /// The path component under `<prefix>.<host>` that holds the agent's own
 /// metrics.
-pub const AGENT_COMPONENT: &str = "agent";
+pub(crate) const AGENT_COMPONENT: &str = "agent";
 
 /// One piece of a parsed path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl Template {
 }
 
 /// Appends the sanitized components of the dotted `name` to `out`.
-pub fn push_dotted(out: &mut String, name: &str) {
+pub(crate) fn push_dotted(out: &mut String, name: &str) {
     for (i, component) in name.split('.').enumerate() {
         if i > 0 {
             out.push('.');
@@ -126,7 +126,7 @@ pub fn push_dotted(out: &mut String, name: &str) {
 
 /// The node's name for paths: `/proc/sys/kernel/hostname` with every
 /// character a component may not hold (dots included) replaced by `_`.
-pub fn default_host() -> String {
+pub(crate) fn default_host() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -148,7 +148,7 @@ struct DomainPaths {
 }
 
 /// Builds and caches the Carbon path of every series.
-pub struct PathBuilder {
+pub(crate) struct PathBuilder {
     template: Template,
     /// The prefix, dots kept.
     prefix: String,
@@ -163,7 +163,7 @@ pub struct PathBuilder {
 impl PathBuilder {
     /// A builder for `template` (validated by the config) with this prefix
     /// and host.
-    pub fn new(template: Template, prefix: &str, host: &str) -> PathBuilder {
+    pub(crate) fn new(template: Template, prefix: &str, host: &str) -> PathBuilder {
         let mut p = String::new();
         push_dotted(&mut p, prefix);
         PathBuilder {
@@ -176,12 +176,12 @@ impl PathBuilder {
     }
 
     /// The path of an agent metric: `<prefix>.<host>.agent.<metric>`.
-    pub fn agent_path(&self, metric: &str) -> Arc<str> {
+    pub(crate) fn agent_path(&self, metric: &str) -> Arc<str> {
         agent_path(&self.prefix, &self.host, metric).into()
     }
 
     /// The path of `point`'s series, built on first use.
-    pub fn path(&mut self, point: &Datapoint, now: Instant) -> Arc<str> {
+    pub(crate) fn path(&mut self, point: &Datapoint, now: Instant) -> Arc<str> {
         let entry = self
             .cache
             .entry(Arc::clone(&point.uuid))
@@ -218,7 +218,7 @@ impl PathBuilder {
 
     /// Forgets domains not seen for [`PATH_CACHE_TTL`]; cheap to call
     /// often (it sweeps at most once a minute).
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         if now.duration_since(self.swept) < Duration::from_secs(60) {
             return;
         }
@@ -228,7 +228,8 @@ impl PathBuilder {
     }
 
     /// Domains with cached paths (for tests).
-    pub fn cached_domains(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_domains(&self) -> usize {
         self.cache.len()
     }
 }

@@ -57,7 +57,7 @@ struct Ack {
 
 /// Backlog, in-flight window and acks.
 #[derive(Debug, Default)]
-pub struct Queue {
+pub(crate) struct Queue {
     /// Points waiting to be written, oldest first.
     backlog: VecDeque<CarbonPoint>,
     /// Sequence number of `backlog[0]`.
@@ -72,37 +72,38 @@ pub struct Queue {
 
 impl Queue {
     /// An empty queue.
-    pub fn new() -> Queue {
+    pub(crate) fn new() -> Queue {
         Queue::default()
     }
 
     /// Points waiting to be written.
-    pub fn backlog_len(&self) -> usize {
+    pub(crate) fn backlog_len(&self) -> usize {
         self.backlog.len()
     }
 
     /// Points written but kept for replay.
-    pub fn inflight_len(&self) -> usize {
+    pub(crate) fn inflight_len(&self) -> usize {
         self.inflight_points
     }
 
     /// Whether anything (points or spool segments) is in flight.
-    pub fn has_inflight(&self) -> bool {
+    pub(crate) fn has_inflight(&self) -> bool {
         !self.inflight.is_empty()
     }
 
     /// Whether acks are waiting.
-    pub fn has_acks(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_acks(&self) -> bool {
         !self.acks.is_empty()
     }
 
     /// Queues one point.
-    pub fn push(&mut self, point: CarbonPoint) {
+    pub(crate) fn push(&mut self, point: CarbonPoint) {
         self.backlog.push_back(point);
     }
 
     /// Queues points; `ack` fires once all of them are confirmed.
-    pub fn push_all(&mut self, points: Vec<CarbonPoint>, ack: Option<oneshot::Sender<()>>) {
+    pub(crate) fn push_all(&mut self, points: Vec<CarbonPoint>, ack: Option<oneshot::Sender<()>>) {
         let start = self.front_seq + self.backlog.len() as u64;
         self.backlog.extend(points);
         if let Some(tx) = ack {
@@ -113,7 +114,7 @@ impl Queue {
 
     /// Takes up to `max` of the oldest waiting points to be written and
     /// records them as in flight from `at`.
-    pub fn take_for_write(&mut self, max: usize, at: Instant) -> &[CarbonPoint] {
+    pub(crate) fn take_for_write(&mut self, max: usize, at: Instant) -> &[CarbonPoint] {
         let n = max.min(self.backlog.len());
         let seq = self.front_seq;
         let points: Vec<CarbonPoint> = self.backlog.drain(..n).collect();
@@ -127,7 +128,7 @@ impl Queue {
     }
 
     /// Records a spool segment as written at `at`.
-    pub fn segment_written(&mut self, id: u64, at: Instant) {
+    pub(crate) fn segment_written(&mut self, id: u64, at: Instant) {
         self.inflight.push_back(Sent::Segment { at, id });
     }
 
@@ -135,7 +136,7 @@ impl Queue {
     /// of the backlog, in their order; returns how many. In-flight spool
     /// segments are simply forgotten (they are still on disk and the spool
     /// rewinds).
-    pub fn requeue_inflight(&mut self) -> usize {
+    pub(crate) fn requeue_inflight(&mut self) -> usize {
         let mut requeued = 0;
         while let Some(sent) = self.inflight.pop_back() {
             if let Sent::Points { seq, points, .. } = sent {
@@ -153,7 +154,7 @@ impl Queue {
     /// Forgets in-flight entries written before `now - window` (they had
     /// every chance to fail); returns spool segments now safe to delete.
     /// Entries holding points of a pending ack stay until it is confirmed.
-    pub fn age(&mut self, now: Instant, window: Duration) -> Vec<u64> {
+    pub(crate) fn age(&mut self, now: Instant, window: Duration) -> Vec<u64> {
         let first_ack = self.acks.front().map(|a| a.start);
         let mut done = Vec::new();
         while let Some(front) = self.inflight.front() {
@@ -175,7 +176,7 @@ impl Queue {
     /// Forgets all in-flight points without replay, to make room (the
     /// backlog is about to lose points anyway, and these were written).
     /// Acks on them fail. Returns spool segments to delete.
-    pub fn release_inflight(&mut self) -> Vec<u64> {
+    pub(crate) fn release_inflight(&mut self) -> Vec<u64> {
         let mut done = Vec::new();
         while !self.inflight.is_empty() {
             self.pop_inflight(&mut done);
@@ -188,7 +189,7 @@ impl Queue {
     /// Carbon confirmed everything written so far: forgets all in-flight
     /// entries, fires the acks whose points were all written, and returns
     /// spool segments to delete.
-    pub fn confirm_all(&mut self) -> Vec<u64> {
+    pub(crate) fn confirm_all(&mut self) -> Vec<u64> {
         let mut done = Vec::new();
         while !self.inflight.is_empty() {
             self.pop_inflight(&mut done);
@@ -205,14 +206,14 @@ impl Queue {
 
     /// Whether an ack's points are all written, so a confirmation would
     /// fire it.
-    pub fn wants_confirm(&self) -> bool {
+    pub(crate) fn wants_confirm(&self) -> bool {
         self.acks.front().is_some_and(|a| a.end <= self.front_seq)
     }
 
     /// Removes up to `n` of the oldest waiting points (to drop or to spool
     /// them), releasing in-flight points first so numbering stays
     /// contiguous. Acks on them fail.
-    pub fn take_oldest(&mut self, n: usize) -> (Vec<CarbonPoint>, Vec<u64>) {
+    pub(crate) fn take_oldest(&mut self, n: usize) -> (Vec<CarbonPoint>, Vec<u64>) {
         let done = self.release_inflight();
         let n = n.min(self.backlog.len());
         let taken: Vec<CarbonPoint> = self.backlog.drain(..n).collect();

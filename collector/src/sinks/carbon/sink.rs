@@ -32,42 +32,42 @@ use crate::self_stats::{Counter, Gauge, Registry};
 
 /// Points encoded and written per turn of the loop: about 700 kB of
 /// plaintext, a few ms of work, after which batches are looked at again.
-pub const WRITE_MAX_POINTS: usize = 10_000;
+pub(crate) const WRITE_MAX_POINTS: usize = 10_000;
 
 /// A write that cannot complete in this long means a stuck connection
 /// (a peer that stopped reading): it is dropped and its points replayed.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Written points stay replayable this long (see `queue`): twice the
 /// connection's `TCP_USER_TIMEOUT`.
-pub const REPLAY_WINDOW: Duration = Duration::from_secs(30);
+pub(crate) const REPLAY_WINDOW: Duration = Duration::from_secs(30);
 
 /// How long a confirmation (half-close, wait for Carbon to close) may
 /// take; Carbon answers in milliseconds unless it is overloaded.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// While Carbon is unreachable and a spool is configured, the backlog is
 /// moved to disk this often, so an agent that crashes (rather than stops
 /// cleanly) loses at most this much.
-pub const SPILL_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const SPILL_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a clean shutdown may spend writing what is queued before it
 /// spools (or gives up on) the rest.
-pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Dropped points are logged at most this often (with the count since the
 /// last line).
-pub const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Points submitted directly (not from the pipeline), with an optional ack
 /// that fires once Carbon has confirmed them all.
 #[derive(Debug)]
 pub struct Submission {
     /// The points, oldest first.
-    pub points: Vec<CarbonPoint>,
+    pub(crate) points: Vec<CarbonPoint>,
     /// Told when Carbon has them; dropped (the receiver sees an error) if
     /// they were dropped or spooled instead.
-    pub ack: Option<oneshot::Sender<()>>,
+    pub(crate) ack: Option<oneshot::Sender<()>>,
 }
 
 /// Everything the sink needs besides its channels.
@@ -98,7 +98,10 @@ pub struct Settings {
 
 impl Settings {
     /// Settings from the `[carbon]` section; `None` if it has no address.
-    pub fn from_config(config: &CarbonConfig, name: &'static str) -> Result<Option<Settings>> {
+    pub(crate) fn from_config(
+        config: &CarbonConfig,
+        name: &'static str,
+    ) -> Result<Option<Settings>> {
         let Some(address) = &config.address else {
             return Ok(None);
         };
@@ -230,7 +233,7 @@ impl CarbonSink {
     /// The path of the agent metric `metric` (under
     /// `<prefix>.<host>.agent.`), for points submitted by other parts of
     /// the agent.
-    pub fn agent_path(&self, metric: &str) -> Arc<str> {
+    pub(crate) fn agent_path(&self, metric: &str) -> Arc<str> {
         self.paths.agent_path(metric)
     }
 

@@ -32,7 +32,7 @@ use super::encoder::{CarbonPoint, parse_line, write_line};
 
 /// Points per segment file at most: about 3.5 MB of lines, read and sent
 /// in one go.
-pub const SEGMENT_MAX_POINTS: usize = 50_000;
+pub(crate) const SEGMENT_MAX_POINTS: usize = 50_000;
 
 /// The extension of a complete segment.
 const SEGMENT_EXT: &str = "carbon";
@@ -50,27 +50,27 @@ struct Segment {
 
 /// What a spill or a limit check removed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// Points deleted with the oldest segments.
-    pub points: u64,
+    pub(crate) points: u64,
     /// Segments deleted.
-    pub segments: usize,
+    pub(crate) segments: usize,
 }
 
 /// A segment read back for sending.
 #[derive(Debug)]
-pub struct ReadSegment {
+pub(crate) struct ReadSegment {
     /// The segment's id, to delete it once safe.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Its points, oldest first.
-    pub points: Vec<CarbonPoint>,
+    pub(crate) points: Vec<CarbonPoint>,
     /// Lines that were not points (a damaged file): skipped.
-    pub bad_lines: usize,
+    pub(crate) bad_lines: usize,
 }
 
 /// The spool directory and what is in it.
 #[derive(Debug)]
-pub struct Spool {
+pub(crate) struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     /// Segments on disk, oldest first.
@@ -84,7 +84,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating it if needed) the spool in `dir`, finding the
     /// segments a previous run left.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
+    pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<Spool> {
         fs::create_dir_all(dir).with_context(|| {
             format!(
                 "failed to create the Carbon spool directory {}",
@@ -136,34 +136,34 @@ impl Spool {
     }
 
     /// The spool's directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Points on disk.
-    pub fn points(&self) -> u64 {
+    pub(crate) fn points(&self) -> u64 {
         self.segments.iter().map(|s| s.points).sum()
     }
 
     /// Bytes on disk.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
     /// Segments on disk.
-    pub fn segments(&self) -> usize {
+    pub(crate) fn segments(&self) -> usize {
         self.segments.len()
     }
 
     /// Whether segments remain to be sent on this connection.
-    pub fn has_unsent(&self) -> bool {
+    pub(crate) fn has_unsent(&self) -> bool {
         self.cursor < self.segments.len()
     }
 
     /// Writes `points` (oldest first) as new segments after all others,
     /// then deletes the oldest segments while the spool is over its limit.
     /// On a write error nothing of the failed segment stays on disk.
-    pub fn write(&mut self, points: &[CarbonPoint]) -> io::Result<Dropped> {
+    pub(crate) fn write(&mut self, points: &[CarbonPoint]) -> io::Result<Dropped> {
         for chunk in points.chunks(SEGMENT_MAX_POINTS) {
             let id = self.next_id;
             self.next_id += 1;
@@ -215,7 +215,7 @@ impl Spool {
     /// Reads the next unsent segment and moves past it. A segment that
     /// cannot be read is deleted (the error says which); its points are
     /// lost.
-    pub fn next_unsent(&mut self) -> Option<Result<ReadSegment, (u64, anyhow::Error)>> {
+    pub(crate) fn next_unsent(&mut self) -> Option<Result<ReadSegment, (u64, anyhow::Error)>> {
         let s = self.segments.get(self.cursor)?.clone();
         self.cursor += 1;
         let path = self.dir.join(segment_name(s.id, s.points));
@@ -248,7 +248,7 @@ impl Spool {
 
     /// Deletes segment `id` (sent and safe). Unknown ids are ignored (the
     /// limit may have deleted it already).
-    pub fn delete(&mut self, id: u64) {
+    pub(crate) fn delete(&mut self, id: u64) {
         if let Some(i) = self.segments.iter().position(|s| s.id == id) {
             let s = self.segments.remove(i).expect("index exists");
             let _ = fs::remove_file(self.dir.join(segment_name(s.id, s.points)));
@@ -260,7 +260,7 @@ impl Spool {
 
     /// After a broken connection: every remaining segment is sent again,
     /// from the oldest.
-    pub fn rewind(&mut self) {
+    pub(crate) fn rewind(&mut self) {
         self.cursor = 0;
     }
 }

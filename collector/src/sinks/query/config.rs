@@ -8,14 +8,14 @@ use serde::Deserialize;
 /// The `[query]` section: the local socket `check_hyper_stats` asks.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct QueryConfig {
+pub(crate) struct QueryConfig {
     /// Serve the socket at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Where the socket is created (its directory too, if missing).
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The socket's group (name or number); default `nagios` if that group
     /// exists, since NRPE and Nagios run checks as it.
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -30,7 +30,7 @@ impl Default for QueryConfig {
 
 impl QueryConfig {
     /// Checks the socket path: absolute, and short enough for `sun_path`.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         // sun_path holds 108 bytes including the terminating NUL.
         let socket = &self.socket;
         if !socket.is_absolute() || socket.as_os_str().len() > 107 {

@@ -26,7 +26,7 @@
 //! stops.
 
 pub(crate) mod answer;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod server;
 
 #[cfg(test)]
@@ -47,9 +47,9 @@ use config::QueryConfig;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     /// Where the socket is created.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The configured group, if any (else `nagios` if it exists).
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 impl Settings {

@@ -25,28 +25,28 @@ use crate::rollup::SharedRollup;
 
 /// Mode of the socket: the agent's user and the configured group may
 /// connect, nobody else.
-pub const SOCKET_MODE: u32 = 0o660;
+pub(crate) const SOCKET_MODE: u32 = 0o660;
 
 /// Mode of a socket directory the agent creates.
-pub const DIR_MODE: u32 = 0o750;
+pub(crate) const DIR_MODE: u32 = 0o750;
 
 /// Connections served at once; more wait in the kernel's backlog. Nagios
 /// runs checks one per service, so even a busy host opens a handful.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// How long a client has to send its request line, and to read the answer:
 /// the plugin needs milliseconds, so this only bounds a stuck client.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The group the socket belongs to when none is configured, if it exists:
 /// Debian's NRPE and Nagios run checks as this group.
-pub const DEFAULT_GROUP: &str = "nagios";
+pub(crate) const DEFAULT_GROUP: &str = "nagios";
 
 /// The system's group file, where group names are looked up.
 const GROUP_FILE: &str = "/etc/group";
 
 /// Looks up a group id by name (or takes a number) in `group_file`.
-pub fn group_id(group_file: &Path, name: &str) -> Result<Option<u32>> {
+pub(crate) fn group_id(group_file: &Path, name: &str) -> Result<Option<u32>> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(Some(gid));
     }
@@ -61,7 +61,7 @@ pub fn group_id(group_file: &Path, name: &str) -> Result<Option<u32>> {
 
 /// The group id the socket gets: the configured group (which must exist),
 /// else [`DEFAULT_GROUP`] if it exists, else none (root's group).
-pub fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
+pub(crate) fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
     let file = Path::new(GROUP_FILE);
     match configured {
         Some(name) => match group_id(file, name)? {
@@ -77,9 +77,9 @@ pub fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
 
 /// A bound socket that removes its file when dropped (if the file is still
 /// the one it created).
-pub struct BoundSocket {
+pub(crate) struct BoundSocket {
     /// The listener.
-    pub listener: UnixListener,
+    pub(crate) listener: UnixListener,
     path: PathBuf,
     ino: u64,
 }
@@ -96,7 +96,7 @@ impl Drop for BoundSocket {
 /// by an agent that died, binds, and sets mode [`SOCKET_MODE`] and group
 /// `gid`. Refuses to take over a socket another process still answers on,
 /// and to remove anything that is not a socket.
-pub fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
+pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

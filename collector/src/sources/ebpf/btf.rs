@@ -54,24 +54,24 @@ pub enum BtfError {
 /// A field the programs read: `strukt.path` (path dotted through named
 /// nested structs, like `sched_info.run_delay`) of `size` bytes.
 #[derive(Debug, Clone, Copy)]
-pub struct FieldSpec {
+pub(crate) struct FieldSpec {
     /// The outer struct.
-    pub strukt: &'static str,
+    pub(crate) strukt: &'static str,
     /// The member, dotted through nested (named) members.
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// Bytes the programs read there.
-    pub size: usize,
+    pub(crate) size: usize,
 }
 
 /// What a kernel without the field lacks, for the error's second line.
-pub const NEEDS: &str = "the probes need a kernel with CONFIG_SCHED_INFO (schedstat) and \
+pub(crate) const NEEDS: &str = "the probes need a kernel with CONFIG_SCHED_INFO (schedstat) and \
                          CONFIG_FAIR_GROUP_SCHED (CPU cgroups), as distribution kernels have";
 
-pub use hyper_stats_ebpf::KernelOffsets;
+pub(crate) use hyper_stats_ebpf::KernelOffsets;
 
 /// How the kernel BTF was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BtfSource {
+pub(crate) enum BtfSource {
     /// Memory-mapped: only the types looked up were parsed.
     Mapped,
     /// Read and parsed whole, because mapping it failed with this error.
@@ -92,7 +92,7 @@ impl std::fmt::Display for BtfSource {
 
 /// Opens the BTF at `path`: mapped, or read whole if the kernel refuses
 /// to map it.
-pub fn open(path: &std::path::Path) -> Result<(Btf, BtfSource), BtfError> {
+pub(crate) fn open(path: &std::path::Path) -> Result<(Btf, BtfSource), BtfError> {
     open_with(path, |path| {
         Btf::from_file_with_backend(path, Backend::Mmap)
     })
@@ -118,7 +118,7 @@ fn open_with(
 
 /// Looks up every struct field of [`KernelOffsets`] in `btf`; the KVM
 /// tracepoint offset is left at its default for the caller to set.
-pub fn read_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+pub(crate) fn read_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
     let field = |strukt, path, size| field_offset(btf, FieldSpec { strukt, path, size });
     Ok(KernelOffsets {
         task_pid: field("task_struct", "pid", 4)?,
@@ -133,7 +133,7 @@ pub fn read_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
 }
 
 /// The byte offset of `spec` in its struct, its size checked.
-pub fn field_offset(btf: &Btf, spec: FieldSpec) -> Result<u32, BtfError> {
+pub(crate) fn field_offset(btf: &Btf, spec: FieldSpec) -> Result<u32, BtfError> {
     let no_field = || BtfError::NoField {
         strukt: spec.strukt,
         field: spec.path,

@@ -50,17 +50,17 @@ pub enum FormatError {
 
 /// One `field:` line of a format file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     /// The field's name, without type or array suffix.
-    pub name: String,
+    pub(crate) name: String,
     /// Byte offset in the record.
-    pub offset: u32,
+    pub(crate) offset: u32,
     /// Size in bytes.
-    pub size: u32,
+    pub(crate) size: u32,
 }
 
 /// Parses the `field:` lines of a format file; other lines are ignored.
-pub fn parse_fields(text: &str) -> Vec<Field> {
+pub(crate) fn parse_fields(text: &str) -> Vec<Field> {
     text.lines()
         .filter_map(|line| {
             let mut decl = None;
@@ -90,7 +90,7 @@ pub fn parse_fields(text: &str) -> Vec<Field> {
 }
 
 /// The format file of `category:event` under the tracefs mount `tracefs`.
-pub fn format_path(tracefs: &Path, category: &str, event: &str) -> PathBuf {
+pub(crate) fn format_path(tracefs: &Path, category: &str, event: &str) -> PathBuf {
     tracefs
         .join("events")
         .join(category)
@@ -100,7 +100,7 @@ pub fn format_path(tracefs: &Path, category: &str, event: &str) -> PathBuf {
 
 /// The offset of `kvm_exit.exit_reason`, or `None` when the kvm module is
 /// not loaded (the KVM programs are then not attached either).
-pub fn kvm_exit_reason(tracefs: &Path) -> Result<Option<u32>, FormatError> {
+pub(crate) fn kvm_exit_reason(tracefs: &Path) -> Result<Option<u32>, FormatError> {
     let path = format_path(tracefs, "kvm", "kvm_exit");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,

@@ -25,8 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use hyper_stats_ebpf::{
-    KvmExitKey, KvmExitStats, LatencyHist, ThreadCounters, ThreadState, bucket_lower, bucket_mid,
-    bucket_upper,
+    KvmExitKey, KvmExitStats, LatencyHist, ThreadCounters, ThreadState, bucket_mid, bucket_upper,
 };
 
 /// The per-thread maps, taken out of the loaded object.
@@ -101,9 +100,9 @@ pub struct ThreadDelta {
     /// Voluntary switches (the thread blocked).
     pub voluntary_switches: u64,
     /// Involuntary switches (preempted while runnable).
-    pub involuntary_switches: u64,
+    pub(crate) involuntary_switches: u64,
     /// Wakeups.
-    pub wakeups: u64,
+    pub(crate) wakeups: u64,
     /// KVM exits by reason, only reasons seen in the interval.
     pub kvm_exits: Vec<KvmExitDelta>,
 }
@@ -176,12 +175,13 @@ impl HistDelta {
     }
 
     /// The buckets that grew, as `(lower_ns, upper_ns, count)`.
-    pub fn nonzero(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
+    #[cfg(test)]
+    pub(crate) fn nonzero(&self) -> impl Iterator<Item = (u64, u64, u32)> + '_ {
         self.buckets
             .iter()
             .enumerate()
             .filter(|(_, c)| **c != 0)
-            .map(|(i, &c)| (bucket_lower(i), bucket_upper(i), c))
+            .map(|(i, &c)| (hyper_stats_ebpf::bucket_lower(i), bucket_upper(i), c))
     }
 }
 
@@ -352,7 +352,7 @@ pub struct MapIds {
     /// `WATCHED`: thread id to slot.
     pub watched: u32,
     /// `THREAD_STATE`: per slot, the thread it was handed to.
-    pub state: u32,
+    pub(crate) state: u32,
 }
 
 /// The watch set as the kernel holds it, read through map ids: what the
@@ -362,7 +362,7 @@ pub struct KernelWatch {
     /// Every `WATCHED` entry: thread id to slot.
     pub slots: BTreeMap<u32, u32>,
     /// For each of those slots, the thread id its `THREAD_STATE` names.
-    pub slot_owner: BTreeMap<u32, u32>,
+    pub(crate) slot_owner: BTreeMap<u32, u32>,
     /// `max_entries` of `THREAD_STATE`: how many slots exist.
     pub capacity: u32,
 }

@@ -18,11 +18,11 @@
 //! or the kernel refused a program. The caller logs it once and goes on
 //! with its other sources.
 
-pub mod btf;
-pub mod format;
-pub mod maps;
-pub mod source;
-pub mod targets;
+pub(crate) mod btf;
+pub(crate) mod format;
+pub(crate) mod maps;
+pub(crate) mod source;
+pub(crate) mod targets;
 
 use std::ffi::CString;
 use std::io;
@@ -40,9 +40,8 @@ use thiserror::Error;
 
 pub use btf::BtfError;
 pub use format::FormatError;
-pub use maps::{
-    HistDelta, KernelWatch, KvmExitDelta, MapIds, ThreadDelta, ThreadMaps, WatchChange,
-};
+pub(crate) use maps::ThreadMaps;
+pub use maps::{HistDelta, KernelWatch, MapIds, ThreadDelta};
 pub use source::EbpfSource;
 
 /// What a developer runs to build the eBPF object into the agent.
@@ -50,14 +49,14 @@ pub const BUILD_COMMAND: &str = "cargo xtask setup && cargo xtask build-ebpf";
 
 /// Where tracefs lives (the kernel creates the mount point); aya reads
 /// tracepoint ids from it when attaching.
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// The kernel's own BTF, present on kernels built with
 /// `CONFIG_DEBUG_INFO_BTF`; the probes are only tested on such kernels.
-pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The eBPF object embedded at build time, or why there is none.
-pub fn object() -> Result<&'static [u8], ProbesOff> {
+pub(crate) fn object() -> Result<&'static [u8], ProbesOff> {
     #[cfg(hyper_stats_ebpf_object)]
     {
         Ok(aya::include_bytes_aligned!(concat!(
@@ -222,31 +221,22 @@ impl Default for ProbeOptions {
 /// What the probes found in the kernel when they loaded, for
 /// `hyper-stats selftest` to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelFeatures {
+pub(crate) struct KernelFeatures {
     /// Whether the BTF file ([`ProbeOptions::btf`]) was mapped or read.
-    pub btf_source: btf::BtfSource,
+    pub(crate) btf_source: btf::BtfSource,
     /// The offsets the programs were loaded with.
-    pub offsets: hyper_stats_ebpf::KernelOffsets,
+    pub(crate) offsets: hyper_stats_ebpf::KernelOffsets,
     /// Whether the KVM tracepoint programs are attached.
-    pub kvm_attached: bool,
+    pub(crate) kvm_attached: bool,
 }
 
 /// The attached programs: `(name, program type, tracepoint)`.
-pub fn attached_programs(kvm_attached: bool) -> Vec<(&'static str, &'static str, &'static str)> {
+pub(crate) fn attached_programs(
+    kvm_attached: bool,
+) -> Vec<(&'static str, &'static str, &'static str)> {
     let sched = SCHED_PROGRAMS.iter().map(|&(n, t)| (n, "tp_btf", t));
     let kvm = KVM_PROGRAMS.iter().map(|&(n, t)| (n, "tracepoint", t));
     sched.chain(kvm.filter(|_| kvm_attached)).collect()
-}
-
-/// What one program has cost, from the kernel's BPF stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProgramCost {
-    /// The program's name in the object.
-    pub name: &'static str,
-    /// Times it ran.
-    pub runs: u64,
-    /// Total time it ran.
-    pub run_time: std::time::Duration,
 }
 
 /// The scheduler programs, BTF tracepoints named after their tracepoint,
@@ -354,12 +344,12 @@ impl Probes {
 
     /// Whether `kvm:kvm_exit`/`kvm:kvm_entry` are attached (the kvm module
     /// is loaded). They fire only for guests that run under KVM.
-    pub fn kvm_attached(&self) -> bool {
+    pub(crate) fn kvm_attached(&self) -> bool {
         self.features.kvm_attached
     }
 
     /// What the kernel offered the probes.
-    pub fn features(&self) -> &KernelFeatures {
+    pub(crate) fn features(&self) -> &KernelFeatures {
         &self.features
     }
 
@@ -377,25 +367,6 @@ impl Probes {
             .map(|&stat| {
                 let per_cpu = self.stats.get(&stat.index(), 0)?;
                 Ok((stat, per_cpu.iter().sum()))
-            })
-            .collect()
-    }
-
-    /// What each attached program has cost so far: `(name, run count,
-    /// total run time)`. The kernel only counts while
-    /// `kernel.bpf_stats_enabled` is 1 (it costs two clock reads per run);
-    /// otherwise both are zero.
-    pub fn program_costs(&self) -> Result<Vec<ProgramCost>, ProgramError> {
-        attached_programs(self.features.kvm_attached)
-            .into_iter()
-            .filter_map(|(name, _, _)| self.ebpf.program(name).map(|p| (name, p)))
-            .map(|(name, program)| {
-                let info = program.info()?;
-                Ok(ProgramCost {
-                    name,
-                    runs: info.run_count(),
-                    run_time: info.run_time(),
-                })
             })
             .collect()
     }

@@ -51,52 +51,52 @@ use crate::sources::libvirt::DomainRef;
 
 /// How often the histograms are read: each read is one second of the
 /// rollup's.
-pub const READ_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const READ_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the vCPU threads are listed again even if the domains did not
 /// change: catches vCPU hotplug and a QEMU restarted under the same name
 /// without reading every guest's `/proc` each second.
-pub const TARGET_REFRESH: Duration = Duration::from_secs(10);
+pub(crate) const TARGET_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long a domain counts as starting: libvirt lists a guest as soon as
 /// its QEMU process is launched, before QEMU has created (and named) its
 /// vCPU threads, so a listing made then can come up short.
-pub const STARTING_DOMAIN: Duration = Duration::from_secs(5);
+pub(crate) const STARTING_DOMAIN: Duration = Duration::from_secs(5);
 
 /// How often the vCPU threads are listed while a domain is starting: a new
 /// guest is watched within this of its vCPU threads existing.
-pub const STARTING_RELIST: Duration = Duration::from_millis(250);
+pub(crate) const STARTING_RELIST: Duration = Duration::from_millis(250);
 
 /// Rollup metric of run-queue waits.
-pub const RUNQ_METRIC: &str = "runq_latency";
+pub(crate) const RUNQ_METRIC: &str = "runq_latency";
 /// Rollup metric of on-CPU slices.
-pub const ONCPU_METRIC: &str = "oncpu";
+pub(crate) const ONCPU_METRIC: &str = "oncpu";
 
 /// Who a watched thread is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The domain's UUID.
-    pub uuid: Arc<str>,
+    pub(crate) uuid: Arc<str>,
     /// The domain's name.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// The vCPU index.
-    pub vcpu: u32,
+    pub(crate) vcpu: u32,
     /// Whether the vCPU runs under KVM, so its KVM exits are reported.
-    pub kvm: bool,
+    pub(crate) kvm: bool,
 }
 
 /// What [`resolve_targets`] found.
 #[derive(Debug, Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The vCPU threads by thread id.
-    pub targets: BTreeMap<u32, Target>,
+    pub(crate) targets: BTreeMap<u32, Target>,
     /// Domains whose threads could not be listed, with the reason.
-    pub failed: Vec<(Arc<str>, TargetError)>,
+    pub(crate) failed: Vec<(Arc<str>, TargetError)>,
 }
 
 /// Maps the domains to their vCPU threads, with `list` giving a domain's
 /// threads (injected for tests).
-pub fn resolve_targets(
+pub(crate) fn resolve_targets(
     domains: &[DomainRef],
     list: impl Fn(&str) -> Result<Vec<VcpuThread>, TargetError>,
 ) -> Resolved {
@@ -127,7 +127,7 @@ pub fn resolve_targets(
 /// the bucket's midpoint (within 0.4% of every value in it), and the
 /// kernel's exact sum. A vCPU without events still gets its (empty)
 /// samples, so it reports `count` 0.
-pub fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> [Sample; 2] {
+pub(crate) fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> [Sample; 2] {
     let sample = |metric: &'static str, hist: &HistDelta| {
         Sample::Latency(Latency {
             ts,
@@ -153,7 +153,7 @@ pub fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> [Sample
 
 /// The per-second rates of one thread's interval of `elapsed`; the KVM
 /// ones only for a vCPU under KVM while the KVM probes are attached.
-pub fn rate_datapoints(
+pub(crate) fn rate_datapoints(
     ts: f64,
     target: &Target,
     delta: &ThreadDelta,
@@ -408,7 +408,7 @@ mod tests {
     use hyper_stats_ebpf::{LatencyHist, bucket_index};
 
     use super::*;
-    use crate::sources::ebpf::KvmExitDelta;
+    use crate::sources::ebpf::maps::KvmExitDelta;
 
     fn domain(uuid: &str, name: &str) -> DomainRef {
         DomainRef {

@@ -14,26 +14,26 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Where libvirt's QEMU driver keeps its run files (system instance).
-pub const LIBVIRT_QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
+pub(crate) const LIBVIRT_QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
 
 /// Where the kernel shows processes.
-pub const PROC: &str = "/proc";
+pub(crate) const PROC: &str = "/proc";
 
 /// A vCPU thread of a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct VcpuThread {
+pub(crate) struct VcpuThread {
     /// The vCPU's index in the guest (`vcpu.<n>` in libvirt's stats).
-    pub vcpu: u32,
+    pub(crate) vcpu: u32,
     /// The thread id on the host.
-    pub tid: u32,
+    pub(crate) tid: u32,
     /// Whether the vCPU runs under KVM (`CPU n/KVM`), not emulated
     /// (`CPU n/TCG`): only then can it have KVM exits.
-    pub kvm: bool,
+    pub(crate) kvm: bool,
 }
 
 /// Why a domain's vCPU threads could not be listed.
 #[derive(Debug, Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     /// A file or directory could not be read.
     #[error("failed to read {}: {source}", path.display())]
     Read {
@@ -54,7 +54,7 @@ pub enum TargetError {
 
 /// The vCPU index and accelerator in a QEMU thread name: `CPU 3/KVM`
 /// gives `(3, "KVM")`, `CPU 3/TCG` gives `(3, "TCG")`.
-pub fn parse_vcpu_comm(comm: &str) -> Option<(u32, &str)> {
+pub(crate) fn parse_vcpu_comm(comm: &str) -> Option<(u32, &str)> {
     let rest = comm.trim_end().strip_prefix("CPU ")?;
     let (index, accel) = rest.split_once('/')?;
     if accel.is_empty() {
@@ -64,7 +64,7 @@ pub fn parse_vcpu_comm(comm: &str) -> Option<(u32, &str)> {
 }
 
 /// The QEMU pid of the running domain `name`, from libvirt's pid file.
-pub fn qemu_pid(run_dir: &Path, name: &str) -> Result<u32, TargetError> {
+pub(crate) fn qemu_pid(run_dir: &Path, name: &str) -> Result<u32, TargetError> {
     let path = run_dir.join(format!("{name}.pid"));
     let content = fs::read_to_string(&path).map_err(|source| TargetError::Read {
         path: path.clone(),
@@ -77,7 +77,7 @@ pub fn qemu_pid(run_dir: &Path, name: &str) -> Result<u32, TargetError> {
 }
 
 /// The vCPU threads of process `pid`, by vCPU index.
-pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, TargetError> {
+pub(crate) fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, TargetError> {
     let tasks = proc_root.join(pid.to_string()).join("task");
     let entries = fs::read_dir(&tasks).map_err(|source| TargetError::Read {
         path: tasks.clone(),
@@ -102,7 +102,7 @@ pub fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>, Targe
 }
 
 /// The vCPU threads of the running domain `name`.
-pub fn domain_vcpu_threads(name: &str) -> Result<Vec<VcpuThread>, TargetError> {
+pub(crate) fn domain_vcpu_threads(name: &str) -> Result<Vec<VcpuThread>, TargetError> {
     let pid = qemu_pid(Path::new(LIBVIRT_QEMU_RUN_DIR), name)?;
     vcpu_threads(Path::new(PROC), pid)
 }

@@ -27,7 +27,12 @@ const COUNTERS: [(&str, &str); 2] = [
 ];
 
 /// Derives the `balloon.*` values.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     for (field, metric) in SIZES_KIB {
         out.put(metric, cur.u64(field).map(|kib| kib as f64 * 1024.0));
     }

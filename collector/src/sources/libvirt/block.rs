@@ -21,7 +21,12 @@ const SIZES: [(&str, &str); 3] = [
 ];
 
 /// Derives `block.<dev>.*` for every disk.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     for dev in devices(cur, "block") {
         let c = |suffix: &str| cur.u64(&format!("block.{}.{suffix}", dev.index));
         for (suffix, metric) in SIZES {

@@ -16,26 +16,26 @@ use super::groups::Group;
 /// The fastest any stats group may be polled: below this the bulk call
 /// itself (0.2-0.3 ms per domain for the cheapest groups) becomes a
 /// noticeable share of libvirtd's time.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The fastest a group that libvirt answers by asking QEMU over its monitor
 /// may be polled: each such group costs libvirtd 3-6 ms per domain.
-pub const MIN_QEMU_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_QEMU_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `[libvirt]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct LibvirtConfig {
+pub(crate) struct LibvirtConfig {
     /// Connection URI, `qemu:///system` on a compute node.
-    pub uri: String,
+    pub(crate) uri: String,
     /// How long one bulk-stats call may take before the poll is abandoned,
     /// so a hung libvirtd or QEMU monitor never stalls the agent.
     #[serde(with = "humantime_serde")]
-    pub call_timeout: Duration,
+    pub(crate) call_timeout: Duration,
     /// Poll interval per stats group (`state`, `cpu`, `balloon`, `vcpu`,
     /// `net`, `block`, `perf`); groups not named use 1 s. A group set to
     /// `"off"` is not polled.
-    pub intervals: BTreeMap<String, IntervalSetting>,
+    pub(crate) intervals: BTreeMap<String, IntervalSetting>,
 }
 
 impl Default for LibvirtConfig {
@@ -50,7 +50,7 @@ impl Default for LibvirtConfig {
 
 /// One group's interval: a duration such as `"1s"` or `"200ms"`, or `"off"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum IntervalSetting {
+pub(crate) enum IntervalSetting {
     /// Poll every this long.
     Every(Duration),
     /// Do not poll this group.
@@ -82,7 +82,7 @@ impl std::str::FromStr for IntervalSetting {
 impl LibvirtConfig {
     /// Checks the values serde cannot: group names, interval bounds, the
     /// timeout and the URI.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         for (name, setting) in &self.intervals {
             let Some(group) = Group::from_name(name) else {
                 let known: Vec<&str> = Group::ALL.iter().map(|g| g.name()).collect();
@@ -121,7 +121,7 @@ impl LibvirtConfig {
     }
 
     /// The effective interval of every polled group.
-    pub fn group_intervals(&self) -> BTreeMap<Group, Duration> {
+    pub(crate) fn group_intervals(&self) -> BTreeMap<Group, Duration> {
         Group::ALL
             .into_iter()
             .filter_map(|g| match self.intervals.get(g.name()) {

@@ -73,26 +73,26 @@ use crate::episode::Episode;
 
 /// First wait before retrying a failed open. Short, because a restarting
 /// libvirtd usually accepts connections again within a fraction of a second.
-pub const RECONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+pub(crate) const RECONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 
 /// Longest wait between retries: caps how late the agent notices that
 /// libvirtd is back (under 2 s including the open itself) while a dead
 /// daemon costs at most one failed connect per second.
-pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(crate) const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How long a call may stay stuck before its worker is abandoned for a
 /// fresh one. Longer than libvirt's own ways of ending a hang (keepalive
 /// after about 8 s, a busy domain's job wait after 30 s), so that this only
 /// acts when those did not.
-pub const STUCK_CALL_ABANDON_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const STUCK_CALL_ABANDON_AFTER: Duration = Duration::from_secs(60);
 
 /// Most abandoned (still stuck) worker threads alive at once; bounds the
 /// threads and libvirt connections a call that never returns can cost.
-pub const MAX_ABANDONED_WORKERS: usize = 2;
+pub(crate) const MAX_ABANDONED_WORKERS: usize = 2;
 
 /// What the poller needs from a connection; the real one is
 /// [`super::ffi::Connection`], tests use fakes.
-pub trait StatsBackend: Send + 'static {
+pub(crate) trait StatsBackend: Send + 'static {
     /// Bulk stats of every active domain for `groups`. May block.
     fn all_domain_stats(&mut self, groups: Groups) -> anyhow::Result<Vec<DomainRecord>>;
 
@@ -122,24 +122,24 @@ type Reply = Result<Vec<DomainRecord>, PollError>;
 
 /// Settings of a [`Conn`]; [`ConnOptions::new`] gives the agent's defaults.
 #[derive(Debug, Clone)]
-pub struct ConnOptions {
+pub(crate) struct ConnOptions {
     /// The libvirt URI, used to open the connection and in logs and errors.
-    pub uri: String,
+    pub(crate) uri: String,
     /// How long one poll waits for its answer.
-    pub deadline: Duration,
+    pub(crate) deadline: Duration,
     /// First wait between reconnect attempts.
-    pub backoff_initial: Duration,
+    pub(crate) backoff_initial: Duration,
     /// Cap of the doubling wait between reconnect attempts.
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// How long a call may be stuck before its worker is replaced.
-    pub abandon_after: Duration,
+    pub(crate) abandon_after: Duration,
     /// Most abandoned workers alive at once.
-    pub max_abandoned: usize,
+    pub(crate) max_abandoned: usize,
 }
 
 impl ConnOptions {
     /// The defaults: the backoff and abandonment constants of this module.
-    pub fn new(uri: &str, deadline: Duration) -> ConnOptions {
+    pub(crate) fn new(uri: &str, deadline: Duration) -> ConnOptions {
         ConnOptions {
             uri: uri.to_owned(),
             deadline,
@@ -192,7 +192,7 @@ impl Conn {
 
     /// Starts a connection thread whose backend `factory` creates, and
     /// re-creates after a lost connection; never fails. Tests pass fakes.
-    pub fn with_backend<B, F>(opts: ConnOptions, factory: F) -> Conn
+    pub(crate) fn with_backend<B, F>(opts: ConnOptions, factory: F) -> Conn
     where
         B: StatsBackend,
         F: Fn() -> anyhow::Result<B> + Send + Sync + 'static,
@@ -211,14 +211,10 @@ impl Conn {
         }
     }
 
-    /// The URI this handle connects to.
-    pub fn uri(&self) -> &str {
-        &self.opts.uri
-    }
-
     /// Whether the connection is up right now (false while connecting,
     /// reconnecting, or after the first open failed).
-    pub fn is_connected(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_connected(&self) -> bool {
         let worker = lock(&self.worker);
         matches!(lock(&worker.state).link, Link::Up)
     }
@@ -1052,6 +1048,5 @@ mod tests {
         let recs = conn.poll(state()).await.expect("poll test:///default");
         let rec = recs.iter().find(|r| r.name == "test").expect("domain test");
         assert_eq!(rec.u64("state.state"), Some(1));
-        assert_eq!(conn.uri(), "test:///default");
     }
 }

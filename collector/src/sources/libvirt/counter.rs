@@ -8,13 +8,13 @@
 
 /// The growth of a counter between two samples, or `None` when either side
 /// is missing or the counter went backwards (a reset).
-pub fn delta(prev: Option<u64>, cur: Option<u64>) -> Option<u64> {
+pub(crate) fn delta(prev: Option<u64>, cur: Option<u64>) -> Option<u64> {
     let (prev, cur) = (prev?, cur?);
     cur.checked_sub(prev)
 }
 
 /// The growth of a counter per second over `dt_s` seconds.
-pub fn rate(prev: Option<u64>, cur: Option<u64>, dt_s: f64) -> Option<f64> {
+pub(crate) fn rate(prev: Option<u64>, cur: Option<u64>, dt_s: f64) -> Option<f64> {
     if dt_s <= 0.0 {
         return None;
     }
@@ -23,7 +23,7 @@ pub fn rate(prev: Option<u64>, cur: Option<u64>, dt_s: f64) -> Option<f64> {
 
 /// The growth of a nanosecond counter as a percentage of `dt_s` seconds of
 /// one host CPU (100 means one CPU fully used for the whole interval).
-pub fn ns_percent(prev: Option<u64>, cur: Option<u64>, dt_s: f64) -> Option<f64> {
+pub(crate) fn ns_percent(prev: Option<u64>, cur: Option<u64>, dt_s: f64) -> Option<f64> {
     rate(prev, cur, dt_s).map(|ns_per_s| ns_per_s / 1e9 * 100.0)
 }
 

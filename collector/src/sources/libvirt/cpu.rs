@@ -9,7 +9,12 @@ use super::derive::Derived;
 use super::params::DomainRecord;
 
 /// Derives `cpu.{time,user,system}_percent`.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     let Some(prev) = prev else { return };
     for field in ["time", "user", "system"] {
         let key = format!("cpu.{field}");

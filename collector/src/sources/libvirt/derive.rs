@@ -10,14 +10,14 @@ use super::params::DomainRecord;
 
 /// The named values derived from one domain's record, in derivation order.
 #[derive(Debug, Default)]
-pub struct Derived {
+pub(crate) struct Derived {
     /// `(metric name, value)` pairs.
-    pub values: Vec<(String, f64)>,
+    pub(crate) values: Vec<(String, f64)>,
 }
 
 impl Derived {
     /// Records `value` under `metric` if there is one.
-    pub fn put(&mut self, metric: impl Into<String>, value: Option<f64>) {
+    pub(crate) fn put(&mut self, metric: impl Into<String>, value: Option<f64>) {
         if let Some(v) = value.filter(|v| v.is_finite()) {
             self.values.push((metric.into(), v));
         }
@@ -26,16 +26,16 @@ impl Derived {
 
 /// A device of a `block` or `net` group: its index in this record and its
 /// name as a metric path component.
-pub struct Device {
+pub(crate) struct Device {
     /// The `N` of `block.N.*` in this record.
-    pub index: u64,
+    pub(crate) index: u64,
     /// The device name libvirt gives (`vda`, `tap-web-1`), sanitized.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The devices of `group` (`"block"` or `"net"`) in `rec`, by
 /// `<group>.count` and `<group>.N.name`.
-pub fn devices(rec: &DomainRecord, group: &str) -> Vec<Device> {
+pub(crate) fn devices(rec: &DomainRecord, group: &str) -> Vec<Device> {
     let count = rec.u64(&format!("{group}.count")).unwrap_or(0);
     (0..count)
         .filter_map(|index| {
@@ -50,7 +50,7 @@ pub fn devices(rec: &DomainRecord, group: &str) -> Vec<Device> {
 
 /// The index in `prev` of the device called `name`: devices are matched by
 /// name, since hot-plug can shift indices between two samples.
-pub fn index_of(prev: &DomainRecord, group: &str, name: &str) -> Option<u64> {
+pub(crate) fn index_of(prev: &DomainRecord, group: &str, name: &str) -> Option<u64> {
     devices(prev, group)
         .into_iter()
         .find(|d| d.name == name)
@@ -58,12 +58,12 @@ pub fn index_of(prev: &DomainRecord, group: &str, name: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-pub mod testutil {
+pub(crate) mod testutil {
     //! Builders for records in tests.
     use super::super::params::{DomainRecord, Value};
 
     /// A record with the given unsigned fields and string fields.
-    pub fn record(u: &[(&str, u64)], s: &[(&str, &str)]) -> DomainRecord {
+    pub(crate) fn record(u: &[(&str, u64)], s: &[(&str, &str)]) -> DomainRecord {
         let mut params: Vec<(String, Value)> = u
             .iter()
             .map(|(k, v)| (k.to_string(), Value::ULLong(*v)))
@@ -80,7 +80,7 @@ pub mod testutil {
     }
 
     /// The value of `metric` in `d`, panicking with the list if absent.
-    pub fn get(d: &super::Derived, metric: &str) -> f64 {
+    pub(crate) fn get(d: &super::Derived, metric: &str) -> f64 {
         d.values
             .iter()
             .find(|(m, _)| m == metric)
@@ -89,7 +89,7 @@ pub mod testutil {
     }
 
     /// Whether `metric` is present in `d`.
-    pub fn has(d: &super::Derived, metric: &str) -> bool {
+    pub(crate) fn has(d: &super::Derived, metric: &str) -> bool {
         d.values.iter().any(|(m, _)| m == metric)
     }
 }

@@ -40,10 +40,10 @@ use super::params::{DomainRecord, Value, field_name};
 /// Seconds between keepalive probes on an idle connection. With
 /// [`KEEPALIVE_COUNT`] this detects a dead or stopped libvirtd within
 /// about (3 + 1) x 2 = 8 s, well under the minute an operator would notice.
-pub const KEEPALIVE_INTERVAL_S: c_int = 2;
+pub(crate) const KEEPALIVE_INTERVAL_S: c_int = 2;
 
 /// Unanswered keepalive probes after which libvirt closes the connection.
-pub const KEEPALIVE_COUNT: c_uint = 3;
+pub(crate) const KEEPALIVE_COUNT: c_uint = 3;
 
 /// How long the event loop thread waits after `virEventRunDefaultImpl`
 /// fails before it tries again, so that a broken loop does not spin a core.
@@ -53,18 +53,14 @@ const EVENT_LOOP_RETRY: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct LibvirtError {
     /// libvirt's own text (virGetLastError), or ours if it gave none.
-    pub message: String,
+    pub(crate) message: String,
     /// What we were doing, e.g. `failed to open libvirt connection to
     /// qemu:///system`; printed before `message`. Empty when not known.
-    pub context: String,
-    /// libvirt's `virErrorNumber` (`VIR_ERR_*`), 0 when the error is ours.
-    pub code: i32,
-    /// libvirt's `virErrorDomain` (`VIR_FROM_*`), 0 when the error is ours.
-    pub domain: i32,
+    pub(crate) context: String,
     /// Whether the connection is gone (daemon died, restarted, stopped
     /// answering keepalives) and must be reopened, as opposed to one call
     /// having failed on a healthy connection.
-    pub connection_lost: bool,
+    pub(crate) connection_lost: bool,
 }
 
 impl fmt::Display for LibvirtError {
@@ -79,18 +75,17 @@ impl fmt::Display for LibvirtError {
 
 impl LibvirtError {
     /// An error of our own (not from libvirt) for a healthy connection.
-    pub fn new(message: impl Into<String>) -> LibvirtError {
+    pub(crate) fn new(message: impl Into<String>) -> LibvirtError {
         LibvirtError {
             message: message.into(),
             context: String::new(),
-            code: 0,
-            domain: 0,
             connection_lost: false,
         }
     }
 
     /// An error meaning the connection is gone; for fakes in tests.
-    pub fn lost(message: impl Into<String>) -> LibvirtError {
+    #[cfg(test)]
+    pub(crate) fn lost(message: impl Into<String>) -> LibvirtError {
         LibvirtError {
             connection_lost: true,
             ..LibvirtError::new(message)
@@ -98,7 +93,7 @@ impl LibvirtError {
     }
 
     /// Whether the connection is gone and must be reopened.
-    pub fn is_connection_lost(&self) -> bool {
+    pub(crate) fn is_connection_lost(&self) -> bool {
         self.connection_lost
     }
 
@@ -121,8 +116,6 @@ impl LibvirtError {
                         CStr::from_ptr(e.message).to_string_lossy().into_owned()
                     },
                     context: String::new(),
-                    code: e.code,
-                    domain: e.domain,
                     connection_lost: is_lost_code(e.code, e.domain),
                 }
             };
@@ -261,20 +254,10 @@ impl Connection {
         })
     }
 
-    /// The URI this connection was opened with.
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
-    /// Whether keepalive is on (false for drivers without a daemon).
-    pub fn keepalive_enabled(&self) -> bool {
-        self.keepalive
-    }
-
     /// Whether libvirt still considers the connection open
     /// (`virConnectIsAlive`); false once the daemon closed it or stopped
     /// answering keepalives.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         // SAFETY: self.ptr is a live connection.
         let rc = unsafe { sys::virConnectIsAlive(self.ptr.as_ptr()) };
         if rc < 0 {
@@ -300,7 +283,7 @@ impl Connection {
     /// Bulk stats for `groups` with explicit `VIR_CONNECT_GET_ALL_DOMAINS_STATS_*`
     /// flags, e.g. `ACTIVE | NOWAIT` to skip monitor queries of domains
     /// that another job holds instead of waiting up to 30 s for them.
-    pub fn all_domain_stats_with_flags(
+    pub(crate) fn all_domain_stats_with_flags(
         &self,
         groups: Groups,
         flags: c_uint,
@@ -420,13 +403,13 @@ mod tag {
 
     use virt::sys;
 
-    pub const INT: c_int = sys::VIR_TYPED_PARAM_INT as c_int;
-    pub const UINT: c_int = sys::VIR_TYPED_PARAM_UINT as c_int;
-    pub const LLONG: c_int = sys::VIR_TYPED_PARAM_LLONG as c_int;
-    pub const ULLONG: c_int = sys::VIR_TYPED_PARAM_ULLONG as c_int;
-    pub const DOUBLE: c_int = sys::VIR_TYPED_PARAM_DOUBLE as c_int;
-    pub const BOOLEAN: c_int = sys::VIR_TYPED_PARAM_BOOLEAN as c_int;
-    pub const STRING: c_int = sys::VIR_TYPED_PARAM_STRING as c_int;
+    pub(crate) const INT: c_int = sys::VIR_TYPED_PARAM_INT as c_int;
+    pub(crate) const UINT: c_int = sys::VIR_TYPED_PARAM_UINT as c_int;
+    pub(crate) const LLONG: c_int = sys::VIR_TYPED_PARAM_LLONG as c_int;
+    pub(crate) const ULLONG: c_int = sys::VIR_TYPED_PARAM_ULLONG as c_int;
+    pub(crate) const DOUBLE: c_int = sys::VIR_TYPED_PARAM_DOUBLE as c_int;
+    pub(crate) const BOOLEAN: c_int = sys::VIR_TYPED_PARAM_BOOLEAN as c_int;
+    pub(crate) const STRING: c_int = sys::VIR_TYPED_PARAM_STRING as c_int;
 }
 
 /// Decodes one typed parameter into an owned name and value; `None` for a
@@ -575,7 +558,6 @@ mod tests {
     #[test]
     fn open_error_carries_libvirt_message_and_context() {
         let err = Connection::open("nosuchdriver:///x").expect_err("must fail");
-        assert!(err.code != 0, "libvirt code expected: {err:?}");
         assert!(!err.message.is_empty());
         let shown = err.to_string();
         assert!(
@@ -587,7 +569,6 @@ mod tests {
     #[test]
     fn open_rejects_nul_in_uri() {
         let err = Connection::open("test:///def\0ault").expect_err("must fail");
-        assert_eq!(err.code, 0);
         assert!(err.to_string().contains("NUL"), "{err}");
     }
 }

@@ -28,7 +28,7 @@ impl Group {
     ];
 
     /// The `VIR_DOMAIN_STATS_*` bit of this group.
-    pub fn bit(self) -> u32 {
+    pub(crate) fn bit(self) -> u32 {
         match self {
             Group::State => 1 << 0,
             Group::Cpu => 1 << 1,
@@ -55,12 +55,12 @@ impl Group {
 
     /// Whether libvirt answers this group without asking QEMU over its
     /// monitor; only these may be polled faster than once a second.
-    pub fn is_cheap(self) -> bool {
+    pub(crate) fn is_cheap(self) -> bool {
         matches!(self, Group::State | Group::Net | Group::Perf)
     }
 
     /// Parses a config-file group name.
-    pub fn from_name(name: &str) -> Option<Group> {
+    pub(crate) fn from_name(name: &str) -> Option<Group> {
         Group::ALL.into_iter().find(|g| g.name() == name)
     }
 }
@@ -77,30 +77,25 @@ pub struct Groups(u32);
 
 impl Groups {
     /// The empty set.
-    pub const NONE: Groups = Groups(0);
+    pub(crate) const NONE: Groups = Groups(0);
 
     /// Adds a group.
-    pub fn insert(&mut self, g: Group) {
+    pub(crate) fn insert(&mut self, g: Group) {
         self.0 |= g.bit();
     }
 
     /// Whether the set holds `g`.
-    pub fn contains(self, g: Group) -> bool {
+    pub(crate) fn contains(self, g: Group) -> bool {
         self.0 & g.bit() != 0
     }
 
-    /// Whether the set is empty.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
     /// The raw `VIR_DOMAIN_STATS_*` mask.
-    pub fn mask(self) -> u32 {
+    pub(crate) fn mask(self) -> u32 {
         self.0
     }
 
     /// The groups in the set.
-    pub fn iter(self) -> impl Iterator<Item = Group> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Group> {
         Group::ALL.into_iter().filter(move |g| self.contains(*g))
     }
 }

@@ -26,20 +26,20 @@
 //! logged once per change of state (the connection layer logs losing and
 //! regaining libvirtd); sampling resumes on the next tick.
 
-pub mod balloon;
-pub mod block;
-pub mod config;
+pub(crate) mod balloon;
+pub(crate) mod block;
+pub(crate) mod config;
 pub mod conn;
-pub mod counter;
-pub mod cpu;
-pub mod derive;
+pub(crate) mod counter;
+pub(crate) mod cpu;
+pub(crate) mod derive;
 pub mod ffi;
 pub mod groups;
-pub mod net;
+pub(crate) mod net;
 pub mod params;
-pub mod perf;
-pub mod state;
-pub mod vcpu;
+pub(crate) mod perf;
+pub(crate) mod state;
+pub(crate) mod vcpu;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -78,7 +78,7 @@ struct Domain {
 /// Derivation state: everything but the connection, so it can be driven
 /// from tests with hand-made records.
 #[derive(Default)]
-pub struct Deriver {
+pub(crate) struct Deriver {
     /// Known running domains by UUID.
     domains: HashMap<String, Domain>,
     /// Domains retired since [`Deriver::take_retired`] was last called.
@@ -89,7 +89,7 @@ impl Deriver {
     /// Turns the records of one poll of `groups`, made at `at` (monotonic)
     /// and `ts` (unix seconds), into datapoints; retires domains absent from
     /// the poll.
-    pub fn derive(
+    pub(crate) fn derive(
         &mut self,
         records: Vec<DomainRecord>,
         groups: Groups,
@@ -158,17 +158,18 @@ impl Deriver {
 
     /// The domains retired by polls since the last call: the rollup ends
     /// their series.
-    pub fn take_retired(&mut self) -> Vec<Arc<str>> {
+    pub(crate) fn take_retired(&mut self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.retired)
     }
 
     /// Number of domains currently known.
-    pub fn domain_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn domain_count(&self) -> usize {
         self.domains.len()
     }
 
     /// The known domains, sorted by UUID.
-    pub fn domain_refs(&self) -> Vec<DomainRef> {
+    pub(crate) fn domain_refs(&self) -> Vec<DomainRef> {
         let mut refs: Vec<DomainRef> = self
             .domains
             .values()

@@ -15,7 +15,12 @@ const COUNTERS: [(&str, &str); 4] = [
 ];
 
 /// Derives `net.<dev>.{rx,tx}.*` for every interface.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     let Some(prev) = prev else { return };
     for dev in devices(cur, "net") {
         let Some(pi) = index_of(prev, "net", &dev.name) else {

@@ -47,7 +47,11 @@ pub struct DomainRecord {
 impl DomainRecord {
     /// Builds a record, sorting `params` by field name so that lookups
     /// binary-search.
-    pub fn new(uuid: String, name: String, mut params: Vec<(String, Value)>) -> DomainRecord {
+    pub(crate) fn new(
+        uuid: String,
+        name: String,
+        mut params: Vec<(String, Value)>,
+    ) -> DomainRecord {
         params.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         DomainRecord { uuid, name, params }
     }
@@ -65,21 +69,6 @@ impl DomainRecord {
         }
     }
 
-    /// The named field as a float, if present and numeric (integers are
-    /// converted, possibly losing precision above 2^53).
-    pub fn f64(&self, field: &str) -> Option<f64> {
-        match self.get(field)? {
-            Value::Int(v) => Some(f64::from(*v)),
-            Value::UInt(v) => Some(f64::from(*v)),
-            #[allow(clippy::cast_precision_loss)]
-            Value::LLong(v) => Some(*v as f64),
-            #[allow(clippy::cast_precision_loss)]
-            Value::ULLong(v) => Some(*v as f64),
-            Value::Double(v) => Some(*v),
-            Value::Boolean(_) | Value::String(_) => None,
-        }
-    }
-
     /// The named field as a string, if present and a string.
     pub fn str(&self, field: &str) -> Option<&str> {
         match self.get(field)? {
@@ -89,7 +78,7 @@ impl DomainRecord {
     }
 
     /// The named field, whatever its type.
-    pub fn get(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         // Binary search first: exact for sorted params, and a hit is right
         // whatever the order (field names are unique). A miss may only mean
         // the params are unsorted, so confirm it with a scan.
@@ -102,7 +91,7 @@ impl DomainRecord {
 
 /// Decodes a `virTypedParameter` field name: the bytes up to the first NUL
 /// (or the whole array if libvirt filled all of it), invalid UTF-8 replaced.
-pub fn field_name(raw: &[c_char]) -> String {
+pub(crate) fn field_name(raw: &[c_char]) -> String {
     // `c_char` is `i8` or `u8` depending on the target; this is a
     // reinterpretation of each byte, not a numeric conversion.
     #[allow(clippy::cast_sign_loss, clippy::unnecessary_cast)]
@@ -194,9 +183,6 @@ mod tests {
         for (field, want) in cases {
             assert_eq!(r.u64(field), want, "field {field}");
         }
-        assert_eq!(r.f64("double"), Some(1.5));
-        assert_eq!(r.f64("int"), Some(7.0));
-        assert_eq!(r.f64("string"), None);
         assert_eq!(r.str("string"), Some("vda"));
         assert_eq!(r.str("int"), None);
     }

@@ -7,7 +7,12 @@ use super::derive::Derived;
 use super::params::DomainRecord;
 
 /// Derives `perf.<event>_per_s` for every counter and `perf.cmt_bytes`.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     for (key, _) in &cur.params {
         let Some(event) = key.strip_prefix("perf.") else {
             continue;

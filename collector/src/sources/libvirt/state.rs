@@ -5,7 +5,12 @@ use super::derive::Derived;
 use super::params::DomainRecord;
 
 /// Derives `state.code` and `state.reason`.
-pub fn derive(_prev: Option<&DomainRecord>, cur: &DomainRecord, _dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    _prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    _dt_s: f64,
+    out: &mut Derived,
+) {
     out.put("state.code", cur.u64("state.state").map(|v| v as f64));
     out.put("state.reason", cur.u64("state.reason").map(|v| v as f64));
 }

@@ -9,7 +9,12 @@ use super::params::DomainRecord;
 
 /// Derives `vcpu.{current,maximum}` and `vcpu.N.{time,delay,wait}_percent`,
 /// `vcpu.N.halted`.
-pub fn derive(prev: Option<&DomainRecord>, cur: &DomainRecord, dt_s: f64, out: &mut Derived) {
+pub(crate) fn derive(
+    prev: Option<&DomainRecord>,
+    cur: &DomainRecord,
+    dt_s: f64,
+    out: &mut Derived,
+) {
     let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
     out.put("vcpu.current", as_f64(cur.u64("vcpu.current")));
     out.put("vcpu.maximum", as_f64(cur.u64("vcpu.maximum")));
