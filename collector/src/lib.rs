@@ -8,6 +8,7 @@
 pub(crate) mod backoff;
 pub(crate) mod clock;
 pub mod config;
+pub(crate) mod dir;
 pub mod domains;
 pub(crate) mod episode;
 pub mod graphios;

@@ -19,14 +19,7 @@ const ACTIVE_FILES: [&str; 2] = ["host-perfdata", "service-perfdata"];
 /// empty files (which are deleted, as Graphios does).
 pub(crate) fn spool_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "failed to read the perfdata spool directory {}",
-            dir.display()
-        )
-    })?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("failed to read {}", dir.display()))?;
+    for entry in crate::dir::entries(dir, "perfdata spool")? {
         let name = entry.file_name().to_string_lossy().into_owned();
         if ACTIVE_FILES.contains(&name.as_str()) || name.starts_with('_') {
             continue;

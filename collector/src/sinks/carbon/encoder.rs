@@ -177,6 +177,19 @@ fn close_frame(out: &mut Vec<u8>, header: usize) {
     out[header..header + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Points of the series `path` at the seconds of `range`, each worth
+/// `ts * scale`: what the queue and spool tests push around.
+#[cfg(test)]
+pub(crate) fn test_points(path: &str, range: std::ops::Range<i64>, scale: f64) -> Vec<CarbonPoint> {
+    range
+        .map(|ts| CarbonPoint {
+            path: path.into(),
+            ts,
+            value: ts as f64 * scale,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

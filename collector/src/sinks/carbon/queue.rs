@@ -244,13 +244,7 @@ mod tests {
     use super::*;
 
     fn pts(range: std::ops::Range<i64>) -> Vec<CarbonPoint> {
-        range
-            .map(|ts| CarbonPoint {
-                path: "a.b".into(),
-                ts,
-                value: ts as f64,
-            })
-            .collect()
+        super::super::encoder::test_points("a.b", range, 1.0)
     }
 
     fn ts_of(q: &Queue) -> Vec<i64> {

@@ -92,14 +92,7 @@ impl Spool {
             )
         })?;
         let mut segments = Vec::new();
-        let entries = fs::read_dir(dir).with_context(|| {
-            format!(
-                "failed to read the Carbon spool directory {}",
-                dir.display()
-            )
-        })?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("failed to read {}", dir.display()))?;
+        for entry in crate::dir::entries(dir, "Carbon spool")? {
             let path = entry.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
@@ -284,13 +277,7 @@ mod tests {
     use super::*;
 
     fn pts(range: std::ops::Range<i64>) -> Vec<CarbonPoint> {
-        range
-            .map(|ts| CarbonPoint {
-                path: "hyperstats.n.d.m".into(),
-                ts,
-                value: ts as f64 / 4.0,
-            })
-            .collect()
+        super::super::encoder::test_points("hyperstats.n.d.m", range, 0.25)
     }
 
     fn read_all(spool: &mut Spool) -> Vec<i64> {

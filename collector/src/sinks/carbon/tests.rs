@@ -62,6 +62,11 @@ impl FakeCarbon {
     }
 }
 
+/// A sink with settings `s` and series nobody reports.
+fn new_sink(s: Settings) -> CarbonSink {
+    CarbonSink::new(s, &Registry::default()).unwrap()
+}
+
 /// The sink on the pipeline's batches alone, as the agent runs it.
 async fn run(sink: CarbonSink, rx: mpsc::Receiver<Arc<Batch>>) -> anyhow::Result<()> {
     sink.run(Some(rx), None).await
@@ -151,11 +156,7 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 async fn plaintext_batches_arrive_as_exact_lines() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(
-        settings(carbon.port, Protocol::Plaintext, None, 1000),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = new_sink(settings(carbon.port, Protocol::Plaintext, None, 1000));
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(sink, rx));
     tx.send(batch(1764100001, 2)).await.unwrap();
@@ -205,11 +206,7 @@ fn decode_pickles(mut bytes: &[u8]) -> Vec<(String, i64, f64)> {
 async fn pickle_batches_decode_to_the_same_points() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(
-        settings(carbon.port, Protocol::Pickle, None, 10_000),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = new_sink(settings(carbon.port, Protocol::Pickle, None, 10_000));
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(sink, rx));
     tx.send(batch(1764100001, 1200)).await.unwrap();
@@ -231,11 +228,7 @@ async fn carbon_going_away_and_back_loses_nothing_and_sends_oldest_first() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
     let port = carbon.port;
-    let sink = CarbonSink::new(
-        settings(port, Protocol::Plaintext, None, 100_000),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = new_sink(settings(port, Protocol::Plaintext, None, 100_000));
     // A small channel: if the sink stopped taking batches during the
     // outage, the sends below would time out.
     let (tx, rx) = mpsc::channel(2);
@@ -295,17 +288,12 @@ async fn carbon_going_away_and_back_loses_nothing_and_sends_oldest_first() {
 async fn spooled_points_survive_a_restart_and_go_first() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().await;
+    let spooling = || {
+        let spool = Some(dir.path().to_path_buf());
+        new_sink(settings(port, Protocol::Plaintext, spool, 100_000))
+    };
     // First run: Carbon is down the whole time; shutdown spools the queue.
-    let sink = CarbonSink::new(
-        settings(
-            port,
-            Protocol::Plaintext,
-            Some(dir.path().to_path_buf()),
-            100_000,
-        ),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = spooling();
     let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(run(sink, rx));
     for ts in 1..=5 {
@@ -327,16 +315,7 @@ async fn spooled_points_survive_a_restart_and_go_first() {
     // Second run: Carbon is back; the spool goes first, then new points.
     let received = Received::default();
     let carbon = FakeCarbon::start(port, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(
-        settings(
-            port,
-            Protocol::Plaintext,
-            Some(dir.path().to_path_buf()),
-            100_000,
-        ),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = spooling();
     let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(run(sink, rx));
     for ts in 6..=8 {
@@ -360,11 +339,7 @@ async fn spooled_points_survive_a_restart_and_go_first() {
 async fn acked_submissions_are_confirmed_by_carbon() {
     let received = Received::default();
     let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
-    let sink = CarbonSink::new(
-        settings(carbon.port, Protocol::Plaintext, None, 1000),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = new_sink(settings(carbon.port, Protocol::Plaintext, None, 1000));
     let path = sink.agent_path("graphios.test");
     assert_eq!(&*path, "hyperstats.n1.agent.graphios.test");
     let (tx, rx) = mpsc::channel(4);
@@ -399,11 +374,7 @@ async fn acked_submissions_are_confirmed_by_carbon() {
 #[tokio::test]
 async fn unreachable_carbon_fails_no_ack_until_points_are_dropped() {
     let port = free_port().await;
-    let sink = CarbonSink::new(
-        settings(port, Protocol::Plaintext, None, 10),
-        &Registry::default(),
-    )
-    .unwrap();
+    let sink = new_sink(settings(port, Protocol::Plaintext, None, 10));
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(sink.run(None, Some(rx)));
     let point = |i: i64| CarbonPoint {

@@ -92,6 +92,17 @@ impl Drop for BoundSocket {
     }
 }
 
+/// Sets `path`'s mode, and its group if `gid` is given.
+fn set_mode_and_group(path: &Path, mode: u32, gid: Option<u32>) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("failed to set the mode of {}", path.display()))?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(path, None, gid)
+            .with_context(|| format!("failed to set the group of {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Creates the socket's directory if missing, removes a stale socket left
 /// by an agent that died, binds, and sets mode [`SOCKET_MODE`] and group
 /// `gid`. Refuses to take over a socket another process still answers on,
@@ -104,12 +115,7 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("failed to create directory {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
-            .with_context(|| format!("failed to set the mode of {}", dir.display()))?;
-        if gid.is_some() {
-            std::os::unix::fs::chown(dir, None, gid)
-                .with_context(|| format!("failed to set the group of {}", dir.display()))?;
-        }
+        set_mode_and_group(dir, DIR_MODE, gid)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -140,12 +146,7 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("failed to bind the query socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .with_context(|| format!("failed to set the mode of {}", path.display()))?;
-    if gid.is_some() {
-        std::os::unix::fs::chown(path, None, gid)
-            .with_context(|| format!("failed to set the group of {}", path.display()))?;
-    }
+    set_mode_and_group(path, SOCKET_MODE, gid)?;
     let ino = std::fs::symlink_metadata(path)
         .with_context(|| format!("failed to look at {}", path.display()))?
         .ino();

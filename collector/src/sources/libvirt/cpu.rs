@@ -4,8 +4,7 @@
 //! `cpu.time` counts every QEMU thread of the domain (vCPUs, I/O threads,
 //! the emulator), so it can exceed 100 on multi-vCPU guests.
 
-use super::counter::ns_percent;
-use super::derive::Derived;
+use super::derive::{Derived, put_ns_percents};
 use super::params::DomainRecord;
 
 /// Derives `cpu.{time,user,system}_percent`.
@@ -16,13 +15,7 @@ pub(crate) fn derive(
     out: &mut Derived,
 ) {
     let Some(prev) = prev else { return };
-    for field in ["time", "user", "system"] {
-        let key = format!("cpu.{field}");
-        out.put(
-            format!("cpu.{field}_percent"),
-            ns_percent(prev.u64(&key), cur.u64(&key), dt_s),
-        );
-    }
+    put_ns_percents(out, (prev, cur, dt_s), "cpu", &["time", "user", "system"]);
 }
 
 #[cfg(test)]

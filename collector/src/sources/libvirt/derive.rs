@@ -24,6 +24,23 @@ impl Derived {
     }
 }
 
+/// Records `<prefix>.<field>_percent` for each of `fields`: how much of
+/// the `dt_s` interval the nanosecond counter `<prefix>.<field>` grew by.
+pub(crate) fn put_ns_percents(
+    out: &mut Derived,
+    (prev, cur, dt_s): (&DomainRecord, &DomainRecord, f64),
+    prefix: &str,
+    fields: &[&str],
+) {
+    for field in fields {
+        let key = format!("{prefix}.{field}");
+        out.put(
+            format!("{key}_percent"),
+            super::counter::ns_percent(prev.u64(&key), cur.u64(&key), dt_s),
+        );
+    }
+}
+
 /// A device of a `block` or `net` group: its index in this record and its
 /// name as a metric path component.
 pub(crate) struct Device {

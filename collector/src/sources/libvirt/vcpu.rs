@@ -3,8 +3,7 @@
 //! the run-queue wait the kernel accounts in schedstat), and waited
 //! otherwise (`vcpu.N.wait`), plus the vCPU counts.
 
-use super::counter::ns_percent;
-use super::derive::Derived;
+use super::derive::{Derived, put_ns_percents};
 use super::params::DomainRecord;
 
 /// Derives `vcpu.{current,maximum}` and `vcpu.N.{time,delay,wait}_percent`,
@@ -32,13 +31,8 @@ pub(crate) fn derive(
             as_f64(cur.u64(&format!("vcpu.{n}.halted"))),
         );
         let Some(prev) = prev else { continue };
-        for field in ["time", "delay", "wait"] {
-            let key = format!("vcpu.{n}.{field}");
-            out.put(
-                format!("vcpu.{n}.{field}_percent"),
-                ns_percent(prev.u64(&key), cur.u64(&key), dt_s),
-            );
-        }
+        let prefix = format!("vcpu.{n}");
+        put_ns_percents(out, (prev, cur, dt_s), &prefix, &["time", "delay", "wait"]);
     }
 }
 
