@@ -54,7 +54,7 @@
 //! deletes them once confirmed.
 
 mod args;
-mod line;
+pub(crate) mod line;
 mod spool;
 
 use std::path::{Path, PathBuf};
