@@ -27,7 +27,6 @@ use crate::sinks::{self, Output};
 use crate::sources::ebpf::source::EbpfSource;
 use crate::sources::ebpf::{ProbeOptions, Probes};
 use crate::sources::libvirt::LibvirtSource;
-use crate::sources::libvirt::conn::Conn;
 
 /// Batches a sink may have waiting before new ones are dropped for it:
 /// about a minute of 1 s polls.
@@ -62,8 +61,12 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         sink_txs.push((name, tx, Episode::default()));
     }
 
-    let conn = Conn::spawn(&config.libvirt.uri, config.libvirt.call_timeout);
-    let source = LibvirtSource::new(conn, config.libvirt.group_intervals(), &stats);
+    let source = LibvirtSource::new(
+        &config.libvirt.uri,
+        config.libvirt.call_timeout,
+        config.libvirt.group_intervals(),
+        &stats,
+    );
     let mut source_tasks = JoinSet::new();
     // The eBPF probes watch the vCPU threads of the domains libvirt lists.
     // Without them (no root, no BTF, object not built) the agent still

@@ -559,7 +559,6 @@ fn watch_set_stays_exact_over_200_guest_restarts() {
     use hyper_stats::self_stats::Registry;
     use hyper_stats::sources::ebpf::{EbpfSource, KernelWatch, ProbeOptions, Probes};
     use hyper_stats::sources::libvirt::LibvirtSource;
-    use hyper_stats::sources::libvirt::conn::Conn;
     use hyper_stats::sources::libvirt::groups::Group;
 
     let guest = cycled_guest();
@@ -587,8 +586,7 @@ fn watch_set_stays_exact_over_200_guest_restarts() {
         // eBPF source needs from libvirt, and it should follow quickly.
         let intervals = BTreeMap::from([(Group::State, Duration::from_millis(100))]);
         let stats = Registry::default();
-        let libvirt =
-            LibvirtSource::new(Conn::spawn(URI, Duration::from_secs(5)), intervals, &stats);
+        let libvirt = LibvirtSource::new(URI, Duration::from_secs(5), intervals, &stats);
         let ebpf = EbpfSource::new(probes, libvirt.domains(), &stats);
         let ebpf_task = runtime.spawn(ebpf.run(tx.clone()));
         let libvirt_task = runtime.spawn(libvirt.run(tx));

@@ -278,3 +278,112 @@ fn agent_reports_its_own_series_each_second() {
             .any(|p| p.metric.starts_with("agent."))
     );
 }
+
+/// Resumes a stopped process when dropped, so a failing test never leaves
+/// a lab guest frozen.
+struct Frozen(i32);
+
+impl Frozen {
+    /// Stops the QEMU process of `guest` (SIGSTOP by the pid libvirt wrote).
+    fn guest(guest: &str) -> Frozen {
+        let pid: i32 = std::fs::read_to_string(format!("/run/libvirt/qemu/{guest}.pid"))
+            .expect("QEMU pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        // SAFETY: kill(2) on the lab's QEMU process; no memory involved.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The unix seconds in which `points` hold `metric` of `domain`.
+fn seconds_of(points: &[Point], domain: &str, metric: &str) -> BTreeSet<i64> {
+    values(points, domain, metric)
+        .iter()
+        .map(|p| p.ts.floor() as i64)
+        .collect()
+}
+
+/// One guest's QEMU stops answering (SIGSTOP) for 15 s: every other guest
+/// keeps one point a second of every group, the frozen guest keeps the
+/// groups that never ask QEMU, and its monitor groups are back within 2 s
+/// of it answering again.
+#[test]
+#[ignore = "needs the lab: cargo xtask test"]
+fn a_frozen_guest_costs_only_its_own_monitor_groups() {
+    let guests = lab_guests();
+    let frozen = guests.keys().next().unwrap().clone();
+    let mut agent = Agent::json().start();
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = Frozen::guest(&frozen);
+    let froze_at = now_unix();
+    std::thread::sleep(Duration::from_secs(15));
+    drop(stopped);
+    let thawed_at = now_unix();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(agent.is_running(), "agent died");
+    let points = agent.points();
+
+    // The whole seconds inside the freeze, after the first poll that met it.
+    let during: BTreeSet<i64> =
+        ((froze_at.floor() as i64 + 2)..(thawed_at.floor() as i64)).collect();
+    let metric_of = |guest: &str| {
+        [
+            ("state", "state.code".to_owned()),
+            ("cpu", "cpu.time_percent".to_owned()),
+            ("balloon", "balloon.current_bytes".to_owned()),
+            ("vcpu", "vcpu.current".to_owned()),
+            ("net", format!("net.tap-{guest}.tx.bytes_per_s")),
+            ("block", "block.vda.wr.reqs_per_s".to_owned()),
+        ]
+    };
+    for other in guests.keys().filter(|g| **g != frozen) {
+        for (group, metric) in metric_of(other) {
+            let seen = seconds_of(&points, other, &metric);
+            let missing: Vec<&i64> = during.difference(&seen).collect();
+            eprintln!(
+                "{other} {group} ({metric}): {} of {} seconds during the freeze",
+                during.len() - missing.len(),
+                during.len()
+            );
+            assert!(
+                missing.is_empty(),
+                "{other}: no {metric} in seconds {missing:?}"
+            );
+        }
+    }
+    for (group, metric) in metric_of(&frozen) {
+        let seen = seconds_of(&points, &frozen, &metric);
+        let kept = during.intersection(&seen).count();
+        eprintln!(
+            "{frozen} (frozen) {group} ({metric}): {kept} of {} seconds",
+            during.len()
+        );
+        if group == "state" || group == "net" {
+            assert_eq!(
+                kept,
+                during.len(),
+                "{frozen}: {metric} stopped while frozen"
+            );
+        }
+    }
+    // Its monitor groups resume within 2 s of QEMU answering again.
+    let back = values(&points, &frozen, "balloon.current_bytes")
+        .iter()
+        .map(|p| p.ts)
+        .filter(|ts| *ts > thawed_at)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        back - thawed_at <= 2.0,
+        "{frozen}: balloon back {:.1} s after the thaw",
+        back - thawed_at
+    );
+}

@@ -17,6 +17,11 @@
 //!   joins the series' [`window::Windows`];
 //! - [`Sample::Retired`] ends a domain's series at once.
 //!
+//! A second's summaries cover the series that got a sample in it: the eBPF
+//! source sends an (empty) sample for every watched vCPU each second, so a
+//! quiet vCPU reports `count` 0, while one that is no longer watched stops
+//! at once and its windows end after `domain_gone` without samples.
+//!
 //! `sum` and `mean` are exact (the sum of the recorded durations, not of
 //! bucket midpoints), so summing `sum` over seconds gives a thread's total
 //! wait to the nanosecond; the percentiles and `max` carry the histograms'
@@ -32,7 +37,7 @@
 //! says the domain is gone, or when the domain had no sample for
 //! `domain_gone` of stream time (the libvirt source cannot say: libvirtd
 //! is down, or polls fail), so answers list running domains only. A vCPU
-//! that goes quiet keeps reporting `count` 0 until then.
+//! that goes quiet keeps reporting `count` 0 as long as it is watched.
 
 pub(crate) mod gauge;
 pub(crate) mod histogram;
@@ -40,7 +45,7 @@ pub(crate) mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -77,6 +82,11 @@ struct Series {
     /// The exact sum of the current second's values, in ns: the histogram
     /// only knows its buckets.
     current_sum_ns: u64,
+    /// Whether the current second got a sample (an empty one counts: a
+    /// watched vCPU without events).
+    sampled: bool,
+    /// Closed seconds in a row without a sample.
+    idle_s: u64,
     windows: Windows,
 }
 
@@ -85,6 +95,8 @@ impl Default for Series {
         Series {
             current: histogram::new(),
             current_sum_ns: 0,
+            sampled: false,
+            idle_s: 0,
             windows: Windows::default(),
         }
     }
@@ -167,6 +179,12 @@ pub struct Rollup {
     agent: BTreeMap<String, GaugeWindow>,
     /// Time of the newest sample of any domain.
     newest_ts: Option<f64>,
+    /// The start of the rollup's own clock: every time it keeps (window
+    /// buckets, ages, expiry) is monotonic seconds since this, taken when a
+    /// batch arrives, so a wall clock stepped back or forward (NTP, a
+    /// resumed VM) neither freezes the windows nor expires live guests.
+    /// The datapoints keep the sources' wall-clock times.
+    epoch: Instant,
     /// How long a domain may go without a sample before its series end.
     domain_gone: Duration,
     /// Values outside the histogram's range, clamped
@@ -188,6 +206,7 @@ impl Rollup {
             domains: HashMap::new(),
             agent: BTreeMap::new(),
             newest_ts: None,
+            epoch: Instant::now(),
             domain_gone,
             clamped: stats.counter("rollup.clamped_values"),
         }
@@ -196,6 +215,12 @@ impl Rollup {
     /// Takes in one batch of samples and returns the datapoints for the
     /// sinks: the gauges as they came, then the closed second's summaries.
     pub fn ingest(&mut self, samples: Samples) -> Batch {
+        self.ingest_at(samples, Instant::now())
+    }
+
+    /// [`Rollup::ingest`] for a batch that arrived at `at`.
+    pub(crate) fn ingest_at(&mut self, samples: Samples, at: Instant) -> Batch {
+        let now = self.stream_secs(at);
         let mut out = Batch::with_capacity(samples.len());
         let mut second: Option<f64> = None;
         for sample in samples {
@@ -203,13 +228,13 @@ impl Rollup {
                 Sample::Gauge(p) => {
                     let gauges = match p.is_agent() {
                         true => &mut self.agent,
-                        false => &mut self.domain_mut(&p.uuid, &p.domain, p.ts).gauges,
+                        false => &mut self.domain_mut(&p.uuid, &p.domain, now).gauges,
                     };
                     match gauges.get_mut(&p.metric) {
-                        Some(w) => w.push(p.ts, p.value),
+                        Some(w) => w.push(now, p.value),
                         None => {
                             let mut w = GaugeWindow::default();
-                            w.push(p.ts, p.value);
+                            w.push(now, p.value);
                             gauges.insert(p.metric.clone(), w);
                         }
                     }
@@ -217,13 +242,13 @@ impl Rollup {
                 }
                 Sample::Latency(l) => {
                     second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
-                    self.record_latency(&l);
+                    self.record_latency(&l, now);
                 }
                 Sample::Retired(uuid) => self.retire(&uuid),
             }
         }
         if let Some(ts) = second {
-            out.extend(self.close_second(ts));
+            out.extend(self.close_second(ts, now));
         }
         self.expire();
         out
@@ -240,9 +265,21 @@ impl Rollup {
         self.domains.get(uuid)
     }
 
-    /// Time of the newest sample of any domain.
+    /// Time of the newest sample of any domain, on the rollup's clock.
     pub(crate) fn newest_ts(&self) -> Option<f64> {
         self.newest_ts
+    }
+
+    /// `at` on the rollup's clock: monotonic seconds since it started.
+    pub(crate) fn stream_secs(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    /// The instant `secs` after the rollup started (tests feed and ask at
+    /// chosen times with it).
+    #[cfg(test)]
+    pub(crate) fn at(&self, secs: f64) -> Instant {
+        self.epoch + Duration::from_secs_f64(secs)
     }
 
     /// The latency metrics with a series, sorted, e.g. `runq_latency`.
@@ -287,13 +324,14 @@ impl Rollup {
     /// Records one vCPU's interval: its values into the histogram, its
     /// exact sum into the series' sum. An empty interval still creates the
     /// series, so it reports `count` 0.
-    fn record_latency(&mut self, l: &Latency) {
+    fn record_latency(&mut self, l: &Latency, now: f64) {
         let s = self
-            .domain_mut(&l.uuid, &l.domain, l.ts)
+            .domain_mut(&l.uuid, &l.domain, now)
             .latency
             .entry((l.metric, Some(l.vcpu)))
             .or_default();
         s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
+        s.sampled = true;
         let mut clamped = 0;
         for &(value_ns, count) in &l.values {
             if histogram::record(&mut s.current, value_ns, count) {
@@ -316,14 +354,20 @@ impl Rollup {
         }
     }
 
-    /// Closes the second ending at `ts`: emits its datapoints, moves every
+    /// Closes the second ending at `ts` (wall clock, for the datapoints;
+    /// `now` on the rollup's clock): emits its datapoints, moves every
     /// histogram into its windows, and starts the next second empty.
-    fn close_second(&mut self, ts: f64) -> Batch {
+    fn close_second(&mut self, ts: f64, now: f64) -> Batch {
         let mut batch = Batch::new();
+        let idle_limit = self.domain_gone.as_secs();
         for domain in self.domains.values_mut() {
             // Domain aggregates are rebuilt from this second's vCPUs.
             let mut merged: BTreeMap<&'static str, (LatencyHistogram, u64)> = BTreeMap::new();
-            for ((name, vcpu), s) in domain.latency.iter().filter(|((_, v), _)| v.is_some()) {
+            let sampled = domain
+                .latency
+                .iter()
+                .filter(|((_, v), s)| v.is_some() && s.sampled);
+            for ((name, vcpu), s) in sampled {
                 let (h, sum) = merged.entry(name).or_insert_with(|| (histogram::new(), 0));
                 histogram::merge(h, &s.current);
                 *sum = sum.saturating_add(s.current_sum_ns);
@@ -350,14 +394,23 @@ impl Rollup {
                     &h,
                     sum,
                 );
-                domain.latency.entry((name, None)).or_default().current = h;
-                domain.latency_ts.insert(name, ts);
+                let all = domain.latency.entry((name, None)).or_default();
+                all.current = h;
+                all.sampled = true;
+                domain.latency_ts.insert(name, now);
             }
             for s in domain.latency.values_mut() {
                 s.windows.push_second(&s.current);
                 s.current.reset();
                 s.current_sum_ns = 0;
+                s.idle_s = if s.sampled { 0 } else { s.idle_s + 1 };
+                s.sampled = false;
             }
+            // A series nobody samples any more (its thread is no longer
+            // watched, the vCPU was unplugged) ends with the domain's grace.
+            domain.latency.retain(|_, s| s.idle_s <= idle_limit);
+            let metrics: Vec<&'static str> = domain.latency.keys().map(|(m, _)| *m).collect();
+            domain.latency_ts.retain(|m, _| metrics.contains(m));
         }
         batch
     }
@@ -428,14 +481,17 @@ mod tests {
         value_ns: u64,
         count: u64,
     ) {
-        r.record_latency(&latency(
-            uuid,
-            name,
-            vcpu,
-            metric,
-            &[(value_ns, count)],
-            value_ns * count,
-        ));
+        r.record_latency(
+            &latency(
+                uuid,
+                name,
+                vcpu,
+                metric,
+                &[(value_ns, count)],
+                value_ns * count,
+            ),
+            0.0,
+        );
     }
 
     /// One interval of one vCPU at time 0.
@@ -473,7 +529,7 @@ mod tests {
         // vCPU 0: 99 fast waits; vCPU 1: 1 slow wait.
         record(&mut r, d, 0, "runq_latency", 10_000, 99);
         record(&mut r, d, 1, "runq_latency", 5_000_000, 1);
-        let b = r.close_second(100.0);
+        let b = r.close_second(100.0, 100.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 99.0);
         assert!((get(&b, "vcpu.0.runq_latency_us.p99") - 10.0).abs() <= 0.1);
         assert!((get(&b, "vcpu.1.runq_latency_us.max") - 5000.0).abs() <= 50.0);
@@ -488,8 +544,11 @@ mod tests {
         assert!((get(&b, "runq_latency_us.p999") - 5000.0).abs() <= 50.0);
         assert!(b.iter().all(|p| p.ts == 100.0 && &*p.domain == "web"));
 
-        // The next second is empty but still reports its count.
-        let b = r.close_second(101.0);
+        // The next second is empty but still reports its count: the eBPF
+        // source sends an empty interval for every watched vCPU.
+        record(&mut r, d, 0, "runq_latency", 10_000, 0);
+        record(&mut r, d, 1, "runq_latency", 10_000, 0);
+        let b = r.close_second(101.0, 101.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 0.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 0.0);
         assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
@@ -508,7 +567,7 @@ mod tests {
         assert_eq!(w0.len(), 99);
 
         r.retire("u1");
-        assert!(r.close_second(102.0).is_empty());
+        assert!(r.close_second(102.0, 102.0).is_empty());
     }
 
     /// Samples decoded from kernel buckets stand at bucket midpoints; the
@@ -516,16 +575,22 @@ mod tests {
     #[test]
     fn decoded_samples_keep_the_exact_sum() {
         let mut r = Rollup::default();
-        r.record_latency(&latency(
-            "u1",
-            "web",
-            0,
-            "runq_latency",
-            &[(1_003, 2), (2_007, 1)],
-            4_001,
-        ));
-        r.record_latency(&latency("u1", "web", 1, "runq_latency", &[(500, 1)], 499));
-        let b = r.close_second(100.0);
+        r.record_latency(
+            &latency(
+                "u1",
+                "web",
+                0,
+                "runq_latency",
+                &[(1_003, 2), (2_007, 1)],
+                4_001,
+            ),
+            0.0,
+        );
+        r.record_latency(
+            &latency("u1", "web", 1, "runq_latency", &[(500, 1)], 499),
+            0.0,
+        );
+        let b = r.close_second(100.0, 100.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 3.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 4.001);
         assert!((get(&b, "vcpu.0.runq_latency_us.mean") - 4.001 / 3.0).abs() < 1e-12);
@@ -552,16 +617,22 @@ mod tests {
             l.ts = ts;
             Sample::Latency(l)
         };
-        let out = r.ingest(vec![at(100.0, 0), gauge(100.0, "u1"), gauge(100.0, "u2")]);
+        let out = r.ingest_at(
+            vec![at(100.0, 0), gauge(100.0, "u1"), gauge(100.0, "u2")],
+            r.at(100.0),
+        );
         assert_eq!(out[0].metric, "cpu.time_percent");
         assert_eq!(&*out[1].uuid, "u2");
         assert_eq!(get(&out, "vcpu.0.runq_latency_us.count"), 2.0);
         assert!(out.iter().skip(2).all(|p| p.ts == 100.0));
         // A batch without latencies closes no second.
-        let out = r.ingest(vec![gauge(101.0, "u1")]);
+        let out = r.ingest_at(vec![gauge(101.0, "u1")], r.at(101.0));
         assert_eq!(out.len(), 1);
         // u1 is retired: nothing of it is emitted or kept.
-        let out = r.ingest(vec![Sample::Retired("u1".into()), at(102.0, 1)]);
+        let out = r.ingest_at(
+            vec![Sample::Retired("u1".into()), at(102.0, 1)],
+            r.at(102.0),
+        );
         assert_eq!(get(&out, "vcpu.1.runq_latency_us.count"), 2.0);
         assert!(
             !out.iter().any(|p| p.metric.starts_with("vcpu.0.")),
@@ -569,10 +640,78 @@ mod tests {
         );
         assert!(r.domain("u1").unwrap().gauges().is_empty());
         // u2 was last seen at 100: 15 s of u1 later it is gone.
-        r.ingest(vec![gauge(115.0, "u1")]);
+        r.ingest_at(vec![gauge(115.0, "u1")], r.at(115.0));
         assert!(r.domain("u2").is_some());
-        r.ingest(vec![gauge(115.5, "u1")]);
+        r.ingest_at(vec![gauge(115.5, "u1")], r.at(115.5));
         assert!(r.domain("u2").is_none());
+    }
+
+    /// A vCPU no longer sampled (its domain is still listed, its threads
+    /// are not watched) stops reporting at once, and its windows end after
+    /// `domain_gone` seconds.
+    #[test]
+    fn an_unwatched_vcpu_stops_and_its_series_end() {
+        let mut r = Rollup::new(Duration::from_secs(3), &Registry::default());
+        let second = |r: &mut Rollup, ts: f64, vcpus: &[u32]| {
+            let samples = vcpus
+                .iter()
+                .map(|&v| {
+                    let mut l = latency("u1", "web", v, "runq_latency", &[(10_000, 1)], 10_000);
+                    l.ts = ts;
+                    Sample::Latency(l)
+                })
+                .collect();
+            let at = r.at(ts);
+            r.ingest_at(samples, at)
+        };
+        second(&mut r, 100.0, &[0, 1]);
+        let b = second(&mut r, 101.0, &[0]);
+        assert!(b.iter().all(|p| !p.metric.starts_with("vcpu.1.")), "{b:?}");
+        assert_eq!(get(&b, "runq_latency_us.count"), 1.0);
+        assert_eq!(r.domain("u1").unwrap().vcpus("runq_latency"), [0, 1]);
+        for ts in 102..=104 {
+            second(&mut r, f64::from(ts), &[0]);
+        }
+        assert_eq!(r.domain("u1").unwrap().vcpus("runq_latency"), [0]);
+    }
+
+    /// The wall clock steps back an hour, then forward two: the windows
+    /// keep taking values and no live domain expires, because the rollup
+    /// keeps time on its own monotonic clock.
+    #[test]
+    fn wall_clock_steps_neither_freeze_nor_expire() {
+        let mut r = Rollup::new(Duration::from_secs(15), &Registry::default());
+        let gauge = |ts: f64, value: f64| {
+            Sample::Gauge(Datapoint {
+                ts,
+                uuid: "u1".into(),
+                domain: "web".into(),
+                metric: "cpu.time_percent".into(),
+                value,
+            })
+        };
+        let wall = 1_764_100_000.0;
+        for s in 0..30 {
+            // Seconds 10-19 an hour back, 20-29 an hour ahead.
+            let step = match s {
+                0..10 => 0.0,
+                10..20 => -3600.0,
+                _ => 3600.0,
+            };
+            let at = r.at(f64::from(s));
+            let out = r.ingest_at(vec![gauge(wall + f64::from(s) + step, f64::from(s))], at);
+            assert_eq!(
+                out[0].ts,
+                wall + f64::from(s) + step,
+                "datapoints keep their time"
+            );
+        }
+        let d = r.domain("u1").expect("not expired by the steps");
+        let w = &d.gauges()["cpu.time_percent"];
+        let last = w.summary(29.5, 10);
+        assert_eq!(last.last, 29.0, "not frozen at the step back");
+        assert!(last.samples >= 10, "{last:?}");
+        assert!((last.age_s - 0.5).abs() < 1e-9);
     }
 
     #[test]

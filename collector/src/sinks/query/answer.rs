@@ -8,12 +8,13 @@
 //! percentiles. The per-second summaries the rollup emits into the stream
 //! (`vcpu.N.runq_latency_us.p99`, ...) are not gauge series.
 //!
-//! Ages are measured against the wall clock at query time: if the sources
-//! stop delivering, every age grows and the plugin reports stale data.
+//! Ages are measured on the rollup's monotonic clock at query time: if the
+//! sources stop delivering, every age grows and the plugin reports stale
+//! data; a wall clock stepped back or forward changes nothing.
 //! Which domains are listed is the rollup's business (it ends the series
 //! of stopped domains).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_stats_query::{
     DomainSeries, ErrorCode, GaugeAnswer, GaugeDomain, GaugeQuery, GaugeSeries, HistogramAnswer,
@@ -27,8 +28,9 @@ use crate::rollup::Rollup;
 use crate::rollup::gauge::GaugeWindow;
 use crate::rollup::histogram::LatencyHistogram;
 
-/// Answers one query at wall-clock time `now` (unix seconds).
-pub(crate) fn answer(rollup: &Rollup, query: &Query, now: f64) -> Response {
+/// Answers one query asked at `now`.
+pub(crate) fn answer(rollup: &Rollup, query: &Query, now: Instant) -> Response {
+    let now = rollup.stream_secs(now);
     match query {
         Query::List => Response::new(Outcome::List(list(rollup, now))),
         Query::Gauge(q) => gauge(rollup, q, now),
@@ -227,12 +229,23 @@ mod tests {
         })
     }
 
+    /// Ingests `samples` as if they arrived at their own time.
+    fn feed(r: &mut Rollup, samples: Vec<Sample>) -> crate::sample::Batch {
+        let ts = match &samples[0] {
+            Sample::Gauge(p) => p.ts,
+            Sample::Latency(l) => l.ts,
+            Sample::Retired(_) => 0.0,
+        };
+        let at = r.at(ts);
+        r.ingest_at(samples, at)
+    }
+
     fn gauge(rollup: &Rollup, metric: &str, window_s: u32, now: f64) -> Response {
         let q = Query::Gauge(GaugeQuery {
             metric: metric.into(),
             window_s,
         });
-        answer(rollup, &q, now)
+        answer(rollup, &q, rollup.at(now))
     }
 
     #[test]
@@ -249,13 +262,16 @@ mod tests {
             } else {
                 3.0
             };
-            s.ingest(vec![point(
-                t0 + f64::from(i),
-                "u1",
-                "web",
-                "vcpu.0.delay_percent",
-                v,
-            )]);
+            feed(
+                &mut s,
+                vec![point(
+                    t0 + f64::from(i),
+                    "u1",
+                    "web",
+                    "vcpu.0.delay_percent",
+                    v,
+                )],
+            );
         }
         let now = t0 + 600.0;
         let Outcome::Gauge(a) = gauge(&s, "vcpu.*.delay_percent", 60, now).outcome else {
@@ -285,12 +301,15 @@ mod tests {
     #[test]
     fn unknown_metrics_and_expiry() {
         let mut s = Rollup::new(Duration::from_secs(30), &Default::default());
-        s.ingest(vec![
-            point(100.0, "u1", "web", "cpu.time_percent", 5.0),
-            point(100.0, "u2", "db", "cpu.time_percent", 7.0),
-        ]);
+        feed(
+            &mut s,
+            vec![
+                point(100.0, "u1", "web", "cpu.time_percent", 5.0),
+                point(100.0, "u2", "db", "cpu.time_percent", 7.0),
+            ],
+        );
         // A latency second of u1: its summaries go into the stream.
-        let summaries = s.ingest(vec![latency(100.0, 0, 7_000, 1)]);
+        let summaries = feed(&mut s, vec![latency(100.0, 0, 7_000, 1)]);
         assert!(summaries.iter().any(|p| p.metric == "runq_latency_us.p99"));
         let Outcome::Error(e) = gauge(&s, "cpu.nope", 60, 101.0).outcome else {
             panic!()
@@ -303,7 +322,10 @@ mod tests {
             Outcome::Error(_)
         ));
         // u1 stops; 31 s of u2 later it is gone.
-        s.ingest(vec![point(131.0, "u2", "db", "cpu.time_percent", 7.0)]);
+        feed(
+            &mut s,
+            vec![point(131.0, "u2", "db", "cpu.time_percent", 7.0)],
+        );
         let Outcome::Gauge(a) = gauge(&s, "cpu.time_percent", 60, 131.5).outcome else {
             panic!()
         };
@@ -328,10 +350,10 @@ mod tests {
         for second in 0..10 {
             // vCPU 0: 99 waits of 10 µs; vCPU 1: one of 5 ms, each second.
             let ts = 1000.0 + f64::from(second);
-            r.ingest(vec![
-                latency(ts, 0, 10_000, 99),
-                latency(ts, 1, 5_000_000, 1),
-            ]);
+            feed(
+                &mut r,
+                vec![latency(ts, 0, 10_000, 99), latency(ts, 1, 5_000_000, 1)],
+            );
         }
         let q = Query::Histogram(HistogramQuery {
             metric: "runq_latency_us".into(),
@@ -339,7 +361,7 @@ mod tests {
             percentiles: vec![50.0, 99.9],
             per_vcpu: true,
         });
-        let Outcome::Histogram(a) = answer(&r, &q, 1010.0).outcome else {
+        let Outcome::Histogram(a) = answer(&r, &q, r.at(1010.0)).outcome else {
             panic!()
         };
         assert_eq!(a.domains_total, 1);
@@ -363,11 +385,11 @@ mod tests {
             percentiles: vec![99.0],
             per_vcpu: false,
         });
-        let Outcome::Error(e) = answer(&r, &unknown, 1010.0).outcome else {
+        let Outcome::Error(e) = answer(&r, &unknown, r.at(1010.0)).outcome else {
             panic!()
         };
         assert!(e.message.contains("runq_latency_us"), "{}", e.message);
-        let Outcome::Error(e) = answer(&Rollup::default(), &unknown, 1010.0).outcome else {
+        let Outcome::Error(e) = answer(&Rollup::default(), &unknown, Instant::now()).outcome else {
             panic!()
         };
         assert!(e.message.contains("eBPF"), "{}", e.message);

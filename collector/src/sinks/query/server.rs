@@ -245,7 +245,7 @@ async fn handle(mut stream: UnixStream, rollup: SharedRollup) -> Result<()> {
         Ok(Ok(Ok(line))) => match parse_request(&line) {
             Err(e) => Response::error(e.code, e.message),
             Ok(request) => tokio::task::spawn_blocking(move || {
-                let now = crate::clock::now_unix();
+                let now = std::time::Instant::now();
                 let rollup = rollup.read().unwrap_or_else(|p| p.into_inner());
                 super::answer::answer(&rollup, &request.query, now)
             })

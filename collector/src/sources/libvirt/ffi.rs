@@ -312,6 +312,52 @@ impl Connection {
         Ok(out)
     }
 
+    /// Stats of one active domain, by UUID, for `groups` (`NOWAIT`, as
+    /// [`Connection::all_domain_stats`]); `None` if no such domain runs.
+    /// One call per domain is what keeps a domain whose QEMU stopped
+    /// answering from stalling the others: only its own call waits.
+    pub(crate) fn domain_stats(
+        &self,
+        uuid: &str,
+        groups: Groups,
+    ) -> Result<Option<DomainRecord>, LibvirtError> {
+        let c_uuid = CString::new(uuid)
+            .map_err(|_| LibvirtError::new(format!("domain UUID {uuid:?} contains a NUL byte")))?;
+        // SAFETY: self.ptr is live and c_uuid a valid NUL-terminated string.
+        let dom = unsafe { sys::virDomainLookupByUUIDString(self.ptr.as_ptr(), c_uuid.as_ptr()) };
+        if dom.is_null() {
+            let e = self.call_error(format!("failed to look up domain {uuid}"));
+            // A domain that stopped since it was listed is no error.
+            return if e.connection_lost { Err(e) } else { Ok(None) };
+        }
+        let dom = Domain(dom);
+        let mut doms = [dom.0, ptr::null_mut()];
+        let mut list: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
+        // SAFETY: `doms` is a NULL-terminated array of one live domain of
+        // this connection; `list` receives an array we own (freed by the
+        // guard).
+        let n = unsafe {
+            sys::virDomainListGetStats(
+                doms.as_mut_ptr(),
+                groups.mask(),
+                &mut list,
+                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+            )
+        };
+        let guard = RecordList(list);
+        if n < 0 {
+            return Err(self.call_error(format!(
+                "failed to get stats ({groups}) of domain {uuid} from {}",
+                self.uri
+            )));
+        }
+        match guard.records(usize::try_from(n).unwrap_or(0)).first() {
+            // SAFETY: a valid record owned by the list, which outlives this.
+            Some(&rec) => Ok(Some(unsafe { self.decode_record(&*rec) }?)),
+            None => Ok(None),
+        }
+    }
+
     /// The last error of a failed call on this connection; marked lost if
     /// its code says so or if libvirt says the connection is dead.
     fn call_error(&self, context: String) -> LibvirtError {
@@ -366,6 +412,16 @@ impl Drop for Connection {
     fn drop(&mut self) {
         // SAFETY: we own one reference to a live connection.
         unsafe { sys::virConnectClose(self.ptr.as_ptr()) };
+    }
+}
+
+/// Owns one `virDomainPtr` reference and frees it when dropped.
+struct Domain(sys::virDomainPtr);
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference to a live domain object.
+        unsafe { sys::virDomainFree(self.0) };
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) mod cpu;
 pub(crate) mod derive;
 pub mod ffi;
 pub mod groups;
+pub(crate) mod monitor;
 pub(crate) mod net;
 pub mod params;
 pub(crate) mod perf;
@@ -53,6 +54,7 @@ use crate::self_stats::{Counter, Registry};
 use conn::{Conn, PollError};
 use derive::Derived;
 use groups::{Group, Groups};
+use monitor::MonitorPool;
 use params::DomainRecord;
 
 /// The previous sample of one group of one domain.
@@ -75,17 +77,33 @@ struct Domain {
     previous: HashMap<Group, Previous>,
 }
 
+/// How many of its intervals a group's previous sample may be old and
+/// still be differenced: past it (a guest whose QEMU did not answer for a
+/// while), the next sample starts the rates afresh instead of averaging
+/// over the gap.
+pub(crate) const MAX_GAP_INTERVALS: u32 = 3;
+
 /// Derivation state: everything but the connection, so it can be driven
 /// from tests with hand-made records.
 #[derive(Default)]
 pub(crate) struct Deriver {
     /// Known running domains by UUID.
     domains: HashMap<String, Domain>,
+    /// Each group's poll interval (1 s when not set), for the gap rule.
+    intervals: BTreeMap<Group, Duration>,
     /// Domains retired since [`Deriver::take_retired`] was last called.
     retired: Vec<Arc<str>>,
 }
 
 impl Deriver {
+    /// A deriver for groups polled at `intervals`.
+    pub(crate) fn new(intervals: BTreeMap<Group, Duration>) -> Deriver {
+        Deriver {
+            intervals,
+            ..Deriver::default()
+        }
+    }
+
     /// Turns the records of one poll of `groups`, made at `at` (monotonic)
     /// and `ts` (unix seconds), into datapoints; retires domains absent from
     /// the poll.
@@ -124,7 +142,15 @@ impl Deriver {
             }
             let mut out = Derived::default();
             for group in groups.iter() {
-                let prev = domain.previous.get(&group);
+                let every = self
+                    .intervals
+                    .get(&group)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(1));
+                let prev = domain
+                    .previous
+                    .get(&group)
+                    .filter(|p| at.saturating_duration_since(p.at) <= every * MAX_GAP_INTERVALS);
                 let dt_s = prev.map_or(0.0, |p| at.saturating_duration_since(p.at).as_secs_f64());
                 let prev_record = prev.map(|p| &*p.record);
                 let derive_group = match group {
@@ -195,29 +221,42 @@ pub struct DomainRef {
 
 /// The libvirt source: a connection, a schedule and the derivation state.
 pub struct LibvirtSource {
+    /// The bulk calls: the domain list and the groups that never ask QEMU.
     conn: Conn,
+    /// Per-domain calls for the groups that ask QEMU over its monitor.
+    monitor: MonitorPool,
+    /// How long a poll may take.
+    call_timeout: Duration,
     intervals: BTreeMap<Group, Duration>,
     deriver: Deriver,
     /// Publishes the running domains whenever the set changes.
     domains_tx: watch::Sender<Arc<[DomainRef]>>,
     /// Polls that failed or timed out (`agent.libvirt.poll_failures`).
     poll_failures: Counter,
+    /// Per-domain monitor calls that failed, timed out or were skipped
+    /// because the domain's previous call had not returned
+    /// (`agent.libvirt.domain_call_failures`).
+    domain_call_failures: Counter,
 }
 
 impl LibvirtSource {
-    /// A source polling `intervals` over `conn`, counting its failures in
-    /// `stats`.
+    /// A source polling `intervals` at the libvirt `uri`, each call given
+    /// `call_timeout`, counting its failures in `stats`.
     pub fn new(
-        conn: Conn,
+        uri: &str,
+        call_timeout: Duration,
         intervals: BTreeMap<Group, Duration>,
         stats: &Registry,
     ) -> LibvirtSource {
         LibvirtSource {
-            conn,
+            conn: Conn::spawn(uri, call_timeout),
+            monitor: MonitorPool::spawn(uri),
+            call_timeout,
+            deriver: Deriver::new(intervals.clone()),
             intervals,
-            deriver: Deriver::default(),
             domains_tx: watch::Sender::new(Arc::from(Vec::new())),
             poll_failures: stats.counter("libvirt.poll_failures"),
+            domain_call_failures: stats.counter("libvirt.domain_call_failures"),
         }
     }
 
@@ -265,7 +304,7 @@ impl LibvirtSource {
                 }
             }
             let (wall, t0) = (SystemTime::now(), Instant::now());
-            let result = self.conn.poll(due).await;
+            let result = self.poll(due).await;
             let half = t0.elapsed() / 2;
             let ts = crate::clock::unix_secs(wall + half);
             match result {
@@ -306,6 +345,40 @@ impl LibvirtSource {
                 }
             }
         }
+    }
+}
+
+impl LibvirtSource {
+    /// One poll of `due`: a bulk call for the domain list (`state`, always)
+    /// and the groups that never ask QEMU, then one call per domain for
+    /// the groups that do, merged into one record per domain. A domain
+    /// whose QEMU does not answer comes back without those groups.
+    async fn poll(&mut self, due: Groups) -> Result<Vec<DomainRecord>, PollError> {
+        let mut bulk: Groups = due.iter().filter(|g| g.is_cheap()).collect();
+        bulk.insert(Group::State);
+        let monitor: Groups = due.iter().filter(|g| !g.is_cheap()).collect();
+        let mut records = self.conn.poll(bulk).await?;
+        if monitor == Groups::NONE || records.is_empty() {
+            return Ok(records);
+        }
+        // Within the tick: a late answer is no use to this poll.
+        let fastest = monitor.iter().filter_map(|g| self.intervals.get(&g)).min();
+        let deadline = fastest.map_or(self.call_timeout, |every| {
+            self.call_timeout.min(*every * 4 / 5)
+        });
+        let uuids = records.iter().map(|r| Arc::<str>::from(r.uuid.as_str()));
+        let polled = self
+            .monitor
+            .poll(uuids.collect::<Vec<_>>(), monitor, deadline)
+            .await;
+        self.domain_call_failures
+            .add((polled.failed + polled.stuck) as u64);
+        for extra in polled.records {
+            if let Some(r) = records.iter_mut().find(|r| r.uuid == extra.uuid) {
+                r.params.extend(extra.params);
+            }
+        }
+        Ok(records)
     }
 }
 
@@ -372,6 +445,24 @@ mod tests {
         );
         let b = d.derive(vec![a3], groups, t0 + Duration::from_secs(3), 103.0);
         assert!(!b.iter().any(|p| p.metric == "cpu.time_percent"), "{b:?}");
+    }
+
+    /// A sample more than MAX_GAP_INTERVALS intervals after the previous
+    /// one (its QEMU did not answer meanwhile) starts the rates afresh.
+    #[test]
+    fn no_rate_across_a_gap() {
+        let every = Duration::from_secs(1);
+        let mut d = Deriver::new(BTreeMap::from([(Group::Cpu, every)]));
+        let cpu: Groups = [Group::Cpu].into_iter().collect();
+        let t0 = Instant::now();
+        let rec = |ns: u64| with_uuid(record(&[("cpu.time", ns)], &[]), "u", "n");
+        d.derive(vec![rec(0)], cpu, t0, 0.0);
+        let b = d.derive(vec![rec(500_000_000)], cpu, t0 + every * 3, 3.0);
+        assert_eq!(b.len(), 1, "3 intervals is no gap yet: {b:?}");
+        let b = d.derive(vec![rec(900_000_000)], cpu, t0 + every * 7, 7.0);
+        assert!(b.is_empty(), "4 intervals later: {b:?}");
+        let b = d.derive(vec![rec(1_000_000_000)], cpu, t0 + every * 8, 8.0);
+        assert!((b[0].value - 10.0).abs() < 1e-9, "{b:?}");
     }
 
     #[test]
