@@ -10,11 +10,12 @@
 //! free worker; a stuck call holds one worker and its domain only.
 //!
 //! # What it owns
-//! [`WORKERS`] threads sharing one libvirt connection (libvirt connections
-//! are thread-safe), opened by the first job that needs it and dropped when
-//! a call says it is lost; and the set of domains with a call in flight. A
-//! domain whose previous call has not returned is skipped (not queued
-//! again), so a frozen QEMU costs one worker, not one per tick.
+//! [`WORKERS`] threads, each with its own libvirt connection, opened by
+//! the first job that needs it and dropped when a call says it is lost
+//! (calls sharing one connection were seen to wait behind a stuck one in
+//! the lab); and the set of domains with a call in flight. A domain whose
+//! previous call has not returned is skipped (not queued again), so a
+//! frozen QEMU costs one worker, not one per tick.
 //!
 //! # When things fail
 //! A poll waits until every job it queued answered or its deadline passed;
@@ -41,67 +42,59 @@ pub(crate) const WORKERS: usize = 4;
 /// second while libvirtd is down.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
-/// One domain's stats, as the pool needs them from libvirt.
-pub(crate) trait DomainStats: Send + Sync + 'static {
+/// One domain's stats, as the pool needs them from libvirt; one per
+/// worker.
+pub(crate) trait DomainStats: Send + 'static {
     /// The stats of `uuid` for `groups`; `None` if it no longer runs. May
     /// block.
-    fn domain_stats(&self, uuid: &str, groups: Groups) -> anyhow::Result<Option<DomainRecord>>;
+    fn domain_stats(&mut self, uuid: &str, groups: Groups) -> anyhow::Result<Option<DomainRecord>>;
 }
 
-/// The real backend: one shared connection, (re)opened on demand.
+/// Makes one worker's backend.
+pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn DomainStats> + Send + Sync>;
+
+/// The real backend: a worker's own connection, (re)opened on demand.
 struct Libvirt {
     uri: String,
-    conn: Mutex<Shared>,
-}
-
-/// The connection and when an open may be tried again.
-#[derive(Default)]
-struct Shared {
-    conn: Option<Arc<Connection>>,
+    conn: Option<Connection>,
+    /// When an open may be tried again after one failed.
     retry_at: Option<Instant>,
 }
 
 impl Libvirt {
     /// The open connection, opening one if it is time to.
-    fn connection(&self) -> Result<Arc<Connection>, LibvirtError> {
-        let mut shared = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(conn) = &shared.conn {
-            return Ok(Arc::clone(conn));
-        }
-        if shared.retry_at.is_some_and(|t| Instant::now() < t) {
-            return Err(LibvirtError::new(format!(
-                "libvirt at {} is unreachable; retrying",
-                self.uri
-            )));
-        }
-        match Connection::open(&self.uri) {
-            Ok(conn) => {
-                let conn = Arc::new(conn);
-                shared.conn = Some(Arc::clone(&conn));
-                shared.retry_at = None;
-                Ok(conn)
+    fn connection(&mut self) -> Result<&Connection, LibvirtError> {
+        if self.conn.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(LibvirtError::new(format!(
+                    "libvirt at {} is unreachable; retrying",
+                    self.uri
+                )));
             }
-            Err(e) => {
-                shared.retry_at = Some(Instant::now() + REOPEN_AFTER);
-                Err(e)
+            match Connection::open(&self.uri) {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.retry_at = None;
+                }
+                Err(e) => {
+                    self.retry_at = Some(Instant::now() + REOPEN_AFTER);
+                    return Err(e);
+                }
             }
         }
+        Ok(self.conn.as_ref().expect("opened above"))
     }
 }
 
 impl DomainStats for Libvirt {
-    fn domain_stats(&self, uuid: &str, groups: Groups) -> anyhow::Result<Option<DomainRecord>> {
-        let conn = self.connection()?;
-        conn.domain_stats(uuid, groups).map_err(|e| {
-            if e.is_connection_lost() {
-                let mut shared = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-                // Only forget the connection that failed, not a newer one.
-                if shared.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                    shared.conn = None;
-                }
-            }
-            e.into()
-        })
+    fn domain_stats(&mut self, uuid: &str, groups: Groups) -> anyhow::Result<Option<DomainRecord>> {
+        let result = self.connection()?.domain_stats(uuid, groups);
+        if let Err(e) = &result
+            && e.is_connection_lost()
+        {
+            self.conn = None;
+        }
+        Ok(result?)
     }
 }
 
@@ -133,19 +126,24 @@ pub(crate) struct Polled {
 impl MonitorPool {
     /// A pool asking the libvirt at `uri`.
     pub(crate) fn spawn(uri: &str) -> MonitorPool {
-        MonitorPool::with_backend(Arc::new(Libvirt {
-            uri: uri.to_owned(),
-            conn: Mutex::default(),
+        let uri = uri.to_owned();
+        MonitorPool::with_backends(Arc::new(move || {
+            Box::new(Libvirt {
+                uri: uri.clone(),
+                conn: None,
+                retry_at: None,
+            })
         }))
     }
 
-    /// A pool asking `backend` (a fake in tests).
-    pub(crate) fn with_backend(backend: Arc<dyn DomainStats>) -> MonitorPool {
+    /// A pool whose workers ask what `factory` makes (fakes in tests).
+    pub(crate) fn with_backends(factory: Factory) -> MonitorPool {
         let (jobs, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let busy: Arc<Mutex<HashSet<Arc<str>>>> = Arc::default();
         for i in 0..WORKERS {
-            let (rx, busy, backend) = (Arc::clone(&rx), Arc::clone(&busy), Arc::clone(&backend));
+            let (rx, busy) = (Arc::clone(&rx), Arc::clone(&busy));
+            let mut backend = factory();
             let worker = move || {
                 loop {
                     // The lock is held only while waiting for the next job.
@@ -236,8 +234,8 @@ mod tests {
         frozen_now: AtomicBool,
     }
 
-    impl DomainStats for Fake {
-        fn domain_stats(&self, uuid: &str, _: Groups) -> anyhow::Result<Option<DomainRecord>> {
+    impl DomainStats for Arc<Fake> {
+        fn domain_stats(&mut self, uuid: &str, _: Groups) -> anyhow::Result<Option<DomainRecord>> {
             if uuid == self.frozen {
                 while self.frozen_now.load(Ordering::SeqCst) {
                     thread::sleep(Duration::from_millis(5));
@@ -255,7 +253,8 @@ mod tests {
             frozen: "u-frozen",
             frozen_now: AtomicBool::new(true),
         });
-        let pool = MonitorPool::with_backend(Arc::clone(&fake) as Arc<dyn DomainStats>);
+        let shared = Arc::clone(&fake);
+        let pool = MonitorPool::with_backends(Arc::new(move || Box::new(Arc::clone(&shared))));
         let groups: Groups = [Group::Balloon].into_iter().collect();
         let domains = || -> Vec<Arc<str>> {
             ["u-1", "u-frozen", "u-2", "u-3", "u-4", "u-5"]
