@@ -342,6 +342,20 @@ fn agent_sum(carbon: &Carbon, metric: &str, from: i64, to: i64) -> f64 {
         .sum()
 }
 
+/// Runs `hyper-stats --config CONFIG graphios --once` over `spool` to the
+/// Carbon at `port`.
+fn graphios_once(config: &Path, spool: &Path, port: u16) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
+        .arg("--config")
+        .arg(config)
+        .args(["graphios", "--once", "--spool"])
+        .arg(spool)
+        .arg("--carbon")
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap()
+}
+
 fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -577,15 +591,7 @@ fn graphios_moves_perfdata_spool_files_into_whisper() {
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 7);
 
     carbon.restart();
-    let out = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-        .arg("--config")
-        .arg(&config)
-        .args(["graphios", "--once", "--spool"])
-        .arg(&spool)
-        .arg("--carbon")
-        .arg(format!("127.0.0.1:{}", carbon.line_port))
-        .output()
-        .unwrap();
+    let out = graphios_once(&config, &spool, carbon.line_port);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(out.status.success(), "graphios --once failed: {stderr}");
@@ -788,15 +794,7 @@ fn graphios_forwards_what_a_real_nagios_core_wrote() {
     );
     assert!(values > 0, "the spool files hold no perfdata");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-        .arg("--config")
-        .arg(&config)
-        .args(["graphios", "--once", "--spool"])
-        .arg(&spool)
-        .arg("--carbon")
-        .arg(format!("127.0.0.1:{}", carbon.line_port))
-        .output()
-        .unwrap();
+    let out = graphios_once(&config, &spool, carbon.line_port);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "graphios --once failed: {stderr}");
     assert!(!stderr.contains("WARN"), "graphios warned: {stderr}");

@@ -303,6 +303,16 @@ fn check_nrpe_with(port: u16, command: &str, extra: &[&str]) -> Nrpe {
     }
 }
 
+/// Asserts `r` (the check `case`) is UNKNOWN, first line starting with
+/// `HYPER-STATS UNKNOWN - why`, and came within `within`.
+fn assert_unknown(r: &Nrpe, case: &str, why: &str, within: Duration) {
+    eprintln!("{case}: exit {} in {:?}: {}", r.code, r.elapsed, r.output);
+    assert_eq!(r.code, 3, "{}", r.output);
+    let want = format!("HYPER-STATS UNKNOWN - {why}");
+    assert!(r.first_line().starts_with(&want), "{}", r.output);
+    assert!(r.elapsed < within, "{:?}", r.elapsed);
+}
+
 /// A perfdata number as the plugin prints it (3 decimals, zeros trimmed).
 fn printed(v: f64) -> String {
     let mut s = format!("{v:.3}");
@@ -612,18 +622,12 @@ fn unknown_when_the_agent_is_stopped_or_gone() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.pid(), libc::SIGSTOP) };
     let r = check_nrpe(port, "t_timeout");
-    eprintln!(
-        "agent stopped: exit {} in {:?}: {}",
-        r.code, r.elapsed, r.output
+    assert_unknown(
+        &r,
+        "agent stopped",
+        "no answer from the agent",
+        Duration::from_secs(5),
     );
-    assert_eq!(r.code, 3, "{}", r.output);
-    assert!(
-        r.first_line()
-            .starts_with("HYPER-STATS UNKNOWN - no answer from the agent"),
-        "{}",
-        r.output
-    );
-    assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
     // SAFETY: as above.
     unsafe { libc::kill(agent.pid(), libc::SIGCONT) };
 
@@ -631,18 +635,12 @@ fn unknown_when_the_agent_is_stopped_or_gone() {
     drop(agent);
     assert!(!socket.exists(), "the agent removes its socket on SIGTERM");
     let r = check_nrpe(port, "t_cpu_ok");
-    eprintln!(
-        "agent gone: exit {} in {:?}: {}",
-        r.code, r.elapsed, r.output
+    assert_unknown(
+        &r,
+        "agent gone",
+        "agent not running",
+        Duration::from_secs(3),
     );
-    assert_eq!(r.code, 3, "{}", r.output);
-    assert!(
-        r.first_line()
-            .starts_with("HYPER-STATS UNKNOWN - agent not running"),
-        "{}",
-        r.output
-    );
-    assert!(r.elapsed < Duration::from_secs(3), "{:?}", r.elapsed);
     drop(nrpe);
 }
 
