@@ -5,8 +5,7 @@
 //! stats period; absent fields simply yield no datapoint.
 
 use super::counter::rate;
-use super::derive::Derived;
-use super::params::DomainRecord;
+use super::derive::{Derived, Interval};
 
 /// Gauges in KiB, published in bytes: (libvirt field, metric name).
 const SIZES_KIB: [(&str, &str); 8] = [
@@ -27,12 +26,8 @@ const COUNTERS: [(&str, &str); 2] = [
 ];
 
 /// Derives the `balloon.*` values.
-pub(crate) fn derive(
-    prev: Option<&DomainRecord>,
-    cur: &DomainRecord,
-    dt_s: f64,
-    out: &mut Derived,
-) {
+pub(crate) fn derive(i: &Interval<'_>, out: &mut Derived) {
+    let Interval { prev, cur, dt_s } = *i;
     for (field, metric) in SIZES_KIB {
         out.put(metric, cur.u64(field).map(|kib| kib as f64 * 1024.0));
     }
@@ -44,7 +39,7 @@ pub(crate) fn derive(
 
 #[cfg(test)]
 mod tests {
-    use super::super::derive::testutil::{get, has, record};
+    use super::super::derive::testutil::{derived, get, has, record};
     use super::*;
 
     #[test]
@@ -61,8 +56,7 @@ mod tests {
             ],
             &[],
         );
-        let mut out = Derived::default();
-        derive(Some(&prev), &cur, 2.0, &mut out);
+        let out = derived(derive, Some(&prev), &cur, 2.0);
         assert_eq!(get(&out, "balloon.current_bytes"), 128.0 * 1024.0 * 1024.0);
         assert_eq!(get(&out, "balloon.rss_bytes"), 1024.0 * 1024.0);
         assert_eq!(get(&out, "balloon.major_faults_per_s"), 10.0);

@@ -7,8 +7,7 @@
 //! requests has no latency, so it yields no datapoint rather than a zero.
 
 use super::counter::{delta, rate};
-use super::derive::{Derived, devices, index_of};
-use super::params::DomainRecord;
+use super::derive::{Derived, Interval, devices, index_of};
 
 /// The request kinds: (libvirt prefix, metric component).
 const KINDS: [(&str, &str); 3] = [("rd", "rd"), ("wr", "wr"), ("fl", "flush")];
@@ -21,12 +20,8 @@ const SIZES: [(&str, &str); 3] = [
 ];
 
 /// Derives `block.<dev>.*` for every disk.
-pub(crate) fn derive(
-    prev: Option<&DomainRecord>,
-    cur: &DomainRecord,
-    dt_s: f64,
-    out: &mut Derived,
-) {
+pub(crate) fn derive(i: &Interval<'_>, out: &mut Derived) {
+    let Interval { prev, cur, dt_s } = *i;
     for dev in devices(cur, "block") {
         let c = |suffix: &str| cur.u64(&format!("block.{}.{suffix}", dev.index));
         for (suffix, metric) in SIZES {
@@ -68,7 +63,7 @@ pub(crate) fn derive(
 
 #[cfg(test)]
 mod tests {
-    use super::super::derive::testutil::{get, has, record};
+    use super::super::derive::testutil::{derived, get, has, record};
     use super::*;
 
     #[test]
@@ -96,8 +91,7 @@ mod tests {
             ],
             &[("block.0.name", "sda"), ("block.1.name", "vda")],
         );
-        let mut out = Derived::default();
-        derive(Some(&prev), &cur, 1.0, &mut out);
+        let out = derived(derive, Some(&prev), &cur, 1.0);
         assert_eq!(get(&out, "block.vda.wr.reqs_per_s"), 10.0);
         assert_eq!(get(&out, "block.vda.wr.bytes_per_s"), 40960.0);
         assert!((get(&out, "block.vda.wr.latency_mean_ms") - 2.0).abs() < 1e-9);

@@ -8,6 +8,18 @@
 
 use super::params::DomainRecord;
 
+/// One group's two samples of a domain and the time between them: what
+/// every group's `derive` turns into values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Interval<'a> {
+    /// The previous record, if there is one to difference against.
+    pub(crate) prev: Option<&'a DomainRecord>,
+    /// The current record.
+    pub(crate) cur: &'a DomainRecord,
+    /// Seconds between the two.
+    pub(crate) dt_s: f64,
+}
+
 /// The named values derived from one domain's record, in derivation order.
 #[derive(Debug, Default)]
 pub(crate) struct Derived {
@@ -103,6 +115,18 @@ pub(crate) mod testutil {
             .find(|(m, _)| m == metric)
             .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("no {metric} in {:?}", d.values))
+    }
+
+    /// What `derive` makes of `prev` and `cur`, `dt_s` apart.
+    pub(crate) fn derived(
+        derive: fn(&super::Interval<'_>, &mut super::Derived),
+        prev: Option<&DomainRecord>,
+        cur: &DomainRecord,
+        dt_s: f64,
+    ) -> super::Derived {
+        let mut out = super::Derived::default();
+        derive(&super::Interval { prev, cur, dt_s }, &mut out);
+        out
     }
 
     /// Whether `metric` is present in `d`.

@@ -162,7 +162,12 @@ impl Deriver {
                     Group::Block => block::derive,
                     Group::Perf => perf::derive,
                 };
-                derive_group(prev_record, &record, dt_s, &mut out);
+                let interval = derive::Interval {
+                    prev: prev_record,
+                    cur: &record,
+                    dt_s,
+                };
+                derive_group(&interval, &mut out);
                 domain.previous.insert(
                     group,
                     Previous {

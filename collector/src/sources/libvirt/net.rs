@@ -3,8 +3,7 @@
 //! each direction.
 
 use super::counter::rate;
-use super::derive::{Derived, devices, index_of};
-use super::params::DomainRecord;
+use super::derive::{Derived, Interval, devices, index_of};
 
 /// Counters per direction: (libvirt suffix, metric suffix).
 const COUNTERS: [(&str, &str); 4] = [
@@ -15,12 +14,8 @@ const COUNTERS: [(&str, &str); 4] = [
 ];
 
 /// Derives `net.<dev>.{rx,tx}.*` for every interface.
-pub(crate) fn derive(
-    prev: Option<&DomainRecord>,
-    cur: &DomainRecord,
-    dt_s: f64,
-    out: &mut Derived,
-) {
+pub(crate) fn derive(i: &Interval<'_>, out: &mut Derived) {
+    let Interval { prev, cur, dt_s } = *i;
     let Some(prev) = prev else { return };
     for dev in devices(cur, "net") {
         let Some(pi) = index_of(prev, "net", &dev.name) else {
@@ -43,7 +38,7 @@ pub(crate) fn derive(
 
 #[cfg(test)]
 mod tests {
-    use super::super::derive::testutil::{get, record};
+    use super::super::derive::testutil::{derived, get, record};
     use super::*;
 
     #[test]
@@ -64,8 +59,7 @@ mod tests {
             ],
             &[("net.0.name", "tap.web 1")],
         );
-        let mut out = Derived::default();
-        derive(Some(&prev), &cur, 2.0, &mut out);
+        let out = derived(derive, Some(&prev), &cur, 2.0);
         assert_eq!(get(&out, "net.tap_web_1.tx.bytes_per_s"), 1000.0);
         assert_eq!(get(&out, "net.tap_web_1.rx.drops_per_s"), 0.5);
     }

@@ -3,16 +3,11 @@
 //! cache occupancy in bytes and is kept as a gauge.
 
 use super::counter::rate;
-use super::derive::Derived;
-use super::params::DomainRecord;
+use super::derive::{Derived, Interval};
 
 /// Derives `perf.<event>_per_s` for every counter and `perf.cmt_bytes`.
-pub(crate) fn derive(
-    prev: Option<&DomainRecord>,
-    cur: &DomainRecord,
-    dt_s: f64,
-    out: &mut Derived,
-) {
+pub(crate) fn derive(i: &Interval<'_>, out: &mut Derived) {
+    let Interval { prev, cur, dt_s } = *i;
     for (key, _) in &cur.params {
         let Some(event) = key.strip_prefix("perf.") else {
             continue;
@@ -32,7 +27,7 @@ pub(crate) fn derive(
 
 #[cfg(test)]
 mod tests {
-    use super::super::derive::testutil::{get, record};
+    use super::super::derive::testutil::{derived, get, record};
     use super::*;
 
     #[test]
@@ -53,8 +48,7 @@ mod tests {
             ],
             &[],
         );
-        let mut out = Derived::default();
-        derive(Some(&prev), &cur, 1.0, &mut out);
+        let out = derived(derive, Some(&prev), &cur, 1.0);
         assert_eq!(get(&out, "perf.cpu_cycles_per_s"), 2000.0);
         assert_eq!(get(&out, "perf.instructions_per_s"), 10.0);
         assert_eq!(get(&out, "perf.cmt_bytes"), 9.0);

@@ -3,17 +3,12 @@
 //! the run-queue wait the kernel accounts in schedstat), and waited
 //! otherwise (`vcpu.N.wait`), plus the vCPU counts.
 
-use super::derive::{Derived, put_ns_percents};
-use super::params::DomainRecord;
+use super::derive::{Derived, Interval, put_ns_percents};
 
 /// Derives `vcpu.{current,maximum}` and `vcpu.N.{time,delay,wait}_percent`,
 /// `vcpu.N.halted`.
-pub(crate) fn derive(
-    prev: Option<&DomainRecord>,
-    cur: &DomainRecord,
-    dt_s: f64,
-    out: &mut Derived,
-) {
+pub(crate) fn derive(i: &Interval<'_>, out: &mut Derived) {
+    let Interval { prev, cur, dt_s } = *i;
     let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
     out.put("vcpu.current", as_f64(cur.u64("vcpu.current")));
     out.put("vcpu.maximum", as_f64(cur.u64("vcpu.maximum")));
@@ -38,7 +33,7 @@ pub(crate) fn derive(
 
 #[cfg(test)]
 mod tests {
-    use super::super::derive::testutil::{get, has, record};
+    use super::super::derive::testutil::{derived, get, has, record};
     use super::*;
 
     #[test]
@@ -67,8 +62,7 @@ mod tests {
             ],
             &[],
         );
-        let mut out = Derived::default();
-        derive(Some(&prev), &cur, 2.0, &mut out);
+        let out = derived(derive, Some(&prev), &cur, 2.0);
         assert!((get(&out, "vcpu.0.time_percent") - 10.0).abs() < 1e-9);
         assert!((get(&out, "vcpu.0.delay_percent") - 1.0).abs() < 1e-9);
         assert!((get(&out, "vcpu.1.time_percent") - 100.0).abs() < 1e-9);
@@ -87,8 +81,7 @@ mod tests {
             ],
             &[],
         );
-        let mut out = Derived::default();
-        derive(Some(&cur), &cur, 1.0, &mut out);
+        let out = derived(derive, Some(&cur), &cur, 1.0);
         assert!(has(&out, "vcpu.0.time_percent"));
         assert!(!out.values.iter().any(|(m, _)| m.starts_with("vcpu.3.")));
     }
