@@ -228,6 +228,11 @@ async fn process(
     let mut pending: Vec<(usize, oneshot::Receiver<()>)> = Vec::new();
     let mut pending_points = 0;
     for file in files {
+        // A full window is settled before the next file is even read.
+        if pending.len() >= MAX_INFLIGHT_FILES || pending_points >= window {
+            settle(spool, &mut sending, &mut pending, &mut round).await;
+            pending_points = 0;
+        }
         let read = match spool.read(file, naming) {
             Ok(Some(read)) => read,
             // Not perfdata: logged once and left alone.
