@@ -408,6 +408,8 @@ impl FakeCarbon {
                     if let Some(hook) = hook {
                         hook();
                     }
+                    // Closes this side although `conns` holds a clone.
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
                 });
             }
         });
