@@ -396,14 +396,17 @@ impl FakeCarbon {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
-                let Ok(mut stream) = stream else { continue };
+                let Ok(stream) = stream else { continue };
                 c.lock().unwrap().push(stream.try_clone().unwrap());
                 let (l, h) = (Arc::clone(&l), Arc::clone(&h));
                 std::thread::spawn(move || {
-                    let mut text = Vec::new();
-                    let _ = stream.read_to_end(&mut text);
-                    let text = String::from_utf8_lossy(&text);
-                    l.lock().unwrap().extend(text.lines().map(str::to_owned));
+                    // Line by line as it arrives: the agent keeps its
+                    // connection open.
+                    let reader = BufReader::new(stream.try_clone().unwrap());
+                    for line in reader.lines() {
+                        let Ok(line) = line else { break };
+                        l.lock().unwrap().push(line);
+                    }
                     let hook = h.lock().unwrap().take();
                     if let Some(hook) = hook {
                         hook();
@@ -485,7 +488,11 @@ fn query_socket_directories_others_control_are_refused() {
             "is owned by uid 65534, not by this agent's user (uid 0)",
             "mode 0755",
         ),
-        (world.join("hs.sock"), "is writable by others", "mode 0777"),
+        (
+            world.join("hs.sock"),
+            "is writable by its group and by others",
+            "mode 0777",
+        ),
         (
             planted.join("run").join("hs.sock"),
             "is a symbolic link",
@@ -572,7 +579,7 @@ fn carbon_spool_directories_others_control_are_refused() {
             t.join("spool-world"),
             0,
             0o777,
-            "is writable by others",
+            "is writable by its group and by others",
             "mode 0777",
         ),
     ];
