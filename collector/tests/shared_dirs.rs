@@ -776,19 +776,22 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
             .count() as u64
     };
 
-    // Carbon down; 5 points of memory: every batch spills a small
-    // segment (one page), so the disk fills within seconds.
+    // Carbon down; 50 points of memory: a spill of a page or two every
+    // few seconds, and the first one finds the disk full.
     let port = free_port();
-    let mut agent = Agent::start(t, &carbon_config(&t.join("q.sock"), port, &spool, 5));
+    let mut agent = Agent::start(t, &carbon_config(&t.join("q.sock"), port, &spool, 50));
     wait_for(
-        "two seeded segments to make room",
-        Duration::from_secs(90),
-        || (seeded_left() <= SEED_SEGMENTS - 2).then_some(()),
+        "a seeded segment to make room",
+        Duration::from_secs(60),
+        || (seeded_left() < SEED_SEGMENTS).then_some(()),
     );
+    // A few more spills on the full disk.
+    std::thread::sleep(Duration::from_secs(15));
     assert!(agent.running(), "the agent stopped on a full disk");
     // Carbon comes back: the rest of the spool and everything since goes.
     let carbon = FakeCarbon::start(port);
-    wait_for("the spool to empty", Duration::from_secs(60), || {
+    // Sent segments are deleted once past the 30 s replay window.
+    wait_for("the spool to empty", Duration::from_secs(90), || {
         let left = std::fs::read_dir(&spool)
             .unwrap()
             .filter(|e| {
@@ -812,7 +815,7 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
         .filter(|&i| !received.contains_key(&seed_key(i, 0)))
         .collect();
     let gone = lost.len() as u64;
-    assert!(gone >= 2, "lost {lost:?}");
+    assert!(gone >= 1, "lost {lost:?}");
     assert_eq!(
         lost,
         (0..gone).collect::<Vec<_>>(),

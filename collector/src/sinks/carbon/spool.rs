@@ -133,8 +133,9 @@ pub(crate) struct Spool {
     cursor: usize,
     /// The id the next segment gets.
     next_id: u64,
-    /// Whether the last write found the disk full.
-    disk_full: bool,
+    /// The spool's bytes after making room when a write last found the
+    /// disk full: the disk counts as full until sending has halved them.
+    full_at: Option<u64>,
 }
 
 impl Spool {
@@ -198,7 +199,7 @@ impl Spool {
             segments: segments.into(),
             cursor: 0,
             next_id,
-            disk_full: false,
+            full_at: None,
         };
         // Test that segments can be written now, not at the first outage.
         let probe = format!("probe.{TMP_EXT}");
@@ -237,10 +238,12 @@ impl Spool {
         self.cursor < self.segments.len()
     }
 
-    /// Whether the last [`Spool::write`] found the disk (or the quota)
-    /// full, whether or not deleting old segments made room.
+    /// Whether the disk (or the quota) is full: a write found it so, and
+    /// sending has not since taken away half of what the spool held then.
+    /// Deleting old segments to make room does not end it: the next
+    /// writes will need the same.
     pub(crate) fn disk_full(&self) -> bool {
-        self.disk_full
+        self.full_at.is_some_and(|bytes| self.bytes() > bytes / 2)
     }
 
     /// Writes `points` (oldest first) as new segments after all others,
@@ -250,14 +253,17 @@ impl Spool {
     /// written before it do. Every point deleted or not written is counted
     /// in the answer.
     pub(crate) fn write(&mut self, points: &[CarbonPoint]) -> Result<Dropped, WriteError> {
-        self.disk_full = false;
+        if !self.disk_full() {
+            self.full_at = None;
+        }
+        let mut full = false;
         let mut dropped = Dropped::default();
         let mut chunks = points.chunks(SEGMENT_MAX_POINTS);
         while let Some(chunk) = chunks.next() {
             let result = loop {
                 match self.write_segment(chunk) {
                     Err(e) if is_disk_full(&e) => {
-                        self.disk_full = true;
+                        full = true;
                         // Make room with the oldest segment, then retry.
                         match self.drop_oldest() {
                             Some(points) => {
@@ -270,6 +276,9 @@ impl Spool {
                     other => break other,
                 }
             };
+            if full {
+                self.full_at = Some(self.bytes());
+            }
             if let Err(error) = result {
                 // This chunk and the rest are lost: the disk cannot hold
                 // one segment with the spool empty, or writing fails.
