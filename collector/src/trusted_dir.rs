@@ -88,10 +88,9 @@ impl Dir {
     pub(crate) fn open_trusted(path: &Path, what: &'static str) -> Result<Dir> {
         let fd = match rustix::fs::open(path, dir_flags() | OFlags::NOFOLLOW, Mode::empty()) {
             Ok(fd) => fd,
-            Err(e @ (Errno::LOOP | Errno::NOTDIR))
+            Err(Errno::LOOP | Errno::NOTDIR)
                 if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
             {
-                let _ = e;
                 bail!(
                     "the {what} directory {} is a symbolic link; refusing to use it\n\
                      point the setting at the real directory (owned by this agent's user, not writable by group or others)",

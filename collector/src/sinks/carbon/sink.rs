@@ -344,7 +344,7 @@ impl CarbonSink {
             info!(message = "The Carbon spool's disk has room again.", sink = self.settings.name, dir = %dir);
         }
         match error {
-            Some(e) if !spool.disk_full() => {
+            Some(ref e) if !spool.disk_full() => {
                 if self.stats.spool_error.fail() {
                     warn!(
                         message = "Cannot write to the Carbon spool; dropping the points that would go there.",
@@ -358,11 +358,13 @@ impl CarbonSink {
                 if self.stats.spool_error.recover() {
                     info!(message = "Writing to the Carbon spool works again.", sink = self.settings.name, dir = %dir);
                 }
-                debug!(
-                    message = "Spooled points.",
-                    sink = self.settings.name,
-                    points = points.len()
-                );
+                if error.is_none() {
+                    debug!(
+                        message = "Spooled points.",
+                        sink = self.settings.name,
+                        points = points.len()
+                    );
+                }
             }
         }
         // Every point that is neither on disk nor in memory any more:
