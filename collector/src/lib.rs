@@ -8,7 +8,6 @@
 pub(crate) mod backoff;
 pub(crate) mod clock;
 pub mod config;
-pub(crate) mod dir;
 pub mod domains;
 pub(crate) mod episode;
 pub mod graphios;
@@ -20,3 +19,4 @@ pub mod self_stats;
 pub mod selftest;
 pub mod sinks;
 pub mod sources;
+pub(crate) mod trusted_dir;

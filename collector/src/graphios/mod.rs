@@ -42,9 +42,20 @@
 //! # When things fail
 //! A malformed line (or perfdata item) is logged with its file and line
 //! number and skipped; the rest of the file goes on. A file is deleted
-//! only once Carbon has confirmed every one of its points (see the Carbon
-//! sink's acks); until then it stays and is sent again later (Carbon keeps
-//! one value per series and second, so a resend changes nothing).
+//! only if it held Graphios perfdata lines and Carbon has confirmed every
+//! one of its points (see the Carbon sink's acks); until then it stays and
+//! is sent again later (Carbon keeps one value per series and second, so a
+//! resend changes nothing). Anything else in the directory (symlinks,
+//! FIFOs, devices, files without a perfdata line: `--spool` pointed at the
+//! wrong directory) is read only if it is a regular file, never deleted,
+//! and logged once (see `spool`).
+//!
+//! # Flow control
+//! Points go to the sink a window at a time, then the forwarder waits for
+//! Carbon to confirm them. The window is at most half the sink's
+//! `carbon.queue_points` (the sink drops the oldest points beyond that,
+//! failing their acks), and a file larger than the window is sent in
+//! several parts, so any queue size makes progress.
 //!
 //! # Layout
 //! `args` holds the options and the naming rules they select, `line` the
@@ -57,12 +68,11 @@ mod args;
 pub(crate) mod line;
 mod spool;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::self_stats::Registry;
@@ -70,14 +80,23 @@ use crate::sinks::carbon::{CarbonPoint, CarbonSink, Settings, Submission};
 
 pub use args::Args;
 use args::Naming;
-use spool::{read_file, spool_files};
+use spool::{Spool, SpoolFile};
 
 /// Points handed to the sink before waiting for Carbon's confirmation:
-/// enough to move a backlog of files quickly, bounded in memory.
+/// enough to move a backlog of files quickly, bounded in memory. Less
+/// with a small `carbon.queue_points` (see [`window_points`]).
 pub(crate) const MAX_INFLIGHT_POINTS: usize = 50_000;
 
-/// Files handed to the sink before waiting for Carbon's confirmation.
+/// Submissions (files or parts of files) handed to the sink before
+/// waiting for Carbon's confirmation.
 pub(crate) const MAX_INFLIGHT_FILES: usize = 64;
+
+/// Points sent before waiting for confirmation with a sink that keeps
+/// `queue_points` in memory: half of that, so that the sink's own series
+/// (and a resent window) fit beside them and nothing is dropped.
+pub(crate) fn window_points(queue_points: usize) -> usize {
+    (queue_points / 2).clamp(1, MAX_INFLIGHT_POINTS)
+}
 
 /// Runs the forwarder until SIGINT/SIGTERM (or, with `--once`, until the
 /// files present are done).
@@ -91,6 +110,8 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
     carbon.spool_dir = None;
     let settings = Settings::from_config(&carbon, "graphios")?.expect("address is set");
     let naming = Naming::from(args);
+    let window = window_points(carbon.queue_points);
+    let mut spool = Spool::open(&args.spool)?;
     // The sink's own series (`agent.graphios.*`), reported each second
     // into its batch input as the agent's pipeline would.
     let stats = Arc::new(Registry::default());
@@ -107,8 +128,8 @@ pub async fn run(config: &Config, args: &Args) -> Result<()> {
         let stop = crate::pipeline::shutdown_signal();
         tokio::pin!(stop);
         loop {
-            let files = spool_files(&args.spool)?;
-            let round = process(&files, &naming, &tx);
+            let files = spool.files()?;
+            let round = process(&mut spool, &files, &naming, &tx, window);
             let outcome = if args.once {
                 tokio::select! {
                     r = round => r?,
@@ -178,19 +199,44 @@ struct Round {
     kept: usize,
 }
 
-/// Sends `files` through the sink, a window at a time, deleting each file
-/// once Carbon has confirmed its points.
+/// A file whose points are (partly) with the sink.
+struct Sending {
+    /// The file.
+    file: SpoolFile,
+    /// The file as it was read (deleted only if still that file).
+    read: spool::Identity,
+    /// Submissions of it not yet settled.
+    unsettled: usize,
+    /// Whether all its points have been submitted.
+    all_sent: bool,
+    /// Whether some of its points were not confirmed.
+    failed: bool,
+}
+
+/// Sends `files` through the sink, at most `window` points before waiting
+/// for Carbon's confirmation, deleting each file once Carbon has
+/// confirmed all its points.
 async fn process(
-    files: &[PathBuf],
+    spool: &mut Spool,
+    files: &[SpoolFile],
     naming: &Naming,
     tx: &mpsc::Sender<Submission>,
+    window: usize,
 ) -> Result<Round> {
     let mut round = Round::default();
-    let mut pending: Vec<(PathBuf, oneshot::Receiver<()>)> = Vec::new();
+    let mut sending: Vec<Sending> = Vec::new();
+    let mut pending: Vec<(usize, oneshot::Receiver<()>)> = Vec::new();
     let mut pending_points = 0;
-    for (i, path) in files.iter().enumerate() {
-        let file = match read_file(path, naming) {
-            Ok(f) => f,
+    for file in files {
+        // A full window is settled before the next file is even read.
+        if pending.len() >= MAX_INFLIGHT_FILES || pending_points >= window {
+            settle(spool, &mut sending, &mut pending, &mut round).await;
+            pending_points = 0;
+        }
+        let read = match spool.read(file, naming) {
+            Ok(Some(read)) => read,
+            // Not perfdata: logged once and left alone.
+            Ok(None) => continue,
             Err(e) => {
                 // Gone (another forwarder?) or unreadable: leave it.
                 warn!(message = "Cannot read a perfdata spool file.", error = %format!("{e:#}"));
@@ -198,13 +244,14 @@ async fn process(
                 continue;
             }
         };
-        round.malformed += file.malformed;
-        if file.metrics.is_empty() {
-            remove(path);
+        round.malformed += read.malformed;
+        if read.metrics.is_empty() {
+            // Perfdata lines, none for Graphite: nothing to confirm.
+            spool.remove(file, read.id);
             round.files += 1;
             continue;
         }
-        let points: Vec<CarbonPoint> = file
+        let mut points: Vec<CarbonPoint> = read
             .metrics
             .into_iter()
             .map(|m| CarbonPoint {
@@ -213,41 +260,72 @@ async fn process(
                 value: m.value,
             })
             .collect();
-        pending_points += points.len();
         round.points += points.len();
-        let (ack, ack_rx) = oneshot::channel();
-        tx.send(Submission {
-            points,
-            ack: Some(ack),
-        })
-        .await
-        .context("the Carbon sink stopped")?;
-        pending.push((path.clone(), ack_rx));
-        let last = i + 1 == files.len();
-        if last || pending.len() >= MAX_INFLIGHT_FILES || pending_points >= MAX_INFLIGHT_POINTS {
-            for (path, ack) in pending.drain(..) {
-                match ack.await {
-                    Ok(()) => {
-                        remove(&path);
-                        round.files += 1;
-                    }
-                    Err(_) => {
-                        warn!(message = "Carbon did not take a perfdata file's points; keeping the file.", file = %path.display());
-                        round.kept += 1;
-                    }
-                }
+        let index = sending.len();
+        sending.push(Sending {
+            file: file.clone(),
+            read: read.id,
+            unsettled: 0,
+            all_sent: false,
+            failed: false,
+        });
+        while !points.is_empty() && !sending[index].failed {
+            let rest = points.split_off(points.len().min(window));
+            let part = std::mem::replace(&mut points, rest);
+            if pending_points + part.len() > window || pending.len() >= MAX_INFLIGHT_FILES {
+                settle(spool, &mut sending, &mut pending, &mut round).await;
+                pending_points = 0;
             }
-            pending_points = 0;
+            pending_points += part.len();
+            let (ack, ack_rx) = oneshot::channel();
+            tx.send(Submission {
+                points: part,
+                ack: Some(ack),
+            })
+            .await
+            .context("the Carbon sink stopped")?;
+            sending[index].unsettled += 1;
+            pending.push((index, ack_rx));
         }
+        sending[index].all_sent = true;
+        finish(spool, &mut sending[index], &mut round);
     }
+    settle(spool, &mut sending, &mut pending, &mut round).await;
     Ok(round)
 }
 
-fn remove(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => debug!(message = "Deleted a forwarded perfdata file.", file = %path.display()),
-        Err(e) => {
-            warn!(message = "Cannot delete a forwarded perfdata file.", file = %path.display(), error = %e)
+/// Waits for every pending confirmation, then deletes (or keeps) the
+/// files that are done.
+async fn settle(
+    spool: &Spool,
+    sending: &mut [Sending],
+    pending: &mut Vec<(usize, oneshot::Receiver<()>)>,
+    round: &mut Round,
+) {
+    for (index, ack) in pending.drain(..) {
+        let s = &mut sending[index];
+        s.unsettled -= 1;
+        if ack.await.is_err() {
+            s.failed = true;
         }
+        finish(spool, s, round);
+    }
+}
+
+/// Deletes a file all of whose points Carbon confirmed; keeps (and logs)
+/// one some of whose points it did not. Does nothing while parts are
+/// unsent or unsettled.
+fn finish(spool: &Spool, s: &mut Sending, round: &mut Round) {
+    if !s.all_sent || s.unsettled > 0 {
+        return;
+    }
+    // Once: a settled file is not looked at again.
+    s.all_sent = false;
+    if s.failed {
+        warn!(message = "Carbon did not take a perfdata file's points; keeping the file.", file = %spool.display(&s.file.name));
+        round.kept += 1;
+    } else {
+        spool.remove(&s.file, s.read);
+        round.files += 1;
     }
 }

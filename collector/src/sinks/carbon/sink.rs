@@ -156,6 +156,8 @@ struct Stats {
     outage: Episode,
     /// Spool writes failing (logged when it starts).
     spool_error: Episode,
+    /// The spool's disk full (logged when it starts and ends).
+    spool_full: Episode,
 }
 
 impl Stats {
@@ -175,6 +177,7 @@ impl Stats {
             lost: false,
             outage: Episode::default(),
             spool_error: Episode::default(),
+            spool_full: Episode::default(),
         }
     }
 }
@@ -322,30 +325,52 @@ impl CarbonSink {
             self.count_dropped(points.len() as u64);
             return;
         };
-        match spool.write(&points) {
-            Ok(dropped) => {
-                self.stats.spool_error.recover();
-                debug!(
-                    message = "Spooled points.",
+        let (dropped, error) = match spool.write(&points) {
+            Ok(dropped) => (dropped.points, None),
+            Err(e) => (e.dropped_points(), Some(e)),
+        };
+        let dir = spool.dir().display().to_string();
+        // A full disk is one episode however many spills it lasts: logged
+        // when it starts and when a spill fits again.
+        if spool.disk_full() {
+            if self.stats.spool_full.fail() {
+                warn!(
+                    message = "The Carbon spool's disk is full; deleting the oldest segments to make room.",
                     sink = self.settings.name,
-                    points = points.len()
+                    dir = %dir,
                 );
-                if dropped.points > 0 {
-                    self.count_dropped(dropped.points);
-                }
             }
-            Err(e) => {
+        } else if self.stats.spool_full.recover() {
+            info!(message = "The Carbon spool's disk has room again.", sink = self.settings.name, dir = %dir);
+        }
+        match error {
+            Some(ref e) if !spool.disk_full() => {
                 if self.stats.spool_error.fail() {
                     warn!(
                         message = "Cannot write to the Carbon spool; dropping the points that would go there.",
                         sink = self.settings.name,
-                        dir = %spool.dir().display(),
+                        dir = %dir,
                         error = %e,
                     );
                 }
-                self.count_dropped(points.len() as u64);
+            }
+            _ => {
+                if self.stats.spool_error.recover() {
+                    info!(message = "Writing to the Carbon spool works again.", sink = self.settings.name, dir = %dir);
+                }
+                if error.is_none() {
+                    debug!(
+                        message = "Spooled points.",
+                        sink = self.settings.name,
+                        points = points.len()
+                    );
+                }
             }
         }
+        // Every point that is neither on disk nor in memory any more:
+        // the oldest segments deleted and whatever of this spill did not
+        // fit.
+        self.count_dropped(dropped);
     }
 
     fn delete_segments(&mut self, ids: &[u64]) {

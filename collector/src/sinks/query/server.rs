@@ -1,6 +1,19 @@
 //! The socket side of the query sink: creating the Unix socket with the
 //! right owner and mode, and answering one request per connection.
 //!
+//! # Creating the socket
+//! The socket's directory must be one only the agent's user can change
+//! ([`crate::trusted_dir`]): a directory owned by someone else, writable
+//! by its group or by others, or a symlink is refused with an error naming
+//! its path, owner and mode, since whoever can write there could put their
+//! own listener in the socket's place or a symlink for root to chmod. A
+//! missing directory is created (mode [`DIR_MODE`], group the socket's).
+//! The socket is bound under a umask that leaves exactly [`SOCKET_MODE`],
+//! so it is never connectable by others even for an instant, and its group
+//! is set with `fchownat(AT_SYMLINK_NOFOLLOW)` through the directory's
+//! descriptor.
+//!
+//! # Serving
 //! Each connection is served by its own task, at most
 //! [`MAX_CONNECTIONS`] at once, with a deadline on reading the request and
 //! writing the answer, so a client that connects and says nothing, sends
@@ -8,9 +21,9 @@
 //! else. Answers are computed on a blocking thread, because merging
 //! histogram windows holds the rollup's lock for a few milliseconds.
 
+use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +35,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::rollup::SharedRollup;
+use crate::trusted_dir::{Dir, Umask, file_id, is_socket};
 
 /// Mode of the socket: the agent's user and the configured group may
 /// connect, nobody else.
@@ -42,7 +56,7 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Debian's NRPE and Nagios run checks as this group.
 pub(crate) const DEFAULT_GROUP: &str = "nagios";
 
-/// The system's group file, where group names are looked up.
+/// The system's group file, read only when NSS itself fails.
 const GROUP_FILE: &str = "/etc/group";
 
 /// Looks up a group id by name (or takes a number) in `group_file`.
@@ -59,19 +73,34 @@ pub(crate) fn group_id(group_file: &Path, name: &str) -> Result<Option<u32>> {
     }))
 }
 
+/// Looks up a group id by name (or takes a number) through NSS, so groups
+/// from LDAP or sssd count; falls back to [`GROUP_FILE`] only if NSS
+/// fails (a broken module), not when it says there is no such group.
+fn lookup_group(name: &str) -> Result<Option<u32>> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    match crate::trusted_dir::group_id(name) {
+        Ok(found) => Ok(found),
+        Err(error) => {
+            warn!(message = "Group lookup through NSS failed; reading /etc/group.", group = name, %error);
+            group_id(Path::new(GROUP_FILE), name)
+        }
+    }
+}
+
 /// The group id the socket gets: the configured group (which must exist),
 /// else [`DEFAULT_GROUP`] if it exists, else none (root's group).
 pub(crate) fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
-    let file = Path::new(GROUP_FILE);
     match configured {
-        Some(name) => match group_id(file, name)? {
+        Some(name) => match lookup_group(name)? {
             Some(gid) => Ok(Some(gid)),
             None => bail!(
-                "query.group {name:?} does not exist in {GROUP_FILE}\n\
+                "query.group {name:?} does not exist (looked up through NSS: {GROUP_FILE}, LDAP, ...)\n\
                  create it, set another group, or remove query.group to use {DEFAULT_GROUP:?} when it exists"
             ),
         },
-        None => group_id(file, DEFAULT_GROUP),
+        None => lookup_group(DEFAULT_GROUP),
     }
 }
 
@@ -80,63 +109,62 @@ pub(crate) fn socket_group(configured: Option<&str>) -> Result<Option<u32>> {
 pub(crate) struct BoundSocket {
     /// The listener.
     pub(crate) listener: UnixListener,
-    path: PathBuf,
+    /// The socket's directory, through which it is removed.
+    dir: Dir,
+    /// The socket's name in `dir`.
+    name: OsString,
+    /// The socket file's inode, to remove only our own.
     ino: u64,
 }
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
-            let _ = std::fs::remove_file(&self.path);
+        if self
+            .dir
+            .stat(&self.name)
+            .is_ok_and(|st| file_id(&st).ino == self.ino)
+        {
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
 
-/// Sets `path`'s mode, and its group if `gid` is given.
-fn set_mode_and_group(path: &Path, mode: u32, gid: Option<u32>) -> Result<()> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("failed to set the mode of {}", path.display()))?;
-    if gid.is_some() {
-        std::os::unix::fs::chown(path, None, gid)
-            .with_context(|| format!("failed to set the group of {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Creates the socket's directory if missing, removes a stale socket left
-/// by an agent that died, binds, and sets mode [`SOCKET_MODE`] and group
-/// `gid`. Refuses to take over a socket another process still answers on,
-/// and to remove anything that is not a socket.
+/// Opens (or creates) the socket's directory, refusing one that others
+/// could change, removes a stale socket left by an agent that died, binds,
+/// and sets group `gid` (mode [`SOCKET_MODE`] comes from the umask).
+/// Refuses to take over a socket another process still answers on, and to
+/// remove anything that is not a socket.
 pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
-    let dir = path
+    let dir_path = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .with_context(|| format!("query socket path {} has no directory", path.display()))?;
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create directory {}", dir.display()))?;
-        set_mode_and_group(dir, DIR_MODE, gid)?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("query socket path {} has no file name", path.display()))?
+        .to_owned();
+    let (dir, created) = Dir::create_trusted(dir_path, "query socket", DIR_MODE)?;
+    if created && let Some(gid) = gid {
+        dir.set_group(gid)
+            .with_context(|| format!("failed to set the group of {}", dir_path.display()))?;
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => bail!(
-                    "another process is listening on {}\nis another hyper-stats agent running?",
-                    path.display()
-                ),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    debug!(message = "Removing stale query socket.", path = %path.display());
-                    std::fs::remove_file(path).with_context(|| {
-                        format!("failed to remove stale socket {}", path.display())
-                    })?;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("failed to check the existing socket {}", path.display())
-                    });
-                }
+    match dir.stat(&name) {
+        Ok(st) if is_socket(&st) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "another process is listening on {}\nis another hyper-stats agent running?",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                debug!(message = "Removing stale query socket.", path = %path.display());
+                dir.remove(&name)
+                    .with_context(|| format!("failed to remove stale socket {}", path.display()))?;
             }
-        }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("failed to check the existing socket {}", path.display())
+                });
+            }
+        },
         Ok(_) => bail!(
             "{} exists and is not a socket; refusing to replace it",
             path.display()
@@ -144,16 +172,31 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("failed to look at {}", path.display())),
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("failed to bind the query socket {}", path.display()))?;
-    set_mode_and_group(path, SOCKET_MODE, gid)?;
-    let ino = std::fs::symlink_metadata(path)
-        .with_context(|| format!("failed to look at {}", path.display()))?
-        .ino();
+    let listener = {
+        // bind(2) makes the socket 0777 less the umask: this one leaves
+        // exactly SOCKET_MODE from the first instant.
+        let _umask = Umask::set(!SOCKET_MODE & 0o777);
+        UnixListener::bind(path)
+    }
+    .with_context(|| format!("failed to bind the query socket {}", path.display()))?;
+    let st = dir
+        .stat(&name)
+        .with_context(|| format!("failed to look at {}", path.display()))?;
+    if !is_socket(&st) {
+        bail!(
+            "{} is not the socket just bound; refusing to use it",
+            path.display()
+        );
+    }
+    if let Some(gid) = gid {
+        dir.set_group_of(&name, gid)
+            .with_context(|| format!("failed to set the group of {}", path.display()))?;
+    }
     Ok(BoundSocket {
         listener,
-        path: path.to_path_buf(),
-        ino,
+        dir,
+        name,
+        ino: file_id(&st).ino,
     })
 }
 
