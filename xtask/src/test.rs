@@ -30,6 +30,7 @@ const LAB_TESTS: &[&str] = &[
     "ebpf_lab",
     "nagios",
     "carbon",
+    "stale",
 ];
 
 /// Guests the integration tests run against.
