@@ -54,7 +54,7 @@
 //! deletes them once confirmed.
 
 mod args;
-pub(crate) mod line;
+pub mod line;
 mod spool;
 
 use std::path::{Path, PathBuf};
