@@ -80,8 +80,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates config text.
-    pub(crate) fn parse(text: &str) -> Result<Config> {
+    /// Parses and validates config text (what [`Config::load`] does with
+    /// a file's contents; public for the config loader's fuzz target).
+    pub fn parse(text: &str) -> Result<Config> {
         let config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         config.validate()?;
@@ -201,6 +202,66 @@ mod tests {
                 "[libvirt]\ncall_timeout = \"0s\"",
                 "libvirt.call_timeout must be greater than zero",
             ),
+            // Every number and duration has a maximum too: these used to
+            // pass check-config (the interval then panicked at start).
+            (
+                "[libvirt]\ncall_timeout = \"10000000000000000000s\"",
+                "libvirt.call_timeout = 10000000000000000000s is above the maximum of 60s",
+            ),
+            (
+                "[libvirt]\ncall_timeout = \"61s\"",
+                "libvirt.call_timeout = 61s is above the maximum of 60s",
+            ),
+            (
+                "[libvirt.intervals]\nstate = \"10000000000000000000s\"",
+                "libvirt.intervals.state = 10000000000000000000s is above the maximum of 900s (15 minutes)",
+            ),
+            (
+                "[libvirt.intervals]\nblock = \"901s\"",
+                "libvirt.intervals.block = 901s is above the maximum of 900s",
+            ),
+            (
+                "[libvirt.intervals]\nnet = \"99999999999999999999999s\"",
+                "invalid interval \"99999999999999999999999s\"",
+            ),
+            (
+                "[carbon]\nqueue_points = 100000001",
+                "carbon.queue_points = 100000001 is above the maximum of 100000000",
+            ),
+            (
+                "[carbon]\nqueue_points = 0",
+                "carbon.queue_points must be greater than zero",
+            ),
+            (
+                "[carbon]\nqueue_points = 18446744073709551615",
+                "queue_points",
+            ),
+            (
+                "[carbon]\nspool_max_size = \"16000000TiB\"",
+                "carbon.spool_max_size = 17592186044416000000 bytes is above the maximum of 1099511627776 bytes (1TiB)",
+            ),
+            (
+                "[carbon]\nspool_max_size = \"1KiB\"",
+                "carbon.spool_max_size = 1024 bytes is below the minimum",
+            ),
+            ("[carbon]\nspool_max_size = \"99999999TiB\"", "invalid size"),
+            (
+                "[carbon]\naddress = \"h:65536\"",
+                "carbon.address = \"h:65536\": invalid port \"65536\"",
+            ),
+            (
+                "[carbon]\naddress = \"h:0\"",
+                "carbon.address = \"h:0\": invalid port \"0\"",
+            ),
+            (
+                "[query]\ngroup = \"4294967295\"",
+                "query.group = \"4294967295\" is above the largest group id, 4294967294",
+            ),
+            (
+                "[query]\ngroup = \"99999999999\"",
+                "query.group = \"99999999999\" is above the largest group id",
+            ),
+            ("[query]\ngroup = \"\"", "query.group must not be empty"),
             ("[sinks]\n", "unknown field `sinks`"),
             (
                 "[query]\nsocket = \"q.sock\"",
@@ -220,6 +281,31 @@ mod tests {
                 "config {text:?}: error {err:?} lacks {want:?}"
             );
         }
+    }
+
+    /// The limits themselves are accepted: each range is inclusive.
+    #[test]
+    fn the_limits_are_inclusive() {
+        let c = Config::parse(
+            r#"
+            [libvirt]
+            call_timeout = "60s"
+            [libvirt.intervals]
+            state = "100ms"
+            cpu = "15m"
+            [carbon]
+            queue_points = 100000000
+            spool_max_size = "1TiB"
+            [query]
+            group = "4294967294"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.libvirt.call_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.libvirt.group_intervals()[&Group::Cpu],
+            Duration::from_secs(900)
+        );
     }
 
     #[test]

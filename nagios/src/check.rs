@@ -5,9 +5,28 @@
 //! returns a [`Report`], or a [`Failure`] (every reason the plugin cannot
 //! judge, which becomes UNKNOWN). Rendering the report is `output.rs`'s
 //! job; talking to the socket is `client.rs`'s.
+//!
+//! # Ages
+//! Every series is judged by its own age, not only the answer's newest:
+//! the eBPF source keeps a domain (and the answer's `newest_age_s`) fresh
+//! while libvirtd is down, so a libvirt series can be minutes old in an
+//! answer that is not. A gauge series, or a histogram domain, older than
+//! `--max-age` is not judged: its item is UNKNOWN, its perfdata value `U`
+//! (an old value is no reading of now), and the report lists it as stale
+//! ([`Group::stale`]). The report's state is the worst of its items
+//! (CRITICAL, WARNING, UNKNOWN, OK), so a stale series makes an otherwise
+//! OK check UNKNOWN and a fresh CRITICAL stays CRITICAL.
+//!
+//! # Names
+//! Domain and series names come from libvirt through the agent and may
+//! hold anything (`|`, quotes, newlines). Every name that reaches the
+//! output is made one component by the sanitizer the perfdata labels use
+//! ([`hyper_stats_query::metric::sanitize_component`]), so the text names
+//! a domain exactly as its labels and Carbon paths do.
 
 use std::fmt;
 
+use hyper_stats_query::metric::{sanitize_component, sanitize_dotted};
 use hyper_stats_query::{GaugeAnswer, HistogramAnswer};
 
 use crate::glob;
@@ -165,24 +184,39 @@ pub fn human(value: Option<f64>, uom: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     /// What it is within its domain, e.g. `p99`, `vcpu.1 p99`,
-    /// `vcpu.0.delay_percent avg`.
+    /// `vcpu.0.delay_percent avg` (series names sanitized).
     pub name: String,
-    /// Its perfdata.
+    /// Its perfdata (value `U` when stale).
     pub perf: perfdata::Perf,
-    /// Its state.
+    /// Its state: UNKNOWN when stale.
     pub state: State,
+    /// Seconds since its series' newest data, when that is more than
+    /// `--max-age`: the value was not judged.
+    pub stale_s: Option<f64>,
+}
+
+/// A series (or a histogram domain) older than `--max-age`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stale {
+    /// The series, sanitized: `vcpu.0.delay_percent`, `runq_latency_us`.
+    pub series: String,
+    /// Seconds since its newest data.
+    pub age_s: f64,
 }
 
 /// One domain's judged values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
-    /// The domain's name.
+    /// The domain's name, made one component as in its perfdata labels
+    /// ([`sanitize_component`]).
     pub domain: String,
-    /// The worst state of its items (or UNKNOWN if its data is stale).
+    /// The worst state of its items (UNKNOWN for a stale one).
     pub state: State,
     /// Its values.
     pub items: Vec<Item>,
-    /// Anything else to say, e.g. `data 40s old`, `12345 samples`.
+    /// Its series older than `--max-age`, in item order.
+    pub stale: Vec<Stale>,
+    /// Anything else to say, e.g. `12345 samples`.
     pub note: Option<String>,
 }
 
@@ -222,6 +256,8 @@ pub struct Report {
     pub groups: Vec<Group>,
     /// Domains the agent sees in all.
     pub domains_total: usize,
+    /// `--max-age` in seconds, for naming stale series.
+    pub max_age_s: f64,
 }
 
 /// A window in seconds as people write it: `5m`, `90s`, `1m30s` is not
@@ -255,10 +291,29 @@ impl Check {
             && !self.exclude.iter().any(|g| glob::matches(g, domain))
     }
 
-    fn item(&self, name: String, label: String, value: Option<f64>, uom: &'static str) -> Item {
+    /// Whether data `age_s` old is too old to judge: its age if so.
+    fn stale(&self, age_s: f64) -> Option<f64> {
+        (age_s > self.max_age_s).then_some(age_s)
+    }
+
+    fn item(
+        &self,
+        name: String,
+        label: String,
+        value: Option<f64>,
+        uom: &'static str,
+        stale_s: Option<f64>,
+    ) -> Item {
+        // A stale value is no reading of now: not judged, not graphed.
+        let value = value.filter(|_| stale_s.is_none());
         Item {
             name,
-            state: self.state_of(value),
+            state: if stale_s.is_some() {
+                State::Unknown
+            } else {
+                self.state_of(value)
+            },
+            stale_s,
             perf: perfdata::Perf {
                 label,
                 value,
@@ -299,6 +354,7 @@ impl Check {
                 uom,
                 groups: Vec::new(),
                 domains_total,
+                max_age_s: self.max_age_s,
             });
         }
         if !self.domains.is_empty() || !self.exclude.is_empty() {
@@ -342,6 +398,9 @@ impl Check {
         );
         let mut groups = Vec::new();
         for d in a.domains.iter().filter(|d| self.selected(&d.domain)) {
+            // The domain's histogram has one age: every value of it is
+            // stale or none is. No age means no summary yet: not stale.
+            let stale_s = d.age_s.and_then(|age| self.stale(age));
             let mut items = Vec::new();
             if per_vcpu {
                 for v in &d.vcpus {
@@ -351,6 +410,7 @@ impl Check {
                         perfdata::label(&d.domain, &[&metric, &pname]),
                         v.values.values.first().copied().flatten(),
                         uom,
+                        stale_s,
                     ));
                 }
             } else {
@@ -359,19 +419,22 @@ impl Check {
                     perfdata::label(&d.domain, &[&self.metric, &pname]),
                     d.all.values.first().copied().flatten(),
                     uom,
+                    stale_s,
                 ));
             }
-            let mut state = items.iter().fold(State::Ok, |s, i| s.worst(i.state));
-            let mut note = format!("{} samples", d.all.count);
-            if let Some(age) = d.age_s.filter(|age| *age > self.max_age_s) {
-                state = state.worst(State::Unknown);
-                note = format!("stale: data {age:.0}s old");
-            }
+            let stale = stale_s
+                .map(|age_s| Stale {
+                    series: sanitize_dotted(&self.metric),
+                    age_s,
+                })
+                .into_iter()
+                .collect();
             groups.push(Group {
-                domain: d.domain.clone(),
-                state,
+                domain: sanitize_component(&d.domain),
+                state: worst_of(&items),
                 items,
-                note: Some(note),
+                stale,
+                note: Some(format!("{} samples", d.all.count)),
             });
         }
         if groups.is_empty() {
@@ -388,7 +451,7 @@ impl Check {
                 selected.count()
             )));
         }
-        Ok(finish(groups, what, uom, a.domains_total))
+        Ok(finish(groups, what, uom, a.domains_total, self.max_age_s))
     }
 
     /// Judges a gauge answer.
@@ -408,6 +471,7 @@ impl Check {
         );
         let mut groups = Vec::new();
         for d in a.domains.iter().filter(|d| self.selected(&d.domain)) {
+            let mut stale = Vec::new();
             let items: Vec<Item> = d
                 .series
                 .iter()
@@ -416,33 +480,53 @@ impl Check {
                         Aggregate::Avg => s.avg,
                         Aggregate::Max => s.max,
                     };
+                    let series = sanitize_dotted(&s.metric);
+                    let stale_s = self.stale(s.age_s);
+                    if let Some(age_s) = stale_s {
+                        stale.push(Stale {
+                            series: series.clone(),
+                            age_s,
+                        });
+                    }
                     // A pattern may mix units (balloon.*): each series
                     // carries the unit of its own name.
                     self.item(
-                        format!("{} {}", s.metric, aggregate.name()),
+                        format!("{series} {}", aggregate.name()),
                         perfdata::label(&d.domain, &[&s.metric, aggregate.name()]),
                         value,
                         uom_of(&s.metric),
+                        stale_s,
                     )
                 })
                 .collect();
-            let state = items.iter().fold(State::Ok, |s, i| s.worst(i.state));
             groups.push(Group {
-                domain: d.domain.clone(),
-                state,
+                domain: sanitize_component(&d.domain),
+                state: worst_of(&items),
                 items,
+                stale,
                 note: None,
             });
         }
         if groups.is_empty() {
             return self.empty(a.domains_total, what, uom);
         }
-        Ok(finish(groups, what, uom, a.domains_total))
+        Ok(finish(groups, what, uom, a.domains_total, self.max_age_s))
     }
 }
 
+/// The worst state of `items`.
+fn worst_of(items: &[Item]) -> State {
+    items.iter().fold(State::Ok, |s, i| s.worst(i.state))
+}
+
 /// Orders groups worst first and sets the overall state.
-fn finish(mut groups: Vec<Group>, what: String, uom: &'static str, total: usize) -> Report {
+fn finish(
+    mut groups: Vec<Group>,
+    what: String,
+    uom: &'static str,
+    total: usize,
+    max_age_s: f64,
+) -> Report {
     groups.sort_by(|a, b| {
         b.state
             .severity()
@@ -457,6 +541,7 @@ fn finish(mut groups: Vec<Group>, what: String, uom: &'static str, total: usize)
         uom,
         groups,
         domains_total: total,
+        max_age_s,
     }
 }
 

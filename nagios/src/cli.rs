@@ -15,7 +15,7 @@ use hyper_stats_query::{
     DEFAULT_SOCKET_PATH, GaugeQuery, HistogramQuery, MAX_WINDOW_S, Outcome, Query, Request,
 };
 
-use hyper_stats_query::metric::is_histogram;
+use hyper_stats_query::metric::{is_histogram, sanitize_component, sanitize_dotted};
 
 use crate::check::{Aggregate, Check, Failure, Kind, State};
 use crate::client;
@@ -89,7 +89,9 @@ struct Cli {
     #[arg(short = 'x', long, value_name = "GLOB")]
     exclude: Vec<String>,
 
-    /// Data older than this is stale (UNKNOWN): e.g. 30s, 2m.
+    /// Data older than this is stale: e.g. 30s, 2m. Judged per series
+    /// (per domain for histograms): a stale one is UNKNOWN, named on the
+    /// first line, its perfdata U.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     max_age: String,
 
@@ -175,7 +177,7 @@ fn build_check(cli: &Cli, metric: &str) -> Result<Check, Failure> {
         if cli.percentile.is_some() || cli.per_vcpu {
             return bad(format!(
                 "--percentile and --per-vcpu apply to histogram metrics (e.g. runq_latency_us); \
-                 {metric} is a libvirt metric: use --aggregate avg|max, and vcpu.* to judge each vCPU"
+                 {metric} is a libvirt metric: use --aggregate avg or max, and vcpu.* to judge each vCPU"
             ));
         }
         let aggregate = match cli.aggregate.as_deref() {
@@ -225,30 +227,43 @@ fn query_within(cli: &Cli, request: Request, timeout: Duration) -> Result<Outcom
     }
 }
 
+/// `, name "RAW"` for `--list` when a domain's name as libvirt has it
+/// differs from its sanitized one (`--domain` globs match the former),
+/// escaped, `|` too, so that no name ends a line or starts perfdata.
+fn raw_name_note(raw: &str) -> String {
+    if sanitize_component(raw) == raw {
+        return String::new();
+    }
+    format!(", name {}", format!("{raw:?}").replace('|', "\\u{7c}"))
+}
+
 fn list_text(outcome: Outcome) -> Result<String, Failure> {
     let Outcome::List(l) = outcome else {
         return Err(Failure(
             "the agent answered `list` with something else".into(),
         ));
     };
+    let histograms: Vec<String> = l.histograms.iter().map(|h| sanitize_dotted(h)).collect();
     let mut out = format!(
         "{} domains; histogram metrics: {}; newest data {}\n",
         l.domains.len(),
-        if l.histograms.is_empty() {
+        if histograms.is_empty() {
             "none".to_owned()
         } else {
-            l.histograms.join(", ")
+            histograms.join(", ")
         },
         l.newest_age_s
             .map_or("none".to_owned(), |a| format!("{a:.1}s old"))
     );
     for d in l.domains {
+        let metrics: Vec<String> = d.metrics.iter().map(|m| sanitize_dotted(m)).collect();
         out.push_str(&format!(
-            "{} ({}, data {:.1}s old): {}\n",
-            d.domain,
-            d.uuid,
+            "{} ({}, data {:.1}s old{}): {}\n",
+            sanitize_component(&d.domain),
+            sanitize_component(&d.uuid),
             d.age_s,
-            d.metrics.join(" ")
+            raw_name_note(&d.domain),
+            metrics.join(" ")
         ));
     }
     Ok(out)
@@ -333,6 +348,34 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> (String, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--list` prints names sanitized, and as libvirt has them (escaped)
+    /// when that differs: no name adds a line or a `|`.
+    #[test]
+    fn list_names_are_safe() {
+        let domain = |name: &str| hyper_stats_query::DomainSeries {
+            uuid: "0f|1".into(),
+            domain: name.into(),
+            age_s: 0.5,
+            metrics: vec![
+                "cpu.time_percent".into(),
+                "net.t|p\n0.rx.drops_per_s".into(),
+            ],
+        };
+        let text = list_text(Outcome::List(hyper_stats_query::ListAnswer {
+            newest_age_s: Some(0.5),
+            histograms: vec!["runq_latency_us".into()],
+            domains: vec![domain("web-1"), domain("we|b\n'x'=é")],
+            agent: Vec::new(),
+        }))
+        .unwrap();
+        assert_eq!(
+            text,
+            "2 domains; histogram metrics: runq_latency_us; newest data 0.5s old\n\
+             web-1 (0f_1, data 0.5s old): cpu.time_percent net.t_p_0.rx.drops_per_s\n\
+             we_b__x___ (0f_1, data 0.5s old, name \"we\\u{7c}b\\n'x'=é\"): cpu.time_percent net.t_p_0.rx.drops_per_s\n"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -15,6 +15,18 @@
 //! worst domains, and within a domain its worst series or vCPUs, always
 //! stay, and the status line says how many domains (or values, when a
 //! domain has several) were left out.
+//!
+//! # Stale series
+//! Series older than `--max-age` (see `check.rs`) are named on the status
+//! line, the first [`NAMED_STALE`] of them, with how many more there are.
+//!
+//! # No `|` but the separator
+//! Nagios reads perfdata after the first `|` of the status line and after
+//! the first `|` of the long output, and ends a line at a newline. Names
+//! arrive here sanitized (`check.rs`); every other text that is printed
+//! (the metric as asked, an agent's error message) goes through [`plain`],
+//! so the one `|` in any output is the perfdata separator this module
+//! writes, and a line is never split.
 
 use crate::check::{Failure, Group, Item, Report, State, human};
 
@@ -24,13 +36,28 @@ pub const PREFIX: &str = "HYPER-STATS";
 /// How many not-OK domains the status line names.
 const NAMED_OFFENDERS: usize = 3;
 
+/// How many stale series the status line names: enough to tell one
+/// domain's gap from libvirtd being down (then every domain's series are
+/// stale), few enough to leave room for perfdata in NRPE's 1,023 bytes.
+pub const NAMED_STALE: usize = 5;
+
+/// Text made safe to print before the perfdata: `|` becomes `¦` (it would
+/// start perfdata) and control characters (newlines above all) a space.
+pub fn plain(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '|' => '¦',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 /// The UNKNOWN output for a failure.
 pub fn failure(f: &Failure, max_bytes: usize) -> String {
-    let mut line = format!("{PREFIX} UNKNOWN - {f}");
     // A multi-line error keeps its first line on the status line.
-    if let Some(i) = line.find('\n') {
-        line.truncate(i);
-    }
+    let first = f.0.lines().next().unwrap_or_default();
+    let line = format!("{PREFIX} UNKNOWN - {}", plain(first));
     fit_line(line, max_bytes)
 }
 
@@ -49,7 +76,11 @@ fn fit_line(mut line: String, max_bytes: usize) -> String {
 }
 
 fn item_text(i: &Item) -> String {
-    let mut s = format!("{} {}", i.name, human(i.perf.value, i.perf.uom));
+    let value = match i.stale_s {
+        Some(age) => format!("stale ({age:.0}s old)"),
+        None => human(i.perf.value, i.perf.uom),
+    };
+    let mut s = format!("{} {value}", i.name);
     if i.state != State::Ok {
         s.push(' ');
         s.push_str(&i.state.to_string());
@@ -69,13 +100,47 @@ fn offender(g: &Group) -> String {
     format!("{}{which} {value} {}", g.domain, g.state)
 }
 
+/// `N series older than --max-age 30s: web-1 cpu.time_percent 95s old,
+/// ... and M more`, or nothing when no series is stale.
+fn stale_text(r: &Report) -> Option<String> {
+    let stale: Vec<String> = r
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.stale
+                .iter()
+                .map(move |s| format!("{} {} {:.0}s old", g.domain, s.series, s.age_s))
+        })
+        .collect();
+    if stale.is_empty() {
+        return None;
+    }
+    let mut s = format!(
+        "{} series older than --max-age {}s: {}",
+        stale.len(),
+        crate::perfdata::number(r.max_age_s),
+        stale[..stale.len().min(NAMED_STALE)].join(", ")
+    );
+    if stale.len() > NAMED_STALE {
+        s.push_str(&format!(" and {} more", stale.len() - NAMED_STALE));
+    }
+    Some(s)
+}
+
 fn summary(r: &Report) -> String {
     let n = r.groups.len();
     if n == 0 {
         return format!("no running domains ({})", r.what);
     }
-    let bad: Vec<&Group> = r.groups.iter().filter(|g| g.state != State::Ok).collect();
-    if bad.is_empty() {
+    // Offenders are domains with a value over a threshold; a domain that
+    // is UNKNOWN only for stale series is named in the stale list.
+    let bad: Vec<&Group> = r
+        .groups
+        .iter()
+        .filter(|g| matches!(g.state, State::Warning | State::Critical))
+        .collect();
+    let stale = stale_text(r);
+    if bad.is_empty() && stale.is_none() {
         let top = &r.groups[0];
         let worst = top.worst_item();
         let which = match worst {
@@ -90,17 +155,23 @@ fn summary(r: &Report) -> String {
             top.domain,
         );
     }
-    let named: Vec<String> = bad
-        .iter()
-        .take(NAMED_OFFENDERS)
-        .map(|g| offender(g))
-        .collect();
-    let mut s = format!("{}: {}", r.what, named.join(", "));
-    if bad.len() > NAMED_OFFENDERS {
-        s.push_str(&format!(", {} more not OK", bad.len() - NAMED_OFFENDERS));
+    let mut parts = Vec::new();
+    if !bad.is_empty() {
+        let named: Vec<String> = bad
+            .iter()
+            .take(NAMED_OFFENDERS)
+            .map(|g| offender(g))
+            .collect();
+        let mut s = named.join(", ");
+        if bad.len() > NAMED_OFFENDERS {
+            s.push_str(&format!(", {} more not OK", bad.len() - NAMED_OFFENDERS));
+        }
+        parts.push(s);
     }
-    s.push_str(&format!("; {} of {n} domains OK", n - bad.len()));
-    s
+    parts.extend(stale);
+    let ok = r.groups.iter().filter(|g| g.state == State::Ok).count();
+    parts.push(format!("{ok} of {n} domains OK"));
+    format!("{}: {}", r.what, parts.join("; "))
 }
 
 /// Every item as (group, item) index, in the order they are kept when the
@@ -135,7 +206,7 @@ fn compose(r: &Report, order: &[(usize, usize)], keep: usize, max_bytes: usize) 
         kept[*gi][*ii] = true;
     }
     let cut = order.len() - keep;
-    let mut out = format!("{PREFIX} {} - {}", r.state, summary(r));
+    let mut out = format!("{PREFIX} {} - {}", r.state, plain(&summary(r)));
     if cut > 0 {
         // One value per domain: count domains; else values.
         let what = if order.len() == r.groups.len() {
@@ -179,13 +250,14 @@ fn compose(r: &Report, order: &[(usize, usize)], keep: usize, max_bytes: usize) 
             .filter(|(_, k)| **k)
             .map(|(i, _)| item_text(i))
             .collect();
-        out.push_str(&format!("{}: {} {}", g.domain, g.state, items.join(", ")));
+        let mut line = format!("{}: {} {}", g.domain, g.state, items.join(", "));
         if shown < g.items.len() {
-            out.push_str(&format!(", {} more", g.items.len() - shown));
+            line.push_str(&format!(", {} more", g.items.len() - shown));
         }
         if let Some(note) = &g.note {
-            out.push_str(&format!(" ({note})"));
+            line.push_str(&format!(" ({note})"));
         }
+        out.push_str(&plain(&line));
         out.push('\n');
     }
     out
@@ -404,6 +476,259 @@ mod tests {
         assert!(long.contains(" more"), "{long}");
     }
 
+    fn series(metric: &str, avg: f64, age_s: f64) -> GaugeSeries {
+        GaugeSeries {
+            metric: metric.into(),
+            samples: 60,
+            avg: Some(avg),
+            max: Some(avg),
+            min: Some(avg),
+            last: avg,
+            age_s,
+        }
+    }
+
+    fn gauge_answer(domains: Vec<(&str, Vec<GaugeSeries>)>) -> GaugeAnswer {
+        GaugeAnswer {
+            metric: "vcpu.*.delay_percent".into(),
+            window_s: 300,
+            newest_age_s: Some(0.5),
+            domains_total: domains.len(),
+            domains: domains
+                .into_iter()
+                .map(|(name, series)| GaugeDomain {
+                    uuid: format!("uuid-{name}"),
+                    domain: name.into(),
+                    series,
+                })
+                .collect(),
+            agent: Vec::new(),
+        }
+    }
+
+    fn gauge_check(warn: &str, crit: &str) -> Check {
+        Check {
+            metric: "vcpu.*.delay_percent".into(),
+            kind: Kind::Gauge {
+                aggregate: Aggregate::Avg,
+            },
+            ..check(warn, crit)
+        }
+    }
+
+    /// libvirtd down, eBPF still feeding: the answer is fresh, its libvirt
+    /// series are not. Those are UNKNOWN, named, not judged on their old
+    /// values (95% would be CRITICAL) and graphed as `U`.
+    #[test]
+    fn stale_series_are_unknown_and_named() {
+        let a = gauge_answer(vec![
+            (
+                "web",
+                vec![
+                    series("vcpu.0.delay_percent", 0.4, 1.0),
+                    series("vcpu.1.delay_percent", 95.0, 95.2),
+                ],
+            ),
+            ("db", vec![series("vcpu.0.delay_percent", 2.0, 0.5)]),
+        ]);
+        let r = gauge_check("10", "20").gauge(&a).unwrap();
+        assert_eq!(r.state, State::Unknown);
+        assert_eq!(
+            render(&r, 8192),
+            "HYPER-STATS UNKNOWN - vcpu.*.delay_percent avg over 5m: 1 series older than --max-age 30s: web vcpu.1.delay_percent 95s old; 1 of 2 domains OK \
+             | 'web.vcpu.0.delay_percent.avg'=0.4%;10;20;0 'web.vcpu.1.delay_percent.avg'=U;10;20;0 'db.vcpu.0.delay_percent.avg'=2%;10;20;0\n\
+             web: UNKNOWN vcpu.0.delay_percent avg 0.40%, vcpu.1.delay_percent avg stale (95s old) UNKNOWN\n\
+             db: OK vcpu.0.delay_percent avg 2.00%\n"
+        );
+        // Exactly at --max-age is still fresh.
+        let a = gauge_answer(vec![(
+            "web",
+            vec![series("vcpu.0.delay_percent", 1.0, 30.0)],
+        )]);
+        assert_eq!(gauge_check("10", "20").gauge(&a).unwrap().state, State::Ok);
+    }
+
+    /// A fresh CRITICAL outranks UNKNOWN (monitoring-plugins'
+    /// `max_state_alt`), and the stale ones are still named.
+    #[test]
+    fn a_fresh_critical_stays_critical_beside_stale_series() {
+        let a = gauge_answer(vec![
+            ("web", vec![series("vcpu.0.delay_percent", 25.0, 1.0)]),
+            ("db", vec![series("vcpu.0.delay_percent", 1.0, 40.0)]),
+        ]);
+        let r = gauge_check("10", "20").gauge(&a).unwrap();
+        assert_eq!(r.state, State::Critical);
+        let out = render(&r, 8192);
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.starts_with(
+                "HYPER-STATS CRITICAL - vcpu.*.delay_percent avg over 5m: web 25.00% CRITICAL; \
+                 1 series older than --max-age 30s: db vcpu.0.delay_percent 40s old; 0 of 2 domains OK | "
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_stale_list_is_bounded() {
+        let stale: Vec<GaugeSeries> = (0..8)
+            .map(|i| {
+                series(
+                    &format!("vcpu.{i}.delay_percent"),
+                    1.0,
+                    100.0 + f64::from(i),
+                )
+            })
+            .collect();
+        let a = gauge_answer(vec![("big", stale)]);
+        let r = gauge_check("10", "20").gauge(&a).unwrap();
+        let out = render(&r, 1023);
+        assert!(out.len() <= 1023);
+        assert!(
+            out.starts_with(
+                "HYPER-STATS UNKNOWN - vcpu.*.delay_percent avg over 5m: 8 series older than --max-age 30s: \
+                 big vcpu.0.delay_percent 100s old, big vcpu.1.delay_percent 101s old, \
+                 big vcpu.2.delay_percent 102s old, big vcpu.3.delay_percent 103s old, \
+                 big vcpu.4.delay_percent 104s old and 3 more; 0 of 1 domains OK"
+            ),
+            "{out}"
+        );
+    }
+
+    /// A histogram domain has one age: all of its values are stale or
+    /// none; the stale list names the domain's histogram once.
+    #[test]
+    fn a_stale_histogram_domain_is_unknown_per_vcpu_too() {
+        let mut a = histogram_answer(&[("web-1", 812.0), ("web-2", 900.0)]);
+        a.domains[1].age_s = Some(61.0);
+        a.domains[1].vcpus = (0..2)
+            .map(|i| hyper_stats_query::VcpuValues {
+                vcpu: i,
+                values: HistogramValues {
+                    count: 10,
+                    values: vec![Some(50000.0)],
+                    max: None,
+                },
+            })
+            .collect();
+        let c = Check {
+            kind: Kind::Histogram {
+                percentile: 99.0,
+                per_vcpu: true,
+            },
+            ..check("5000", "10000")
+        };
+        let r = c.histogram(&a).unwrap();
+        assert_eq!(r.state, State::Unknown);
+        let out = render(&r, 8192);
+        assert_eq!(
+            out.lines().next().unwrap(),
+            "HYPER-STATS UNKNOWN - runq_latency_us p99 per vCPU over 5m: 1 series older than --max-age 30s: \
+             web-2 runq_latency_us 61s old; 1 of 2 domains OK \
+             | 'web-2.vcpu.0.runq_latency_us.p99'=U;5000;10000;0 'web-2.vcpu.1.runq_latency_us.p99'=U;5000;10000;0"
+        );
+        assert!(
+            out.contains(
+                "web-2: UNKNOWN vcpu.0 p99 stale (61s old) UNKNOWN, vcpu.1 p99 stale (61s old) UNKNOWN (1000 samples)\n"
+            ),
+            "{out}"
+        );
+    }
+
+    /// Checks what Nagios needs of any output: one `|` (the separator, on
+    /// the first line), one long-output line per shown domain, and
+    /// perfdata that the shared parser reads back as one label per value.
+    fn assert_well_formed(out: &str, values: Option<usize>) -> Vec<String> {
+        assert_eq!(out.matches('|').count(), 1, "{out:?}");
+        let (first, rest) = out.split_once('\n').unwrap();
+        let (_, perf) = first.split_once(" | ").expect("perfdata on the first line");
+        assert!(!rest.contains('|'), "{out:?}");
+        let items: Vec<_> = hyper_stats_query::perfdata::parse(perf)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{perf:?}: {e}"));
+        if let Some(values) = values {
+            assert_eq!(items.len(), values, "{perf:?}");
+        }
+        items.into_iter().map(|i| i.label).collect()
+    }
+
+    /// Any domain or series name comes out as one component in the text
+    /// and the labels: none can start perfdata, end a line, split a label
+    /// or add a value.
+    #[test]
+    fn names_cannot_break_the_output() {
+        let names = [
+            "we|b 'x'=1",
+            "it's",
+            "a=b",
+            "new\nline|'q'=5 | x=1",
+            "two  spaces",
+            "dömäne-ü",
+            "",
+            "cr\r\nlf",
+            "\u{2028}sep",
+        ];
+        let domains: Vec<(&str, Vec<GaugeSeries>)> = names
+            .iter()
+            .map(|n| {
+                (
+                    *n,
+                    vec![
+                        series("vcpu.0.delay_percent", 1.0, 1.0),
+                        series("vcpu.x|y='z'\n.delay_percent", 25.0, 1.0),
+                    ],
+                )
+            })
+            .collect();
+        let a = gauge_answer(domains);
+        let r = gauge_check("10", "20").gauge(&a).unwrap();
+        for budget in [8192, 1023] {
+            let out = render(&r, budget);
+            let lines = out.lines().count();
+            let all = (budget == 8192).then_some(2 * names.len());
+            let labels = assert_well_formed(&out, all);
+            if budget == 8192 {
+                assert_eq!(lines, 1 + names.len(), "{out}");
+                for n in names {
+                    let d = hyper_stats_query::metric::sanitize_component(n);
+                    assert!(labels.contains(&format!("{d}.vcpu.0.delay_percent.avg")));
+                    assert!(labels.contains(&format!("{d}.vcpu.x_y__z__.delay_percent.avg")));
+                    assert!(out.contains(&format!("\n{d}: CRITICAL ")), "{out}");
+                }
+            }
+        }
+        // Histograms, with a stale domain, name the same way.
+        let mut h = histogram_answer(&names.iter().map(|n| (*n, 100.0)).collect::<Vec<_>>());
+        h.domains[0].age_s = Some(99.0);
+        let out = render(&check("5000", "10000").histogram(&h).unwrap(), 8192);
+        assert_well_formed(&out, Some(names.len()));
+        assert!(
+            out.contains(
+                ": 1 series older than --max-age 30s: we_b__x__1 runq_latency_us 99s old;"
+            )
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_names_give_well_formed_output(
+            names in proptest::collection::vec(proptest::prelude::any::<String>(), 1..6),
+            device in proptest::prelude::any::<String>(),
+            ages in proptest::collection::vec(0f64..100.0, 6),
+        ) {
+            let domains: Vec<(&str, Vec<GaugeSeries>)> = names
+                .iter()
+                .zip(&ages)
+                .map(|(n, age)| (n.as_str(), vec![series(&format!("block.{device}.wr.latency_mean_ms"), *age, *age)]))
+                .collect();
+            let a = gauge_answer(domains);
+            let r = gauge_check("10", "20").gauge(&a).unwrap();
+            let out = render(&r, 8192);
+            assert_well_formed(&out, Some(names.len()));
+            proptest::prop_assert_eq!(out.lines().count(), 1 + names.len());
+        }
+    }
+
     #[test]
     fn failures_are_one_unknown_line() {
         let f = Failure("agent not running\nstart it".into());
@@ -412,5 +737,12 @@ mod tests {
             "HYPER-STATS UNKNOWN - agent not running\n"
         );
         assert_eq!(failure(&f, 20), "HYPER-STATS UNKNOWN\n");
+        // No `|` of an error message (an agent's, an option's) starts
+        // perfdata.
+        let f = Failure("invalid range \"a|b\" for --warning".into());
+        assert_eq!(
+            failure(&f, 8192),
+            "HYPER-STATS UNKNOWN - invalid range \"a¦b\" for --warning\n"
+        );
     }
 }

@@ -155,6 +155,18 @@ fn stale(q: &Query) -> Option<Response> {
     Some(r)
 }
 
+/// libvirtd down while the eBPF source keeps the answer fresh: one
+/// domain's libvirt series stopped 95 s ago.
+fn stale_series(q: &Query) -> Option<Response> {
+    let mut r = gauge(q)?;
+    if let Outcome::Gauge(a) = &mut r.outcome {
+        for s in &mut a.domains[0].series {
+            s.age_s = 95.0;
+        }
+    }
+    Some(r)
+}
+
 fn empty_window(q: &Query) -> Option<Response> {
     let mut r = histogram(q)?;
     if let Outcome::Histogram(a) = &mut r.outcome {
@@ -306,6 +318,21 @@ const CASES: &[Case] = &[
         name: "unknown_stale",
         agent: Some(stale),
         args: &["-m", "runq_latency_us", "-w", "5000", "--max-age", "60s"],
+        code: 3,
+    },
+    Case {
+        name: "unknown_stale_series",
+        agent: Some(stale_series),
+        args: &[
+            "-m",
+            "vcpu.*.delay_percent",
+            "-w",
+            "10",
+            "-c",
+            "25",
+            "--max-age",
+            "60s",
+        ],
         code: 3,
     },
     Case {

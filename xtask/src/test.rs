@@ -31,6 +31,7 @@ const LAB_TESTS: &[&str] = &[
     "nagios",
     "carbon",
     "shared_dirs",
+    "stale",
 ];
 
 /// Guests the integration tests run against.

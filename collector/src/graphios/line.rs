@@ -2,9 +2,14 @@
 //! rules (see the module doc of `graphios`): the line's `NAME::value`
 //! fields, the perfdata items (read by [`hyper_stats_query::perfdata`]),
 //! the path and the value of each.
+//!
+//! The library shows only [`parse_spool_line`] and what it returns, for
+//! the parser's fuzz target (`collector/fuzz`); the command itself calls
+//! [`parse_line`] with the naming options it already holds.
 
 use hyper_stats_query::perfdata;
 
+use super::Args;
 use super::args::Naming;
 use crate::sinks::carbon::encoder::is_valid_path;
 
@@ -13,25 +18,31 @@ const INVALID_CHARS: &str = "~!$:;%^*()+={}[]|\\/<>";
 
 /// One Carbon point from perfdata.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Metric {
-    /// The full path.
-    pub(crate) path: String,
-    /// The value, unit removed.
-    pub(crate) value: f64,
+pub struct Metric {
+    /// The full path: never empty, no whitespace or control character.
+    pub path: String,
+    /// The value, unit removed: always finite.
+    pub value: f64,
     /// `TIMET`.
-    pub(crate) ts: i64,
+    pub ts: i64,
 }
 
 /// What one spool line gave.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Line {
+pub struct Line {
     /// Its points.
-    pub(crate) metrics: Vec<Metric>,
+    pub metrics: Vec<Metric>,
     /// Perfdata items that could not be turned into points, with why.
-    pub(crate) bad_items: Vec<String>,
+    pub bad_items: Vec<String>,
     /// Whether Graphios's rules leave the line out (no prefix or postfix,
     /// no perfdata): not an error.
-    pub(crate) not_for_graphite: bool,
+    pub not_for_graphite: bool,
+}
+
+/// Parses one spool line with the naming that the command's `args`
+/// select; `Err` for a malformed line.
+pub fn parse_spool_line(line: &str, args: &Args) -> Result<Line, String> {
+    parse_line(line, &Naming::from(args))
 }
 
 /// Parses one spool line; `Err` for a malformed line.
@@ -166,6 +177,43 @@ fn fix_string(s: &str, replacement: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The public entry is the command's parser with the naming its
+    /// options select.
+    #[test]
+    fn parse_spool_line_uses_the_options_naming() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let args = <Cli as clap::Parser>::parse_from([
+            "graphios",
+            "--spool",
+            "/nonexistent",
+            "--use-service-desc",
+            "--base-path",
+            "b",
+            "--replacement-character",
+            "-",
+        ])
+        .args;
+        let l = line("h.x", "Disk Use", "'a b'=1", "", "");
+        let naming = Naming {
+            base_path: Some("b".into()),
+            use_service_desc: true,
+            replacement: '-',
+            ..Naming::default()
+        };
+        assert_eq!(
+            parse_spool_line(&l, &args).unwrap(),
+            parse_line(&l, &naming).unwrap()
+        );
+        assert_eq!(
+            paths(&l, &naming),
+            vec![("b.h-x.DiskUse.a-b".to_owned(), 1.0)]
+        );
+    }
 
     /// A line as Nagios writes it with the Graphios template.
     fn line(host: &str, desc: &str, perfdata: &str, prefix: &str, postfix: &str) -> String {

@@ -65,7 +65,7 @@
 //! deletes them once confirmed.
 
 mod args;
-pub(crate) mod line;
+pub mod line;
 mod spool;
 
 use std::sync::Arc;

@@ -34,6 +34,16 @@ pub(crate) const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// would not fit.
 pub(crate) const MIN_SPOOL_MAX_BYTES: u64 = 1 << 20;
 
+/// The largest spool limit accepted, 1 TiB: about 14 billion points, 160
+/// days of a node producing 1,000 points/s, more than any Carbon would be
+/// sent back; a larger value is a typo (`16000000TiB` used to pass).
+pub(crate) const MAX_SPOOL_MAX_BYTES: u64 = 1 << 40;
+
+/// The most points the in-memory queue may hold, 100 million: about 3.2 GB
+/// at 32 bytes a point, memory a compute node's guests need more; a longer
+/// outage belongs in the disk spool (`spool_dir`).
+pub(crate) const MAX_QUEUE_POINTS: usize = 100_000_000;
+
 /// The wire protocol spoken to Carbon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -133,9 +143,22 @@ impl CarbonConfig {
         if self.queue_points == 0 {
             bail!("carbon.queue_points must be greater than zero");
         }
+        if self.queue_points > MAX_QUEUE_POINTS {
+            bail!(
+                "carbon.queue_points = {} is above the maximum of {MAX_QUEUE_POINTS} (about 3.2 GB of memory)\n\
+                 for longer Carbon outages set carbon.spool_dir (a disk spool)",
+                self.queue_points
+            );
+        }
         if self.spool_max_size.0 < MIN_SPOOL_MAX_BYTES {
             bail!(
                 "carbon.spool_max_size = {} bytes is below the minimum of {MIN_SPOOL_MAX_BYTES} bytes (1MiB)",
+                self.spool_max_size.0
+            );
+        }
+        if self.spool_max_size.0 > MAX_SPOOL_MAX_BYTES {
+            bail!(
+                "carbon.spool_max_size = {} bytes is above the maximum of {MAX_SPOOL_MAX_BYTES} bytes (1TiB)",
                 self.spool_max_size.0
             );
         }
@@ -339,6 +362,20 @@ mod tests {
                     ..base.clone()
                 },
                 "carbon.spool_max_size = 1000 bytes is below the minimum",
+            ),
+            (
+                CarbonConfig {
+                    spool_max_size: ByteSize(MAX_SPOOL_MAX_BYTES + 1),
+                    ..base.clone()
+                },
+                "carbon.spool_max_size = 1099511627777 bytes is above the maximum",
+            ),
+            (
+                CarbonConfig {
+                    queue_points: MAX_QUEUE_POINTS + 1,
+                    ..base.clone()
+                },
+                "carbon.queue_points = 100000001 is above the maximum of 100000000",
             ),
         ];
         for (config, want) in cases {

@@ -2,8 +2,10 @@
 //! each stats group.
 //!
 //! Every key has a default; [`LibvirtConfig::validate`] checks what serde
-//! cannot (group names, interval bounds) and names the key, the value and
-//! what would be accepted.
+//! cannot (group names, the range of every interval and of the call
+//! timeout) and names the key, the value and what would be accepted, so
+//! that `hyper-stats check-config` refuses every value the agent could not
+//! start with.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+use super::conn::STUCK_CALL_ABANDON_AFTER;
 use super::groups::Group;
 
 /// The fastest any stats group may be polled: below this the bulk call
@@ -21,6 +24,22 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The fastest a group that libvirt answers by asking QEMU over its monitor
 /// may be polled: each such group costs libvirtd 3-6 ms per domain.
 pub(crate) const MIN_QEMU_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The slowest any stats group may be polled: 15 minutes, the longest
+/// window the rollup keeps and the query socket answers
+/// (`hyper_stats_query::MAX_WINDOW_S`); polled less often, a group would
+/// have no value in most windows a check asks for. It also keeps the
+/// arithmetic on intervals (a domain is gone after 3 of the longest) far
+/// from `Duration`'s limits, where a value such as `"10000000000000000000s"`
+/// used to panic at start.
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// The longest `call_timeout`: a call stuck this long has its worker
+/// abandoned for a fresh connection anyway (the connection layer's
+/// [`STUCK_CALL_ABANDON_AFTER`]), so a longer deadline would only keep the
+/// poll waiting; libvirt's keepalive already fails calls to a dead daemon
+/// within about 8 s.
+pub(crate) const MAX_CALL_TIMEOUT: Duration = STUCK_CALL_ABANDON_AFTER;
 
 /// The `[libvirt]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -97,6 +116,12 @@ impl LibvirtConfig {
                 } else {
                     MIN_QEMU_INTERVAL
                 };
+                if *every > MAX_INTERVAL {
+                    bail!(
+                        "libvirt.intervals.{name} = {every:?} is above the maximum of {MAX_INTERVAL:?} (15 minutes)\n\
+                         the longest window a check can ask for is 15 minutes; use \"off\" not to poll this group"
+                    );
+                }
                 if *every < min {
                     bail!(
                         "libvirt.intervals.{name} = {:?} is below the minimum of {:?} for this group{}",
@@ -113,6 +138,13 @@ impl LibvirtConfig {
         }
         if self.call_timeout.is_zero() {
             bail!("libvirt.call_timeout must be greater than zero");
+        }
+        if self.call_timeout > MAX_CALL_TIMEOUT {
+            bail!(
+                "libvirt.call_timeout = {:?} is above the maximum of {MAX_CALL_TIMEOUT:?}\n\
+                 a call stuck that long is abandoned for a fresh connection anyway",
+                self.call_timeout
+            );
         }
         if self.uri.trim().is_empty() {
             bail!("libvirt.uri must not be empty (e.g. \"qemu:///system\")");
