@@ -41,7 +41,7 @@ mod common;
 
 use common::{
     Agent, Daemon, NAGIOS, Nagios, Shared, SharedGuard, build_plugin, free_port, lab_guests,
-    nagios_ids, repo, service_block, service_state,
+    nagios_ids, repo, service_block, service_state, wait_for,
 };
 const CHECK_NRPE: &str = "/usr/lib/nagios/plugins/check_nrpe";
 const NRPE: &str = "/usr/sbin/nrpe";
@@ -323,17 +323,6 @@ fn printed(v: f64) -> String {
         s.pop();
     }
     s
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::free_port;
+use common::{Agent, Point, free_port, wait_for};
 
 /// The unprivileged user the attacks run as: `nobody`.
 const NOBODY: u32 = 65534;
@@ -61,18 +61,6 @@ fn agent_bin() -> PathBuf {
         || PathBuf::from(env!("CARGO_BIN_EXE_hyper-stats")),
         PathBuf::from,
     )
-}
-
-/// Waits up to `timeout` for `f` to give something; panics naming `what`.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -232,131 +220,28 @@ fn open_tempdir() -> tempfile::TempDir {
 // ---------------------------------------------------------------------
 // The agent
 
-/// `hyper-stats run --output json --connect test:///default`, its stdout
-/// lines parsed, its stderr kept; killed if still running when dropped.
-struct Agent {
-    child: Child,
-    points: Arc<Mutex<Vec<Point>>>,
-    log: Arc<Mutex<Vec<String>>>,
-    readers: Vec<JoinHandle<()>>,
+/// `hyper-stats run --output json --connect test:///default` with the
+/// config `text` (written into `dir`), its log kept: the common runner.
+fn start_agent(dir: &Path, text: &str) -> Agent {
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    Agent::json()
+        .binary(&agent_bin())
+        .connect("test:///default")
+        .config(&config)
+        .keep_log()
+        .start()
 }
 
-/// One JSON line.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct Point {
-    ts: f64,
-    #[serde(default)]
-    domain: String,
-    metric: String,
-    value: f64,
-}
-
-impl Point {
-    /// Its Carbon path and second, as the agent names it with
-    /// `host = NODE`.
-    fn key(&self) -> (String, i64) {
-        let path = if self.domain.is_empty() {
-            format!("hyperstats.{NODE}.{}", self.metric)
-        } else {
-            format!("hyperstats.{NODE}.{}.{}", self.domain, self.metric)
-        };
-        (path, self.ts.floor() as i64)
-    }
-}
-
-impl Agent {
-    /// Starts the agent with the config `text` (written into `dir`).
-    fn start(dir: &Path, text: &str) -> Agent {
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(agent_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["run", "--output", "json", "--connect", "test:///default"])
-            .env("HYPER_STATS_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("hyper-stats starts");
-        let points = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&points);
-        let out = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let p: Point = serde_json::from_str(&line).unwrap();
-                sink.lock().unwrap().push(p);
-            }
-        });
-        let sink = Arc::clone(&log);
-        let err = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("agent: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Agent {
-            child,
-            points,
-            log,
-            readers: vec![out, err],
-        }
-    }
-
-    fn points(&self) -> Vec<Point> {
-        self.points.lock().unwrap().clone()
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Log lines containing `s`.
-    fn logged(&self, s: &str) -> Vec<String> {
-        self.log().into_iter().filter(|l| l.contains(s)).collect()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits up to `timeout` for it to exit by itself; whether it failed
-    /// (`None` if it is still running).
-    fn wait_exit(&mut self, timeout: Duration) -> Option<bool> {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                for r in self.readers.drain(..) {
-                    r.join().unwrap();
-                }
-                return Some(!status.success());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    /// SIGTERM (a clean stop); waits for it.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(
-            self.wait_exit(Duration::from_secs(20)).is_some(),
-            "the agent did not stop"
-        );
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// A point's Carbon path and second, as the agent names it with
+/// `host = NODE`.
+fn carbon_key(p: &Point) -> (String, i64) {
+    let path = if p.domain.is_empty() {
+        format!("hyperstats.{NODE}.{}", p.metric)
+    } else {
+        format!("hyperstats.{NODE}.{}.{}", p.domain, p.metric)
+    };
+    (path, p.ts.floor() as i64)
 }
 
 // ---------------------------------------------------------------------
@@ -501,7 +386,7 @@ fn query_socket_directories_others_control_are_refused() {
     ];
     for (socket, problem, mode) in cases {
         eprintln!("case: {}", socket.display());
-        let mut agent = Agent::start(t, &query_config(&socket));
+        let mut agent = start_agent(t, &query_config(&socket));
         let line = wait_for("the query socket's fate", START_TIMEOUT, || {
             agent.log().into_iter().find(|l| {
                 l.contains("Query socket listening") || l.contains("Query socket disabled")
@@ -540,8 +425,8 @@ fn query_socket_directories_others_control_are_refused() {
         wait_for("more points", Duration::from_secs(10), || {
             (agent.points().len() > before + 2).then_some(())
         });
-        assert!(agent.running());
-        agent.stop();
+        assert!(agent.is_running());
+        agent.terminate();
     }
 }
 
@@ -588,11 +473,11 @@ fn carbon_spool_directories_others_control_are_refused() {
         make_dir(&spool, uid, mode);
         // Carbon is down: with 5 points of memory, every batch spills.
         let port = free_port();
-        let mut agent = Agent::start(t, &carbon_config(&t.join("q.sock"), port, &spool, 5));
+        let mut agent = start_agent(t, &carbon_config(&t.join("q.sock"), port, &spool, 5));
         // Once the agent runs (its spool open), nobody plants symlinks to
         // the victim under the names the next segments are written to.
         let exited = wait_for("the agent to start or refuse", START_TIMEOUT, || {
-            if !agent.running() {
+            if !agent.is_running() {
                 return Some(true);
             }
             (!agent.points().is_empty()).then_some(false)
@@ -608,7 +493,9 @@ fn carbon_spool_directories_others_control_are_refused() {
                 );
             }
         }
-        let failed = agent.wait_exit(Duration::from_secs(15));
+        let failed = agent
+            .wait_exit(Duration::from_secs(15))
+            .map(|status| !status.success());
         assert_eq!(
             std::fs::read_to_string(&victim).unwrap(),
             "precious\n",
@@ -656,7 +543,7 @@ fn carbon_spool_files_that_are_no_segments_are_left_alone() {
 
     let mut carbon = FakeCarbon::start(0);
     let port = carbon.port;
-    let mut agent = Agent::start(t, &carbon_config(&t.join("q.sock"), port, &spool, 100_000));
+    let mut agent = start_agent(t, &carbon_config(&t.join("q.sock"), port, &spool, 100_000));
     let old = ("hyperstats.old.a".to_owned(), 1_700_000_001);
     wait_for("the spooled points and the agent's", START_TIMEOUT, || {
         let r = carbon.received();
@@ -685,7 +572,7 @@ fn carbon_spool_files_that_are_no_segments_are_left_alone() {
             },
         );
     }
-    assert!(agent.running(), "the agent stopped");
+    assert!(agent.is_running(), "the agent stopped");
     assert!(huge.exists() && fifo.exists() && spool.join("lost+found").exists());
     assert_eq!(
         agent.logged("not spool segments").len(),
@@ -693,7 +580,7 @@ fn carbon_spool_files_that_are_no_segments_are_left_alone() {
         "the foreign files were not logged once"
     );
     assert!(agent.logged("panicked").is_empty());
-    agent.stop();
+    agent.terminate();
     carbon.stop();
 }
 
@@ -779,7 +666,7 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
     // Carbon down; 50 points of memory: a spill of a page or two every
     // few seconds, and the first one finds the disk full.
     let port = free_port();
-    let mut agent = Agent::start(t, &carbon_config(&t.join("q.sock"), port, &spool, 50));
+    let mut agent = start_agent(t, &carbon_config(&t.join("q.sock"), port, &spool, 50));
     wait_for(
         "a seeded segment to make room",
         Duration::from_secs(60),
@@ -787,7 +674,7 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
     );
     // A few more spills on the full disk.
     std::thread::sleep(Duration::from_secs(15));
-    assert!(agent.running(), "the agent stopped on a full disk");
+    assert!(agent.is_running(), "the agent stopped on a full disk");
     // Carbon comes back: the rest of the spool and everything since goes.
     let carbon = FakeCarbon::start(port);
     // Sent segments are deleted once past the 30 s replay window.
@@ -806,7 +693,7 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let stopped_at = common::now_unix();
-    agent.stop();
+    agent.terminate();
     let received = carbon.received();
 
     // By hand: each seeded segment is the oldest while it is there, so
@@ -829,7 +716,9 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
             );
         }
     }
-    let points = agent.points();
+    // Domain series and the agent's own: all of them go to Carbon.
+    let mut points = agent.points();
+    points.extend(agent.agent_points());
     let dropped: f64 = points
         .iter()
         .filter(|p| p.metric == "agent.carbon.dropped_points")
@@ -848,8 +737,8 @@ fn a_full_spool_disk_loses_the_oldest_segments_counted() {
     // shortly before it stopped reached Carbon.
     let mut missing = BTreeSet::new();
     for p in &points {
-        if p.ts < stopped_at - 3.0 && !received.contains_key(&p.key()) {
-            missing.insert(p.key());
+        if p.ts < stopped_at - 3.0 && !received.contains_key(&carbon_key(p)) {
+            missing.insert(carbon_key(p));
         }
     }
     assert!(missing.is_empty(), "agent points lost: {missing:?}");

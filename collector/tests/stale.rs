@@ -4,12 +4,10 @@
 //! and OK again once libvirt answers.
 //!
 //! The agent reaches the lab's libvirtd through a Unix socket proxy this
-//! test owns (`libvirt.uri = "qemu+unix:///system?socket=PROXY"`), so
+//! test owns (`--connect qemu+unix:///system?socket=PROXY`), so
 //! cutting the proxy (closing its listener and every connection through
 //! it) makes libvirt unreachable for this agent alone: the lab's libvirtd,
-//! its guests and any other test's agent go on untouched. The agent is
-//! started here rather than by common's `Agent` runner, which always
-//! passes `--connect qemu:///system`.
+//! its guests and any other test's agent go on untouched.
 //!
 //! While libvirt is cut, the eBPF source keeps delivering run-queue
 //! histograms, so the answer's newest age stays fresh and only each
@@ -25,7 +23,7 @@
 use std::io::ErrorKind;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,7 +31,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{build_plugin, lab_guests};
+use common::{Agent, build_plugin, lab_guests};
 
 /// The lab's libvirtd socket, what `qemu:///system` reaches as root.
 const LIBVIRT_SOCKET: &str = "/run/libvirt/libvirt-sock";
@@ -57,10 +55,6 @@ const WARM_UP_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often the plugin is run while waiting for a state.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
-
-/// How long the stopped agent has to exit after SIGTERM before it is
-/// killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A Unix socket proxy at `path` to [`LIBVIRT_SOCKET`]: every connection
 /// accepted is forwarded byte for byte, both ways, until [`Proxy::cut`].
@@ -152,48 +146,6 @@ fn forward(client: UnixStream, streams: &Mutex<Vec<UnixStream>>) {
     pump(server, client);
 }
 
-/// The agent, `hyper-stats run` with `config`, stopped when dropped.
-struct AgentProcess {
-    child: Child,
-}
-
-impl AgentProcess {
-    fn start(config: &Path) -> AgentProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_hyper-stats"))
-            .arg("--config")
-            .arg(config)
-            .args(["run", "--output", "json"])
-            .env("HYPER_STATS_LOG", "info")
-            // Only the query socket is read; the log goes to the test's
-            // stderr.
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("hyper-stats starts");
-        AgentProcess { child }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One run of the plugin: exit code and stdout.
 fn plugin(bin: &Path, socket: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin)
@@ -245,18 +197,16 @@ fn gauge_check_names_stale_series_while_libvirt_is_unreachable() {
     let bin = build_plugin(dir.path());
     let proxy_path = dir.path().join("libvirt-sock");
     let socket = dir.path().join("hyper-stats.sock");
-    let config = dir.path().join("hyper-stats.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[libvirt]\nuri = \"qemu+unix:///system?socket={}\"\n\n[query]\nsocket = \"{}\"\n",
-            proxy_path.display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
     let mut proxy = Proxy::start(&proxy_path);
-    let _agent = AgentProcess::start(&config);
+    // Only the query socket is read; the log goes to the test's stderr.
+    let _agent = Agent::json()
+        .connect(&format!(
+            "qemu+unix:///system?socket={}",
+            proxy_path.display()
+        ))
+        .config_text(&format!("[query]\nsocket = \"{}\"\n", socket.display()))
+        .discard_stdout()
+        .start();
 
     let max_age = format!("{MAX_AGE_S}s");
     let check = || {

@@ -5,13 +5,14 @@
 //! its log, and the process stopped when the runner is dropped.
 //!
 //! One [`AgentBuilder`] covers what the test files need: a config file
-//! (given, or written from text into a temporary directory), extra
-//! arguments after `run`, stdout discarded, stderr kept.
+//! (given, or written from text into a temporary directory), another
+//! libvirt URI or agent binary, extra arguments after `run`, stdout
+//! discarded, stderr kept.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,6 +68,11 @@ enum Config {
 
 /// How to start an agent; see [`Agent::json`].
 pub struct AgentBuilder {
+    /// The binary to run: the one this build made, unless a test asks
+    /// for another (e.g. an older build, to show a test fails on it).
+    binary: PathBuf,
+    /// The libvirt URI given with `--connect`.
+    connect: String,
     /// The config file, if any.
     config: Config,
     /// Arguments after `run --output json --connect URI`.
@@ -78,6 +84,18 @@ pub struct AgentBuilder {
 }
 
 impl AgentBuilder {
+    /// Runs `binary` instead of this build's `hyper-stats`.
+    pub fn binary(mut self, binary: &Path) -> Self {
+        self.binary = binary.to_path_buf();
+        self
+    }
+
+    /// Passes `--connect uri` instead of the lab's URI.
+    pub fn connect(mut self, uri: &str) -> Self {
+        self.connect = uri.to_owned();
+        self
+    }
+
     /// Passes `--config path`.
     pub fn config(mut self, path: &Path) -> Self {
         self.config = Config::File(path.to_path_buf());
@@ -113,7 +131,7 @@ impl AgentBuilder {
     /// Starts the agent with `HYPER_STATS_LOG=info`.
     pub fn start(self) -> Agent {
         let mut config_dir = None;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hyper-stats"));
+        let mut cmd = Command::new(&self.binary);
         match self.config {
             Config::None => {}
             Config::File(path) => {
@@ -127,7 +145,8 @@ impl AgentBuilder {
                 config_dir = Some(dir);
             }
         }
-        cmd.args(["run", "--output", "json", "--connect", URI])
+        cmd.args(["run", "--output", "json", "--connect"])
+            .arg(&self.connect)
             .args(&self.args)
             .env("HYPER_STATS_LOG", "info");
         if self.discard_stdout {
@@ -207,6 +226,8 @@ impl Agent {
     /// A builder for `hyper-stats run --output json --connect URI`.
     pub fn json() -> AgentBuilder {
         AgentBuilder {
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_hyper-stats")),
+            connect: URI.to_owned(),
             config: Config::None,
             args: Vec::new(),
             discard_stdout: false,
@@ -239,6 +260,45 @@ impl Agent {
         self.lines.lock().unwrap().clone()
     }
 
+    /// Its stderr lines so far (with [`AgentBuilder::keep_log`]).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Its stderr lines so far that contain `s`.
+    pub fn logged(&self, s: &str) -> Vec<String> {
+        self.log().into_iter().filter(|l| l.contains(s)).collect()
+    }
+
+    /// Waits up to `timeout` for the agent to exit; its status, with all
+    /// its output read, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                for r in self.readers.drain(..) {
+                    r.join().unwrap();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(STOP_POLL);
+        }
+    }
+
+    /// SIGTERM (a clean shutdown) and waits up to [`STOP_GRACE`] for the
+    /// exit; the agent's output stays readable.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child; no memory involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill -TERM {pid} failed");
+        self.wait_exit(STOP_GRACE)
+            .unwrap_or_else(|| panic!("hyper-stats (pid {pid}) did not stop within {STOP_GRACE:?}"))
+    }
+
     /// Whether the agent has not exited yet.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -266,11 +326,8 @@ impl Agent {
 
     /// Stops the agent with SIGTERM (a clean shutdown), then as
     /// [`Agent::wait`].
-    pub fn stop(self) -> Finished {
-        let pid = self.pid();
-        // SAFETY: kill(2) on our own child; no memory involved.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill -TERM {pid} failed");
+    pub fn stop(mut self) -> Finished {
+        self.terminate();
         self.wait()
     }
 }

@@ -26,6 +26,26 @@ pub use nagios::{NAGIOS, Nagios, NagiosConfig, service_block, service_state};
 pub use ports::{free_port, free_ports};
 pub use shared::{Shared, SharedGuard};
 
+/// Asks `f` every 100 ms until it gives something, for at most
+/// `timeout`; panics naming `what` when it never does.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The lab's libvirt connection.
 pub const URI: &str = "qemu:///system";
 
