@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::mpsc;
@@ -14,6 +14,10 @@ use crate::rollup::{Rollup, SharedRollup};
 use crate::sample::{Batch, Samples};
 use crate::self_stats::Registry;
 use crate::sinks::query;
+
+/// How far back [`QuerySocket::ingest_ago`] may place a batch: the
+/// longest window a query can ask for.
+pub const MAX_HISTORY: Duration = Duration::from_secs(15 * 60);
 
 /// A query socket answering from what it was fed.
 pub struct QuerySocket {
@@ -31,19 +35,25 @@ impl QuerySocket {
         group: Option<String>,
         domain_gone: Duration,
     ) -> QuerySocket {
-        let rollup = Arc::new(RwLock::new(Rollup::new(domain_gone, &Registry::default())));
+        let now = Instant::now();
+        let rollup = Rollup::new(domain_gone, &Registry::default())
+            .started_at(now.checked_sub(MAX_HISTORY).unwrap_or(now));
+        let rollup = Arc::new(RwLock::new(rollup));
         let (stop, stopped) = mpsc::channel(1);
         let settings = query::Settings { socket, group };
         let task = runtime.spawn(query::run(settings, Arc::clone(&rollup), stopped));
         QuerySocket { rollup, stop, task }
     }
 
-    /// Takes in one batch, as the rollup stage does.
-    pub fn ingest(&self, samples: Samples) {
+    /// Takes in one batch as the rollup stage does, as if it had arrived
+    /// `ago` before now (at most [`MAX_HISTORY`]).
+    pub fn ingest_ago(&self, samples: Samples, ago: Duration) {
+        let now = Instant::now();
+        let at = now.checked_sub(ago).unwrap_or(now);
         self.rollup
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .ingest(samples);
+            .ingest_at(samples, at);
     }
 
     /// Closes the socket (removing its file) and waits for the sink.

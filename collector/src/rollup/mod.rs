@@ -212,6 +212,13 @@ impl Rollup {
         }
     }
 
+    /// The same rollup with its clock started at `epoch`, so that batches
+    /// can be fed as having arrived since then (the plugin bench feeds
+    /// minutes of history at once).
+    pub(crate) fn started_at(self, epoch: Instant) -> Rollup {
+        Rollup { epoch, ..self }
+    }
+
     /// Takes in one batch of samples and returns the datapoints for the
     /// sinks: the gauges as they came, then the closed second's summaries.
     pub fn ingest(&mut self, samples: Samples) -> Batch {
