@@ -310,6 +310,10 @@ pub struct ThreadCounters {
     pub wakeups: u64,
     /// KVM exits whose entry back into the guest was seen.
     pub kvm_exits: u64,
+    /// Switches in. Counted after the run-queue histogram is written, so an
+    /// unchanged count tells the agent the histogram is unchanged too and
+    /// need not be read (like `voluntary + involuntary` for on-CPU time).
+    pub switch_ins: u64,
 }
 
 /// What the programs remember about a watched thread between events.
@@ -444,7 +448,12 @@ impl ThreadState {
     /// the wait and the slice are dropped, and the next switch-in only sets
     /// the base again).
     #[inline(always)]
-    pub fn on_switch_in(&mut self, runq: &mut LatencyHist, sched: Option<SchedInfo>) -> Recorded {
+    pub fn on_switch_in(
+        &mut self,
+        counters: &mut ThreadCounters,
+        runq: &mut LatencyHist,
+        sched: Option<SchedInfo>,
+    ) -> Recorded {
         let mut done = Recorded::NONE;
         match sched {
             Some(sched) => {
@@ -463,6 +472,7 @@ impl ThreadState {
                 self.on_cpu = 0;
             }
         }
+        counters.switch_ins = counters.switch_ins.wrapping_add(1);
         done
     }
 
@@ -571,7 +581,7 @@ mod pod {
 // both sides are rebuilt together (they are: the agent embeds the object).
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
 const _: () = assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_BUCKETS);
-const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
 const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
 const _: () = assert!(core::mem::size_of::<KvmExitStats>() == 24);
@@ -731,7 +741,7 @@ mod tests {
 
         // Watching starts with the thread being switched in: the bases.
         assert!(
-            !s.on_switch_in(&mut runq, sched(7_000, 0, 90_000, 50_000))
+            !s.on_switch_in(&mut c, &mut runq, sched(7_000, 0, 90_000, 50_000))
                 .recorded
         );
         assert!(
@@ -740,7 +750,7 @@ mod tests {
         ); // ran 3000
         // Queued at rq clock 93_000, on a CPU at 93_500: waited 500.
         assert!(
-            s.on_switch_in(&mut runq, sched(7_000, 93_000, 93_500, 53_000))
+            s.on_switch_in(&mut c, &mut runq, sched(7_000, 93_000, 93_500, 53_000))
                 .recorded
         );
         assert!(
@@ -751,13 +761,14 @@ mod tests {
         // Woken, waited 300 on one CPU (accounted at the migration), then
         // 200 on another.
         assert!(
-            s.on_switch_in(&mut runq, sched(7_800, 97_000, 97_200, 54_000))
+            s.on_switch_in(&mut c, &mut runq, sched(7_800, 97_000, 97_200, 54_000))
                 .recorded
         );
 
         assert_eq!((runq.count, runq.sum_ns, runq.max_ns), (2, 1_000, 500));
         assert_eq!((oncpu.count, oncpu.sum_ns, oncpu.max_ns), (2, 4_000, 3_000));
         assert_eq!((c.voluntary, c.involuntary, c.wakeups), (1, 1, 1));
+        assert_eq!(c.switch_ins, 3);
         assert_eq!(
             (s.run_delay_ns, s.exec_runtime_ns, s.on_cpu),
             (8_000, 54_000, 1)
@@ -776,7 +787,10 @@ mod tests {
             !s.on_switch_out(&mut c, &mut oncpu, Some(100), false)
                 .recorded
         );
-        assert!(!s.on_switch_in(&mut runq, sched(0, 0, 1, 100)).recorded);
+        assert!(
+            !s.on_switch_in(&mut c, &mut runq, sched(0, 0, 1, 100))
+                .recorded
+        );
         assert_eq!((runq.count, oncpu.count), (0, 0));
         assert_eq!(c.voluntary, 1);
         assert_eq!(s.on_kvm_entry(&mut c, 300), None);
@@ -787,7 +801,10 @@ mod tests {
             s.on_switch_out(&mut c, &mut oncpu, Some(400), true)
                 .recorded
         );
-        assert!(s.on_switch_in(&mut runq, sched(0, 0, 600, 400)).recorded);
+        assert!(
+            s.on_switch_in(&mut c, &mut runq, sched(0, 0, 600, 400))
+                .recorded
+        );
         assert_eq!((runq.count, runq.sum_ns, runq.buckets[0]), (1, 0, 1));
         assert_eq!((oncpu.count, oncpu.sum_ns), (1, 300));
     }
@@ -799,14 +816,20 @@ mod tests {
         let mut s = ThreadState::default();
         let mut c = ThreadCounters::default();
         let (mut runq, mut oncpu) = (LatencyHist::ZERO, LatencyHist::ZERO);
-        s.on_switch_in(&mut runq, sched(1_000, 0, 0, 10));
+        s.on_switch_in(&mut c, &mut runq, sched(1_000, 0, 0, 10));
         assert!(!s.on_switch_out(&mut c, &mut oncpu, None, true).recorded);
-        assert!(!s.on_switch_in(&mut runq, None).recorded);
+        assert!(!s.on_switch_in(&mut c, &mut runq, None).recorded);
         assert!(s.needs_run_delay());
         assert!(!s.on_switch_out(&mut c, &mut oncpu, Some(70), true).recorded);
-        assert!(!s.on_switch_in(&mut runq, sched(3_000, 0, 0, 70)).recorded);
+        assert!(
+            !s.on_switch_in(&mut c, &mut runq, sched(3_000, 0, 0, 70))
+                .recorded
+        );
         assert!(s.on_switch_out(&mut c, &mut oncpu, Some(90), true).recorded);
-        assert!(s.on_switch_in(&mut runq, sched(3_050, 0, 0, 90)).recorded);
+        assert!(
+            s.on_switch_in(&mut c, &mut runq, sched(3_050, 0, 0, 90))
+                .recorded
+        );
         assert_eq!((runq.count, runq.sum_ns), (1, 50));
         assert_eq!((oncpu.count, oncpu.sum_ns), (1, 20));
         assert_eq!(c.involuntary, 3);
@@ -825,7 +848,7 @@ mod tests {
         s.on_run_delay_base(4_000);
         assert!(!s.needs_run_delay());
         s.on_run_delay_base(1);
-        let wait = s.on_switch_in(&mut runq, sched(4_050, 9_000, 9_150, 500));
+        let wait = s.on_switch_in(&mut c, &mut runq, sched(4_050, 9_000, 9_150, 500));
         assert!(wait.recorded);
         assert_eq!((runq.count, runq.sum_ns), (1, 200));
     }

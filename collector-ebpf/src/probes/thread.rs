@@ -104,7 +104,7 @@ pub(crate) fn switch_in(tid: u32, task: Task) {
     let Some(slot) = watched_slot(tid) else {
         return;
     };
-    let Some((state, _)) = slot_values(tid, slot) else {
+    let Some((state, counters)) = slot_values(tid, slot) else {
         return;
     };
     let Some(runq) = RUNQ_HIST.get_ptr_mut(slot) else {
@@ -114,7 +114,7 @@ pub(crate) fn switch_in(tid: u32, task: Task) {
     // Safety: as in `slot_values`.
     let runq = unsafe { &mut *runq };
     let sched = counted(task::sched_info(task));
-    if state.on_switch_in(runq, sched).clamped {
+    if state.on_switch_in(counters, runq, sched).clamped {
         count(Stat::Clamped);
     }
 }

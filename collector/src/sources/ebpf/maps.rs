@@ -22,6 +22,7 @@
 //! 0.78%).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use hyper_stats_ebpf::{
@@ -61,8 +62,9 @@ pub(super) struct Watched {
 #[derive(Clone)]
 struct Snapshot {
     counters: ThreadCounters,
-    runq: Box<LatencyHist>,
-    oncpu: Box<LatencyHist>,
+    /// Shared with the previous snapshot while unchanged.
+    runq: Arc<LatencyHist>,
+    oncpu: Arc<LatencyHist>,
     kvm: BTreeMap<u32, KvmExitStats>,
 }
 
@@ -70,8 +72,8 @@ impl Snapshot {
     fn zero() -> Self {
         Self {
             counters: ThreadCounters::default(),
-            runq: Box::new(LatencyHist::ZERO),
-            oncpu: Box::new(LatencyHist::ZERO),
+            runq: Arc::new(LatencyHist::ZERO),
+            oncpu: Arc::new(LatencyHist::ZERO),
             kvm: BTreeMap::new(),
         }
     }
@@ -125,6 +127,14 @@ pub struct HistDelta {
 impl HistDelta {
     /// The difference between two reads of the same slot.
     fn between(prev: &LatencyHist, now: &LatencyHist) -> Self {
+        if now.count == prev.count {
+            return Self {
+                count: 0,
+                sum_ns: 0,
+                max_ns: None,
+                buckets: Vec::new(),
+            };
+        }
         let buckets: Vec<u32> = now
             .buckets
             .iter()
@@ -333,14 +343,25 @@ impl ThreadMaps {
         let mut deltas = Vec::with_capacity(self.threads.len());
         for (&tid, watched) in &mut self.threads {
             let slot = watched.slot;
+            let last = &mut watched.last;
+            // The counters grow after the histograms are written (see
+            // `ThreadCounters::switch_ins`): a histogram whose counter did
+            // not move is not read, which is most of them on a dense host.
+            let counters = self.counters.get(&slot, 0)?;
+            let runq = (counters.switch_ins != last.counters.switch_ins)
+                .then(|| self.runq.get(&slot, 0).map(Arc::new))
+                .transpose()?;
+            let oncpu = (switches_out(&counters) != switches_out(&last.counters))
+                .then(|| self.oncpu.get(&slot, 0).map(Arc::new))
+                .transpose()?;
             let now = Snapshot {
-                counters: self.counters.get(&slot, 0)?,
-                runq: Box::new(self.runq.get(&slot, 0)?),
-                oncpu: Box::new(self.oncpu.get(&slot, 0)?),
+                counters,
+                runq: runq.unwrap_or_else(|| last.runq.clone()),
+                oncpu: oncpu.unwrap_or_else(|| last.oncpu.clone()),
                 kvm: kvm_by_slot.remove(&slot).unwrap_or_default(),
             };
-            deltas.push(delta(tid, &watched.last, &now));
-            watched.last = now;
+            deltas.push(delta(tid, last, &now));
+            *last = now;
         }
         Ok(deltas)
     }
@@ -415,6 +436,11 @@ impl KernelWatch {
 }
 
 /// The difference between two snapshots of one thread.
+/// Switches out: every on-CPU slice recorded is one.
+fn switches_out(c: &ThreadCounters) -> u64 {
+    c.voluntary.wrapping_add(c.involuntary)
+}
+
 fn delta(tid: u32, prev: &Snapshot, now: &Snapshot) -> ThreadDelta {
     let (p, n) = (&prev.counters, &now.counters);
     let kvm_exits = now
@@ -526,6 +552,7 @@ mod tests {
             involuntary: 5,
             wakeups: 10,
             kvm_exits: 2,
+            switch_ins: 15,
         };
         prev.kvm.insert(30, KvmExitStats::first(100));
         prev.kvm.insert(12, KvmExitStats::first(7));
