@@ -1,55 +1,464 @@
-//! The latency histogram every rollup uses: an HDR histogram of nanoseconds
-//! with 1% relative error, bounded, clamping outliers instead of failing.
+//! The latency histogram every rollup uses: the kernel's own log-linear
+//! buckets, kept sparse while a histogram fills and frozen into a few
+//! bytes per non-empty bucket once it is closed.
 //!
-//! The bounds match the kernel side: its log-linear buckets carry at most
-//! 1% error, so two significant digits here lose nothing it measured.
+//! # Buckets and error
+//! The buckets are the eBPF programs' ([`hyper_stats_ebpf::bucket_index`]):
+//! values below 256 ns have one bucket each, above that each power of two
+//! is split into 128 linear sub-buckets, up to [`MAX_LATENCY_NS`] (2^32 ns,
+//! 4.29 s). The eBPF source sends every bucket that grew as its midpoint
+//! with a count, so recording here lands each count in the very bucket the
+//! kernel counted it in: the rollup adds no error of its own. Every answer
+//! (a percentile, the minimum, the maximum) is the midpoint of a bucket,
+//! within half a bucket of every value in it: 1/256 (0.39%) of the value
+//! (`ERROR_BOUND`, which the tests hold every answer to). Merging adds counts, so merged seconds and windows
+//! keep the same bound. Values above [`MAX_LATENCY_NS`] go to the last
+//! bucket and are reported as clamped (`agent.rollup.clamped_values`);
+//! the kernel has already clamped (and counted) what it measured.
+//!
+//! # What it owns
+//! - [`LatencyHistogram`]: sorted `(bucket, count)` pairs of the non-empty
+//!   buckets, for the second being recorded, merges and query answers.
+//!   A second of 200 waits is about 200 pairs, where a dense array of the
+//!   kernel's 3,328 buckets would take 26 KiB.
+//! - [`Frozen`]: a closed histogram as varint-packed bytes (see
+//!   [`Frozen`] for the format), about one byte per non-empty bucket: the
+//!   windows keep 105 of them per series, and closed buckets never change.
+//! - [`Merger`]: a dense scratch array that sums any number of either
+//!   form and hands back a [`LatencyHistogram`]; windows and queries use
+//!   it so merging many histograms costs one pass over each.
 
-use hdrhistogram::Histogram;
+use hyper_stats_ebpf::{HIST_BUCKETS, MAX_TRACKABLE_NS, bucket_index, bucket_mid};
 
-/// The largest latency tracked exactly: 10 s. A vCPU that waits longer
-/// than this for a host CPU is recorded as 10 s (and counted as clamped);
-/// past it the distinction no longer changes what an operator does.
-pub(crate) const MAX_LATENCY_NS: u64 = 10_000_000_000;
+/// The largest latency with a bucket of its own: the kernel's, 2^32 - 1 ns
+/// (4.29 s). A longer wait is recorded in the last bucket (and counted as
+/// clamped); past it the distinction no longer changes what an operator
+/// does, and the exact sum still has it.
+pub(crate) const MAX_LATENCY_NS: u64 = MAX_TRACKABLE_NS;
 
-/// Significant decimal digits kept: 2 means at most 1% relative error,
-/// matching the kernel's buckets, at a tenth of the memory of 3 digits.
-pub(crate) const SIGNIFICANT_DIGITS: u8 = 2;
+/// The largest relative error of any answer against any value in its
+/// bucket: half a bucket, and a bucket is at most 1/128 of its lower
+/// bound wide (values below 256 ns are exact). The tests hold every
+/// answer to it.
+#[cfg(test)]
+pub(crate) const ERROR_BOUND: f64 = 1.0 / 256.0;
 
-/// A latency histogram in nanoseconds.
-pub(crate) type LatencyHistogram = Histogram<u64>;
+/// Malloc's own cost per allocation, counted by the `heap_bytes` methods
+/// so that they estimate resident memory, not only what was asked for:
+/// glibc adds an 8-byte header and rounds chunks to 16 bytes.
+pub(crate) const ALLOC_OVERHEAD_BYTES: usize = 16;
 
-/// A new, empty latency histogram.
-pub(crate) fn new() -> LatencyHistogram {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, SIGNIFICANT_DIGITS)
-        .expect("static histogram bounds are valid")
+// Bucket numbers are kept as u16.
+const _: () = assert!(HIST_BUCKETS <= u16::MAX as usize);
+
+/// A latency histogram in nanoseconds: the counts of its non-empty
+/// buckets, by ascending bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LatencyHistogram {
+    /// `(bucket, count)`, sorted by bucket, no zero counts: sparse because
+    /// a second of one vCPU touches a few hundred of the 3,328 buckets.
+    buckets: Vec<(u16, u64)>,
+    /// The sum of the counts, kept so that `len` and quantiles need no
+    /// pass over the buckets.
+    count: u64,
 }
 
-/// Records `count` values of `value_ns`, clamped into the tracked range.
-/// Returns whether the value had to be clamped.
-pub(crate) fn record(h: &mut LatencyHistogram, value_ns: u64, count: u64) -> bool {
-    let clamped = value_ns.clamp(1, MAX_LATENCY_NS);
-    h.record_n(clamped, count)
-        .expect("clamped value is in range");
-    clamped != value_ns && value_ns != 0
+impl LatencyHistogram {
+    /// Records `count` values of `value_ns`. Returns whether the value was
+    /// past [`MAX_LATENCY_NS`] and went to the last bucket.
+    pub(crate) fn record(&mut self, value_ns: u64, count: u64) -> bool {
+        if count > 0 {
+            self.add(bucket_index(value_ns) as u16, count);
+        }
+        value_ns > MAX_LATENCY_NS
+    }
+
+    /// Reserves room for `additional` more buckets (the record path knows
+    /// how many pairs an interval brings).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.buckets.reserve(additional);
+    }
+
+    /// Adds `count` to `bucket`. The eBPF source sends buckets in
+    /// ascending order, so the common case is an append.
+    fn add(&mut self, bucket: u16, count: u64) {
+        self.count = self.count.saturating_add(count);
+        match self.buckets.last_mut() {
+            Some(last) if last.0 == bucket => last.1 = last.1.saturating_add(count),
+            Some(last) if last.0 > bucket => {
+                match self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
+                    Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(count),
+                    Err(i) => self.buckets.insert(i, (bucket, count)),
+                }
+            }
+            _ => self.buckets.push((bucket, count)),
+        }
+    }
+
+    /// How many values were recorded.
+    pub(crate) fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing was recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The smallest value (its bucket's midpoint); 0 if empty.
+    #[cfg(test)]
+    pub(crate) fn min(&self) -> u64 {
+        self.buckets
+            .first()
+            .map_or(0, |&(b, _)| bucket_mid(b.into()))
+    }
+
+    /// The largest value (its bucket's midpoint); 0 if empty.
+    pub(crate) fn max(&self) -> u64 {
+        self.buckets
+            .last()
+            .map_or(0, |&(b, _)| bucket_mid(b.into()))
+    }
+
+    /// The value at quantile `q` (0.0 to 1.0): the midpoint of the bucket
+    /// holding the value of rank [`rank`] in ascending order; 0 if empty.
+    pub(crate) fn value_at_quantile(&self, q: f64) -> u64 {
+        let want = rank(q, self.count);
+        let mut seen = 0u64;
+        for &(b, c) in &self.buckets {
+            seen = seen.saturating_add(c);
+            if seen >= want {
+                return bucket_mid(b.into());
+            }
+        }
+        0
+    }
+
+    /// The closed, compact form of this histogram.
+    pub(crate) fn freeze(&self) -> Frozen {
+        Frozen::encode(self.buckets.iter().copied())
+    }
+
+    /// Heap bytes held, allocator overhead included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self.buckets.capacity() {
+            0 => 0,
+            n => n * size_of::<(u16, u64)>() + ALLOC_OVERHEAD_BYTES,
+        }
+    }
 }
 
-/// Adds `from` into `into`; both come from [`new`], so this cannot fail.
-pub(crate) fn merge(into: &mut LatencyHistogram, from: &LatencyHistogram) {
-    into.add(from).expect("histograms share bounds");
+/// The 1-based rank of the value at quantile `q` among `total` sorted
+/// values: `ceil(q * total)`, at least 1, as HDR histograms count. The
+/// product is nudged down by a billionth so that `0.7 * 10`, which is
+/// 7.000000000000001 in floating point, is rank 7 and not 8.
+pub(crate) fn rank(q: f64, total: u64) -> u64 {
+    ((q.clamp(0.0, 1.0) * total as f64 - 1e-9).ceil() as u64).clamp(1, total.max(1))
+}
+
+/// A closed histogram, frozen: its non-empty buckets as bytes, in
+/// ascending order, one varint each (LEB128, 7 bits a byte):
+/// `(count - 1) << 2 | gap` where `gap` is how many empty buckets lie
+/// between this one and the previous non-empty one (the first counts from
+/// bucket 0). A gap of 3 or more is written as 3 followed by the varint
+/// `gap - 3`. A bucket next to the previous one with a count up to 32, the
+/// usual case in closed seconds and minutes alike, takes one byte; an
+/// empty histogram takes none (and allocates nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Frozen {
+    /// The encoded buckets; exactly as long as needed, since a frozen
+    /// histogram never grows.
+    bytes: Box<[u8]>,
+}
+
+/// Gaps below this fit in the bucket's own varint.
+const INLINE_GAPS: u64 = 3;
+
+impl Frozen {
+    /// Encodes `(bucket, count)` pairs given in ascending bucket order with
+    /// non-zero counts.
+    fn encode(buckets: impl Iterator<Item = (u16, u64)>) -> Frozen {
+        let mut bytes = Vec::new();
+        let mut next = 0u64;
+        for (b, count) in buckets {
+            let gap = u64::from(b) - next;
+            next = u64::from(b) + 1;
+            let count = count.clamp(1, u64::MAX >> 2) - 1;
+            put_varint(&mut bytes, count << 2 | gap.min(INLINE_GAPS));
+            if gap >= INLINE_GAPS {
+                put_varint(&mut bytes, gap - INLINE_GAPS);
+            }
+        }
+        Frozen {
+            bytes: bytes.into_boxed_slice(),
+        }
+    }
+
+    /// The `(bucket, count)` pairs, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        let mut rest = &self.bytes[..];
+        let mut next = 0u64;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let word = take_varint(&mut rest);
+            let mut gap = word & INLINE_GAPS;
+            if gap == INLINE_GAPS {
+                gap += take_varint(&mut rest);
+            }
+            let bucket = next + gap;
+            next = bucket + 1;
+            Some((bucket as u16, (word >> 2) + 1))
+        })
+    }
+
+    /// Heap bytes held, allocator overhead included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self.bytes.len() {
+            0 => 0,
+            n => n + ALLOC_OVERHEAD_BYTES,
+        }
+    }
+}
+
+/// Appends `v` as LEB128.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Takes one LEB128 value off the front of `bytes` (which [`Frozen`]
+/// wrote, so it is well-formed).
+fn take_varint(bytes: &mut &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while let Some((&byte, rest)) = bytes.split_first() {
+        *bytes = rest;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+/// Sums histograms in a dense array of every bucket, so that merging `n`
+/// histograms is one pass over each plus one over the buckets touched.
+#[derive(Debug)]
+pub(crate) struct Merger {
+    /// Count per bucket; all zero between uses, so one merger serves any
+    /// number of merges.
+    counts: Box<[u64]>,
+    /// The lowest and highest bucket touched since the last `finish`: the
+    /// only part of `counts` to read back and clear.
+    touched: Option<(usize, usize)>,
+}
+
+impl Default for Merger {
+    fn default() -> Self {
+        Merger {
+            counts: vec![0; HIST_BUCKETS].into_boxed_slice(),
+            touched: None,
+        }
+    }
+}
+
+impl Merger {
+    /// Adds one `(bucket, count)`.
+    fn add_bucket(&mut self, bucket: u16, count: u64) {
+        let b = usize::from(bucket);
+        self.counts[b] = self.counts[b].saturating_add(count);
+        self.touched = Some(
+            self.touched
+                .map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b))),
+        );
+    }
+
+    /// Adds a frozen histogram.
+    pub(crate) fn add_frozen(&mut self, h: &Frozen) {
+        let mut lo_hi = None;
+        for (b, c) in h.iter() {
+            let b = usize::from(b);
+            self.counts[b] = self.counts[b].saturating_add(c);
+            lo_hi = Some(lo_hi.map_or((b, b), |(lo, _)| (lo, b)));
+        }
+        if let Some((lo, hi)) = lo_hi {
+            self.touched = Some(
+                self.touched
+                    .map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))),
+            );
+        }
+    }
+
+    /// Adds a histogram.
+    pub(crate) fn add(&mut self, h: &LatencyHistogram) {
+        for &(b, c) in &h.buckets {
+            self.add_bucket(b, c);
+        }
+    }
+
+    /// The sum of everything added since the last `finish`; the merger is
+    /// empty again afterwards.
+    pub(crate) fn finish(&mut self) -> LatencyHistogram {
+        let mut out = LatencyHistogram::default();
+        if let Some((lo, hi)) = self.touched.take() {
+            for (b, c) in self.counts[lo..=hi].iter_mut().enumerate() {
+                if *c != 0 {
+                    out.buckets.push(((lo + b) as u16, *c));
+                    out.count = out.count.saturating_add(*c);
+                    *c = 0;
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Merger::finish`], frozen.
+    pub(crate) fn finish_frozen(&mut self) -> Frozen {
+        let Some((lo, hi)) = self.touched.take() else {
+            return Frozen::default();
+        };
+        let slice = &mut self.counts[lo..=hi];
+        let frozen = Frozen::encode(
+            slice
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0)
+                .map(|(b, &c)| ((lo + b) as u16, c)),
+        );
+        slice.fill(0);
+        frozen
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use hyper_stats_ebpf::{bucket_lower, bucket_upper};
+
+    /// Records `values` the way the eBPF source delivers them: counted per
+    /// kernel bucket, each bucket sent as its midpoint with its count.
+    pub(crate) fn record_as_ebpf(h: &mut LatencyHistogram, values: &[u64]) {
+        let mut counts = std::collections::BTreeMap::new();
+        for &v in values {
+            *counts.entry(bucket_index(v)).or_insert(0u64) += 1;
+        }
+        for (b, c) in counts {
+            h.record(bucket_mid(b), c);
+        }
+    }
 
     #[test]
-    fn one_percent_error_and_clamping() {
-        let mut h = new();
-        assert!(!record(&mut h, 123_456, 10));
+    fn error_bound_and_clamping() {
+        let mut h = LatencyHistogram::default();
+        assert!(!h.record(123_456, 10));
         let p50 = h.value_at_quantile(0.5) as f64;
-        assert!((p50 - 123_456.0).abs() / 123_456.0 <= 0.01, "{p50}");
-        assert!(record(&mut h, MAX_LATENCY_NS * 3, 1));
-        assert_eq!(h.len(), 11);
-        assert!(h.max() <= MAX_LATENCY_NS + MAX_LATENCY_NS / 100);
+        assert!((p50 - 123_456.0).abs() / 123_456.0 <= ERROR_BOUND, "{p50}");
+        assert!(h.record(MAX_LATENCY_NS * 3, 1));
+        assert!(!h.record(MAX_LATENCY_NS, 1));
+        assert!(!h.record(0, 1), "0 ns has a bucket of its own");
+        assert_eq!(h.len(), 13);
+        assert_eq!(h.max(), bucket_mid(HIST_BUCKETS - 1));
+        assert_eq!(h.min(), 0);
+        assert!(h.max() <= MAX_LATENCY_NS);
+    }
+
+    #[test]
+    fn midpoints_rebucket_exactly() {
+        for b in 0..HIST_BUCKETS {
+            assert_eq!(bucket_index(bucket_mid(b)), b, "bucket {b}");
+        }
+    }
+
+    #[test]
+    fn the_bound_holds_for_every_bucket() {
+        for b in 0..HIST_BUCKETS {
+            let mid = bucket_mid(b) as f64;
+            for v in [bucket_lower(b), bucket_upper(b)] {
+                let v = v as f64;
+                let err = if v == 0.0 { 0.0 } else { (mid - v).abs() / v };
+                assert!(err <= ERROR_BOUND, "bucket {b}: {mid} for {v}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn records_out_of_order_and_merges() {
+        let mut a = LatencyHistogram::default();
+        for v in [5_000, 100, 5_000, 3, 1_000_000, 100] {
+            a.record(v, 2);
+        }
+        assert_eq!(a.len(), 12);
+        let buckets: Vec<u16> = a.buckets.iter().map(|&(b, _)| b).collect();
+        assert!(buckets.is_sorted() && buckets.len() == 4, "{buckets:?}");
+        let mut b = LatencyHistogram::default();
+        b.record(100, 1);
+        b.record(7, 1);
+        b.record(u64::MAX, 1);
+        let mut m = LatencyHistogram::default();
+        for v in [5_000, 100, 5_000, 3, 1_000_000, 100] {
+            m.record(v, 2);
+        }
+        for v in [100, 7, u64::MAX] {
+            m.record(v, 1);
+        }
+        assert_eq!(m.len(), 15);
+        assert_eq!(m.buckets.len(), 6);
+        // The merger sums both forms.
+        let mut merger = Merger::default();
+        merger.add(&a);
+        merger.add_frozen(&b.freeze());
+        assert_eq!(merger.finish(), m);
+        assert_eq!(merger.finish(), LatencyHistogram::default(), "emptied");
+        merger.add_frozen(&a.freeze());
+        merger.add(&b);
+        assert_eq!(merger.finish_frozen(), m.freeze());
+    }
+
+    #[test]
+    fn frozen_round_trips_gaps_and_counts() {
+        let mut h = LatencyHistogram::default();
+        // Adjacent buckets, gaps of every size class, big counts, both ends.
+        for (b, c) in [
+            (0usize, 1u64),
+            (1, 32),
+            (2, 33),
+            (5, 1),
+            (9, 4_000_000_000),
+            (200, 7),
+            (3_000, 1),
+            (HIST_BUCKETS - 1, u64::from(u32::MAX) * 9),
+        ] {
+            h.record(bucket_mid(b), c);
+        }
+        let f = h.freeze();
+        let back: Vec<(u16, u64)> = f.iter().collect();
+        assert_eq!(back, h.buckets);
+        // Counts up to 32 next to the previous bucket take one byte, 33
+        // takes two; empty is free.
+        assert_eq!(f.bytes[..4], [0, 31 << 2, 0x80, 1]);
+        assert_eq!(LatencyHistogram::default().freeze().heap_bytes(), 0);
+    }
+
+    #[test]
+    fn quantile_ranks_count_like_hdr() {
+        assert_eq!(rank(0.7, 10), 7);
+        assert_eq!(rank(0.5, 2), 1);
+        assert_eq!(rank(0.0, 5), 1);
+        assert_eq!(rank(1.0, 5), 5);
+        assert_eq!(rank(0.99, 100), 99);
+        assert_eq!(rank(0.999, 1_000), 999);
+        assert_eq!(rank(0.5, 0), 1);
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.value_at_quantile(0.5), 0);
+        h.record(10, 1);
+        h.record(20, 1);
+        assert_eq!(h.value_at_quantile(0.5), 10);
+        assert_eq!(h.value_at_quantile(0.51), 20);
     }
 }

@@ -1,62 +1,59 @@
 //! Sliding windows over per-second histograms: the last 1, 5 and 15
 //! minutes of one series, for percentile queries such as "p99 over 5 min".
 //!
-//! Keeping 900 per-second histograms per series would cost megabytes per
-//! vCPU, so the window is tiered: 60 one-second histograms, 30 ten-second
-//! histograms and 15 one-minute histograms (105 in all). A query is
-//! answered from the finest tier that covers it: the bucket being filled
-//! plus as many closed buckets as it takes, so the 5-minute window covers
-//! 5 min to 5 min 10 s and the 15-minute window 15 to 16 min.
+//! # Tiers
+//! Keeping 900 per-second histograms per series would cost too much, so
+//! the window is tiered: 60 one-second histograms, 30 ten-second
+//! histograms and 15 one-minute histograms (105 in all), every one
+//! [`Frozen`] (a byte or two per non-empty bucket). A query is answered
+//! from the finest tier that covers it: the bucket being filled plus as
+//! many closed buckets as it takes, so the 1-minute window covers exactly
+//! the last 60 s, the 5-minute window 5 min to 5 min 10 s and the
+//! 15-minute window 15 to 16 min.
+//!
+//! # No open buckets
+//! A coarse tier keeps no bucket being filled: all tiers start with the
+//! series and their steps divide each other, so the seconds since a tier
+//! last closed are exactly the finer tiers' newest closed buckets (the
+//! open minute of 35 s is the three newest 10 s buckets and the five
+//! newest seconds). A coarse bucket is built when it closes, by merging
+//! those finer buckets; queries merge them as the open part. Only frozen
+//! histograms are kept, and a quiet series (empty seconds) holds nothing
+//! but its rings.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::histogram::{self, LatencyHistogram};
+use super::histogram::{Frozen, LatencyHistogram, Merger};
 
-/// One tier: a ring of closed buckets of `step` seconds plus the bucket
-/// being filled.
+/// One tier: a ring of closed buckets of `step` seconds.
 struct Tier {
-    /// Seconds per bucket.
-    step: u32,
-    /// How many closed buckets are kept.
+    /// Seconds per bucket; a multiple of the finer tier's.
+    step: u64,
+    /// How many closed buckets are kept: the tier's span is `step * len`.
     len: usize,
     /// Closed buckets, oldest first.
-    closed: VecDeque<LatencyHistogram>,
-    /// The bucket being filled and how many seconds it holds.
-    open: LatencyHistogram,
-    open_secs: u32,
+    closed: VecDeque<Frozen>,
 }
 
 impl Tier {
-    fn new(step: u32, len: usize) -> Tier {
+    fn new(step: u64, len: usize) -> Tier {
         Tier {
             step,
             len,
-            closed: VecDeque::with_capacity(len),
-            open: histogram::new(),
-            open_secs: 0,
+            closed: VecDeque::new(),
         }
     }
 
-    fn push_second(&mut self, second: &LatencyHistogram) {
-        histogram::merge(&mut self.open, second);
-        self.open_secs += 1;
-        if self.open_secs == self.step {
-            let full = if self.closed.len() == self.len {
-                // Reuse the oldest bucket's memory for the next open one.
-                let mut oldest = self.closed.pop_front().expect("ring is full");
-                oldest.reset();
-                std::mem::replace(&mut self.open, oldest)
-            } else {
-                std::mem::replace(&mut self.open, histogram::new())
-            };
-            self.closed.push_back(full);
-            self.open_secs = 0;
+    fn push(&mut self, bucket: Frozen) {
+        if self.closed.len() == self.len {
+            self.closed.pop_front();
         }
+        self.closed.push_back(bucket);
     }
 
     fn span(&self) -> Duration {
-        Duration::from_secs(u64::from(self.step) * self.len as u64)
+        Duration::from_secs(self.step * self.len as u64)
     }
 }
 
@@ -64,43 +61,96 @@ impl Tier {
 pub(crate) struct Windows {
     /// Tiers from finest to coarsest.
     tiers: [Tier; 3],
+    /// Seconds pushed since the series started: where each tier stands in
+    /// the bucket it is filling.
+    seconds: u64,
 }
 
 impl Default for Windows {
     fn default() -> Self {
         Windows {
             tiers: [Tier::new(1, 60), Tier::new(10, 30), Tier::new(60, 15)],
+            seconds: 0,
         }
     }
 }
 
 impl Windows {
-    /// Adds the histogram of the second that just ended.
-    pub(crate) fn push_second(&mut self, second: &LatencyHistogram) {
-        for tier in &mut self.tiers {
-            tier.push_second(second);
+    /// Adds the histogram of the second that just ended; `scratch` builds
+    /// the coarse buckets that close with it.
+    pub(crate) fn push_second(&mut self, second: &LatencyHistogram, scratch: &mut Merger) {
+        self.seconds += 1;
+        self.tiers[0].push(second.freeze());
+        for i in 1..self.tiers.len() {
+            let (finer, tier) = self.tiers.split_at_mut(i);
+            let (finer, tier) = (&finer[i - 1], &mut tier[0]);
+            if self.seconds % tier.step != 0 {
+                // Coarser tiers close at multiples of this one's step.
+                break;
+            }
+            let parts = (tier.step / finer.step) as usize;
+            for h in finer.closed.iter().rev().take(parts) {
+                scratch.add_frozen(h);
+            }
+            tier.push(scratch.finish_frozen());
         }
     }
 
-    /// The merged histogram of the last `window` (rounded up to whole
-    /// buckets of the tier that answers), or `None` if `window` is longer
-    /// than the coarsest tier covers (15 min). Covers less time while the series is young.
-    pub(crate) fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
-        let tier = self.tiers.iter().find(|t| window <= t.span())?;
+    /// Adds the last `window` (rounded up to whole buckets of the tier
+    /// that answers) to `into`. Returns `false`, adding nothing, if
+    /// `window` is longer than the coarsest tier covers (15 min). Covers
+    /// less time while the series is young.
+    pub(crate) fn add_to(&self, window: Duration, into: &mut Merger) -> bool {
+        let Some(t) = self.tiers.iter().position(|t| window <= t.span()) else {
+            return false;
+        };
         // The bucket being filled counts too, so a young series (or one
-        // second after a bucket closed) is never answered from nothing;
-        // closed buckets are added, newest first, until the window is
+        // second after a bucket closed) is never answered from nothing: it
+        // is the finer tiers' newest closed buckets.
+        let open_secs = self.seconds % self.tiers[t].step;
+        let mut rest = open_secs;
+        for finer in self.tiers[..t].iter().rev() {
+            let parts = (rest / finer.step) as usize;
+            for h in finer.closed.iter().rev().take(parts) {
+                into.add_frozen(h);
+            }
+            rest %= finer.step;
+        }
+        // Closed buckets are added, newest first, until the window is
         // covered: at most `step` seconds more than asked.
-        let mut out = tier.open.clone();
-        let mut covered = u64::from(tier.open_secs);
+        let tier = &self.tiers[t];
+        let mut covered = open_secs;
         for h in tier.closed.iter().rev() {
             if covered >= window.as_secs() {
                 break;
             }
-            histogram::merge(&mut out, h);
-            covered += u64::from(tier.step);
+            into.add_frozen(h);
+            covered += tier.step;
         }
-        Some(out)
+        true
+    }
+
+    /// The merged histogram of the last `window`; see [`Windows::add_to`].
+    #[cfg(test)]
+    pub(crate) fn merged(&self, window: Duration) -> Option<LatencyHistogram> {
+        let mut m = Merger::default();
+        self.add_to(window, &mut m).then(|| m.finish())
+    }
+
+    /// Heap bytes held: the rings and every frozen bucket, allocator
+    /// overhead included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use super::histogram::ALLOC_OVERHEAD_BYTES;
+        self.tiers
+            .iter()
+            .map(|t| {
+                let ring = match t.closed.capacity() {
+                    0 => 0,
+                    n => n * size_of::<Frozen>() + ALLOC_OVERHEAD_BYTES,
+                };
+                ring + t.closed.iter().map(Frozen::heap_bytes).sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -109,9 +159,14 @@ mod tests {
     use super::*;
 
     fn second_with(value_ns: u64, n: u64) -> LatencyHistogram {
-        let mut h = histogram::new();
-        histogram::record(&mut h, value_ns, n);
+        let mut h = LatencyHistogram::default();
+        h.record(value_ns, n);
         h
+    }
+
+    /// Pushes `h` with a fresh scratch merger.
+    fn push(w: &mut Windows, h: &LatencyHistogram) {
+        w.push_second(h, &mut Merger::default());
     }
 
     #[test]
@@ -120,7 +175,7 @@ mod tests {
         // 15 minutes: the first 10 minutes at 1 ms, the last 5 at 10 ms.
         for s in 0..900 {
             let v = if s < 600 { 1_000_000 } else { 10_000_000 };
-            w.push_second(&second_with(v, 1));
+            push(&mut w, &second_with(v, 1));
         }
         let one = w.merged(Duration::from_secs(60)).unwrap();
         assert_eq!(one.len(), 60);
@@ -142,7 +197,7 @@ mod tests {
     fn young_series_covers_what_it_has() {
         let mut w = Windows::default();
         for _ in 0..5 {
-            w.push_second(&second_with(5_000, 2));
+            push(&mut w, &second_with(5_000, 2));
         }
         assert_eq!(w.merged(Duration::from_secs(60)).unwrap().len(), 10);
         assert_eq!(
@@ -153,19 +208,54 @@ mod tests {
         // 25 s in: the open bucket (5 s) and two closed ones (20 s) cover
         // less than a minute, and all of it is used.
         for _ in 0..20 {
-            w.push_second(&second_with(5_000, 1));
+            push(&mut w, &second_with(5_000, 1));
         }
         assert_eq!(w.merged(Duration::from_secs(60)).unwrap().len(), 30);
         assert_eq!(w.merged(Duration::from_secs(900)).unwrap().len(), 30);
         // 25 s asked at the 10 s tier: open 5 s + two closed buckets = 25 s.
         let mut w = Windows::default();
         for s in 0..65 {
-            w.push_second(&second_with(1_000 + s, 1));
+            push(&mut w, &second_with(1_000 + s, 1));
         }
         assert_eq!(
             w.merged(Duration::from_secs(61)).unwrap().len(),
             65,
             "61 s: open 5 s + 6 closed 10 s buckets"
         );
+    }
+
+    /// Every window, at every phase of the coarse tiers, holds exactly the
+    /// seconds the tiers promise: the open part rebuilt from finer tiers
+    /// neither loses nor repeats a second.
+    #[test]
+    fn open_buckets_rebuilt_from_finer_tiers_are_exact() {
+        let mut w = Windows::default();
+        let mut scratch = Merger::default();
+        // Second s holds s + 1 values, so a window's count names its seconds.
+        let mut pushed = 0u64;
+        for s in 0..1_000u64 {
+            w.push_second(&second_with(1_000 + s, s + 1), &mut scratch);
+            pushed += 1;
+            for (window, step) in [(60u64, 1u64), (300, 10), (900, 60)] {
+                // The open bucket plus closed buckets until covered,
+                // bounded by what was pushed.
+                let open = pushed % step;
+                let closed = window.saturating_sub(open).div_ceil(step) * step;
+                let first = pushed.saturating_sub(open + closed);
+                let want: u64 = (first..pushed).map(|s| s + 1).sum();
+                let got = w.merged(Duration::from_secs(window)).unwrap().len();
+                assert_eq!(got, want, "window {window} s after {pushed} s");
+            }
+        }
+    }
+
+    #[test]
+    fn quiet_series_hold_no_buckets() {
+        let mut w = Windows::default();
+        for _ in 0..1_000 {
+            push(&mut w, &LatencyHistogram::default());
+        }
+        // Only the rings' slots.
+        assert!(w.heap_bytes() < 105 * 16 + 3 * 64, "{}", w.heap_bytes());
     }
 }
