@@ -1,6 +1,6 @@
 //! The latency histogram every rollup uses: the kernel's own log-linear
 //! buckets, kept sparse while a histogram fills and frozen into a few
-//! bytes per non-empty bucket once it is closed.
+//! bits per non-empty bucket once it is closed.
 //!
 //! # Buckets and error
 //! The buckets are the eBPF programs' ([`hyper_stats_ebpf::bucket_index`]):
@@ -11,19 +11,20 @@
 //! kernel counted it in: the rollup adds no error of its own. Every answer
 //! (a percentile, the minimum, the maximum) is the midpoint of a bucket,
 //! within half a bucket of every value in it: 1/256 (0.39%) of the value
-//! (`ERROR_BOUND`, which the tests hold every answer to). Merging adds counts, so merged seconds and windows
-//! keep the same bound. Values above [`MAX_LATENCY_NS`] go to the last
-//! bucket and are reported as clamped (`agent.rollup.clamped_values`);
-//! the kernel has already clamped (and counted) what it measured.
+//! (`ERROR_BOUND`, which the tests hold every answer to). Merging adds
+//! counts, so merged seconds and windows keep the same bound. Values above
+//! [`MAX_LATENCY_NS`] go to the last bucket and are reported as clamped
+//! (`agent.rollup.clamped_values`); the kernel has already clamped (and
+//! counted) what it measured.
 //!
 //! # What it owns
 //! - [`LatencyHistogram`]: sorted `(bucket, count)` pairs of the non-empty
 //!   buckets, for the second being recorded, merges and query answers.
 //!   A second of 200 waits is about 200 pairs, where a dense array of the
 //!   kernel's 3,328 buckets would take 26 KiB.
-//! - [`Frozen`]: a closed histogram as varint-packed bytes (see
-//!   [`Frozen`] for the format), about one byte per non-empty bucket: the
-//!   windows keep 105 of them per series, and closed buckets never change.
+//! - [`Frozen`]: a closed histogram as a bit string (see [`Frozen`] for
+//!   the format), 3 to 12 bits per non-empty bucket: the windows keep 105
+//!   of them per series, and closed buckets never change.
 //! - [`Merger`]: a dense scratch array that sums any number of either
 //!   form and hands back a [`LatencyHistogram`]; windows and queries use
 //!   it so merging many histograms costs one pass over each.
@@ -156,60 +157,59 @@ pub(crate) fn rank(q: f64, total: u64) -> u64 {
     ((q.clamp(0.0, 1.0) * total as f64 - 1e-9).ceil() as u64).clamp(1, total.max(1))
 }
 
-/// A closed histogram, frozen: its non-empty buckets as bytes, in
-/// ascending order, one varint each (LEB128, 7 bits a byte):
-/// `(count - 1) << 2 | gap` where `gap` is how many empty buckets lie
-/// between this one and the previous non-empty one (the first counts from
-/// bucket 0). A gap of 3 or more is written as 3 followed by the varint
-/// `gap - 3`. A bucket next to the previous one with a count up to 32, the
-/// usual case in closed seconds and minutes alike, takes one byte; an
-/// empty histogram takes none (and allocates nothing).
+/// A closed histogram, frozen: its non-empty buckets as a bit string, in
+/// ascending order, each as two Elias gamma codes: the gap (empty buckets
+/// since the previous non-empty one, the first counting from bucket 0)
+/// plus one, then the count. The gamma code of `x` is `x`'s bit length
+/// minus one in zeros, then `x` in binary: 1 bit for 1, 3 bits for 2 and
+/// 3, 5 for 4 to 7. Closed seconds are sparse runs of small gaps and
+/// counts of 1, closed minutes dense runs of gap 0 and small counts, so
+/// a bucket takes 3 to 12 bits: 40% less than byte-aligned varints on a
+/// log-normal. The last byte is padded with zeros, which no code starts
+/// with; an empty histogram takes no byte (and allocates nothing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Frozen {
-    /// The encoded buckets; exactly as long as needed, since a frozen
+    /// The bit string; exactly as long as needed, since a frozen
     /// histogram never grows.
     bytes: Box<[u8]>,
 }
 
-/// Gaps below this fit in the bucket's own varint.
-const INLINE_GAPS: u64 = 3;
+/// The largest count a frozen bucket keeps: its gamma code stays within
+/// the 56 bits the bit reader sees at once. 2^55 events is 400 days of a
+/// million a second in one bucket.
+const MAX_FROZEN_COUNT: u64 = 1 << 55;
 
 impl Frozen {
     /// Encodes `(bucket, count)` pairs given in ascending bucket order with
     /// non-zero counts.
     fn encode(buckets: impl Iterator<Item = (u16, u64)>) -> Frozen {
-        let mut bytes = Vec::new();
+        let mut out = BitWriter::default();
         let mut next = 0u64;
         for (b, count) in buckets {
-            let gap = u64::from(b) - next;
+            out.gamma(u64::from(b) - next + 1);
+            out.gamma(count.clamp(1, MAX_FROZEN_COUNT));
             next = u64::from(b) + 1;
-            let count = count.clamp(1, u64::MAX >> 2) - 1;
-            put_varint(&mut bytes, count << 2 | gap.min(INLINE_GAPS));
-            if gap >= INLINE_GAPS {
-                put_varint(&mut bytes, gap - INLINE_GAPS);
-            }
         }
         Frozen {
-            bytes: bytes.into_boxed_slice(),
+            bytes: out.finish().into_boxed_slice(),
         }
     }
 
     /// The `(bucket, count)` pairs, ascending.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        let mut rest = &self.bytes[..];
+        let mut bits = BitReader {
+            bytes: &self.bytes,
+            pos: 0,
+        };
         let mut next = 0u64;
         std::iter::from_fn(move || {
-            if rest.is_empty() {
+            if !bits.more() {
                 return None;
             }
-            let word = take_varint(&mut rest);
-            let mut gap = word & INLINE_GAPS;
-            if gap == INLINE_GAPS {
-                gap += take_varint(&mut rest);
-            }
-            let bucket = next + gap;
+            let bucket = next + bits.gamma()? - 1;
+            let count = bits.gamma()?;
             next = bucket + 1;
-            Some((bucket as u16, (word >> 2) + 1))
+            Some((bucket as u16, count))
         })
     }
 
@@ -222,29 +222,90 @@ impl Frozen {
     }
 }
 
-/// Appends `v` as LEB128.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// Writes bits most significant first.
+#[derive(Default)]
+struct BitWriter {
+    /// Whole bytes written.
+    bytes: Vec<u8>,
+    /// The bits not yet in `bytes`, in the low `pending` bits.
+    acc: u64,
+    /// How many: always below 8 between calls.
+    pending: u32,
 }
 
-/// Takes one LEB128 value off the front of `bytes` (which [`Frozen`]
-/// wrote, so it is well-formed).
-fn take_varint(bytes: &mut &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while let Some((&byte, rest)) = bytes.split_first() {
-        *bytes = rest;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
+impl BitWriter {
+    /// Writes the low `bits` bits of `v` (at most 56).
+    fn put(&mut self, v: u64, bits: u32) {
+        debug_assert!(bits <= 56);
+        self.acc = self.acc << bits | v;
+        self.pending += bits;
+        while self.pending >= 8 {
+            self.pending -= 8;
+            self.bytes.push((self.acc >> self.pending) as u8);
         }
-        shift += 7;
+        self.acc &= (1 << self.pending) - 1;
     }
-    v
+
+    /// Writes the Elias gamma code of `x` (1 to 2^55).
+    fn gamma(&mut self, x: u64) {
+        let len = u64::BITS - x.leading_zeros();
+        self.put(0, len - 1);
+        self.put(x, len);
+    }
+
+    /// The bytes, the last one padded with zeros.
+    fn finish(mut self) -> Vec<u8> {
+        if self.pending > 0 {
+            self.bytes.push((self.acc << (8 - self.pending)) as u8);
+        }
+        self.bytes
+    }
+}
+
+/// Reads what a [`BitWriter`] wrote.
+struct BitReader<'a> {
+    /// The bit string.
+    bytes: &'a [u8],
+    /// The next bit to read, from the start.
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    /// The next 64 bits from `pos`, zeros past the end; the first 57 are
+    /// the string's.
+    fn window(&self) -> u64 {
+        let i = self.pos / 8;
+        let word = match self.bytes.get(i..i + 8) {
+            Some(eight) => u64::from_be_bytes(eight.try_into().expect("8 bytes")),
+            None => {
+                let mut buf = [0u8; 8];
+                let rest = self.bytes.get(i..).unwrap_or_default();
+                buf[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(buf)
+            }
+        };
+        word << (self.pos % 8)
+    }
+
+    /// Whether another code follows: more than the last byte's padding
+    /// remains, or a 1 bit does.
+    fn more(&self) -> bool {
+        let left = (self.bytes.len() * 8).saturating_sub(self.pos);
+        left >= 8 || (left > 0 && self.window() != 0)
+    }
+
+    /// Reads one gamma code; `None` past the end.
+    fn gamma(&mut self) -> Option<u64> {
+        let zeros = self.window().leading_zeros();
+        if zeros > 55 {
+            return None;
+        }
+        self.pos += zeros as usize;
+        let len = zeros + 1;
+        let x = self.window() >> (u64::BITS - len);
+        self.pos += len as usize;
+        Some(x)
+    }
 }
 
 /// Sums histograms in a dense array of every bucket, so that merging `n`
@@ -341,16 +402,128 @@ pub(crate) mod tests {
     use super::*;
     use hyper_stats_ebpf::{bucket_lower, bucket_upper};
 
-    /// Records `values` the way the eBPF source delivers them: counted per
-    /// kernel bucket, each bucket sent as its midpoint with its count.
-    pub(crate) fn record_as_ebpf(h: &mut LatencyHistogram, values: &[u64]) {
+    /// `values` the way the eBPF source delivers them: counted per kernel
+    /// bucket, each bucket that grew sent as its midpoint with its count,
+    /// in ascending order.
+    pub(crate) fn as_ebpf(values: &[u64]) -> Vec<(u64, u64)> {
         let mut counts = std::collections::BTreeMap::new();
         for &v in values {
             *counts.entry(bucket_index(v)).or_insert(0u64) += 1;
         }
-        for (b, c) in counts {
-            h.record(bucket_mid(b), c);
+        counts
+            .into_iter()
+            .map(|(b, c)| (bucket_mid(b), c))
+            .collect()
+    }
+
+    /// A small deterministic generator (SplitMix64), so that the tests
+    /// need no crate and fail the same way every run.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
         }
+
+        /// Uniform in [0, 1).
+        pub(crate) fn unit(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// Standard normal (Box-Muller).
+        pub(crate) fn normal(&mut self) -> f64 {
+            let (u, v) = (1.0 - self.unit(), self.unit());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+
+        /// Log-normal with median `median_ns` and log-space spread `sigma`,
+        /// kept within the tracked range.
+        pub(crate) fn log_normal(&mut self, median_ns: f64, sigma: f64) -> u64 {
+            ((median_ns.ln() + sigma * self.normal()).exp() as u64).min(MAX_LATENCY_NS)
+        }
+    }
+
+    /// Latency shapes for the error tests: name and a value drawn from it.
+    pub(crate) const SHAPES: [(&str, fn(&mut Rng) -> u64); 5] = [
+        // Uniform over 1 µs to 100 ms.
+        ("uniform", |r| 1_000 + (r.unit() * 1e8) as u64),
+        // Run-queue waits: median 20 µs, most within 2 µs to 200 µs.
+        ("log-normal", |r| r.log_normal(20_000.0, 1.0)),
+        // Short waits and a slow mode two orders of magnitude away.
+        ("bimodal", |r| match r.unit() < 0.9 {
+            true => r.log_normal(5_000.0, 0.5),
+            false => r.log_normal(2_000_000.0, 0.3),
+        }),
+        // Log-uniform from 1 ns to 4 s: every octave the buckets have.
+        ("ns-to-seconds", |r| {
+            (2f64.powf(r.unit() * 31.9) as u64).min(MAX_LATENCY_NS)
+        }),
+        // Small values, exact buckets and the first log-linear ones.
+        ("sub-microsecond", |r| (r.unit() * 1_000.0) as u64),
+    ];
+
+    /// The quantiles every error test checks; 1.0 is the maximum.
+    pub(crate) const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+    /// The exact value at quantile `q` of ascending `sorted`, by the same
+    /// rank the histogram uses.
+    pub(crate) fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+        sorted[rank(q, sorted.len() as u64) as usize - 1]
+    }
+
+    /// The relative error of `got` against the exact `want`.
+    pub(crate) fn relative_error(got: u64, want: u64) -> f64 {
+        match want {
+            0 => got as f64,
+            _ => (got as f64 - want as f64).abs() / want as f64,
+        }
+    }
+
+    /// Every shape, recorded as the eBPF source sends it: each quantile,
+    /// the minimum and the maximum are within [`ERROR_BOUND`] of the exact
+    /// value. Prints the worst error seen.
+    #[test]
+    fn quantiles_are_within_the_bound_of_exact_values() {
+        let mut rng = Rng(7);
+        let mut worst: f64 = 0.0;
+        for (shape, draw) in SHAPES {
+            for n in [1usize, 10, 1_000, 100_000] {
+                let mut values: Vec<u64> = (0..n).map(|_| draw(&mut rng)).collect();
+                let mut h = LatencyHistogram::default();
+                for (v, c) in as_ebpf(&values) {
+                    assert!(!h.record(v, c));
+                }
+                values.sort_unstable();
+                assert_eq!(h.len(), n as u64);
+                let mut check = |what: String, got: u64, want: u64| {
+                    let err = relative_error(got, want);
+                    assert!(err <= ERROR_BOUND, "{shape} n={n} {what}: {got} for {want}");
+                    worst = worst.max(err);
+                };
+                for q in QUANTILES {
+                    check(
+                        format!("q{q}"),
+                        h.value_at_quantile(q),
+                        exact_quantile(&values, q),
+                    );
+                }
+                check("max".into(), h.max(), values[n - 1]);
+                check("min".into(), h.min(), values[0]);
+                // Frozen and merged back, nothing changes.
+                let mut m = Merger::default();
+                m.add_frozen(&h.freeze());
+                assert_eq!(m.finish(), h);
+            }
+        }
+        eprintln!(
+            "worst relative error {:.4}% (bound {:.4}%)",
+            worst * 100.0,
+            ERROR_BOUND * 100.0
+        );
     }
 
     #[test]
@@ -432,16 +605,18 @@ pub(crate) mod tests {
             (9, 4_000_000_000),
             (200, 7),
             (3_000, 1),
-            (HIST_BUCKETS - 1, u64::from(u32::MAX) * 9),
+            (HIST_BUCKETS - 1, MAX_FROZEN_COUNT),
         ] {
             h.record(bucket_mid(b), c);
         }
         let f = h.freeze();
         let back: Vec<(u16, u64)> = f.iter().collect();
         assert_eq!(back, h.buckets);
-        // Counts up to 32 next to the previous bucket take one byte, 33
-        // takes two; empty is free.
-        assert_eq!(f.bytes[..4], [0, 31 << 2, 0x80, 1]);
+        // Bucket 0 with count 1 is `1 1`, bucket 1 with 32 is `1` and
+        // `00000 100000`, then bucket 2 starts with `1`; empty is free.
+        assert_eq!(f.bytes[0], 0b1110_0000);
+        assert_eq!(f.bytes[1], 0b1000_0010);
+        assert_eq!(LatencyHistogram::default().freeze().bytes.len(), 0);
         assert_eq!(LatencyHistogram::default().freeze().heap_bytes(), 0);
     }
 

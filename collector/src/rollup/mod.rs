@@ -783,6 +783,185 @@ mod tests {
         assert!((last.age_s - 0.5).abs() < 1e-9);
     }
 
+    /// The seconds a window of `window_s` covers after `pushed` seconds:
+    /// the bucket being filled of the answering tier plus closed buckets
+    /// until covered, as `first..pushed`.
+    fn covered(pushed: u64, window_s: u64) -> std::ops::Range<u64> {
+        let step = match window_s {
+            0..=60 => 1,
+            61..=300 => 10,
+            _ => 60,
+        };
+        let open = pushed % step;
+        let closed = window_s.saturating_sub(open).div_ceil(step) * step;
+        pushed.saturating_sub(open + closed)..pushed
+    }
+
+    /// Latencies of several shapes go through the eBPF source's path
+    /// (bucket midpoints with counts) into a domain of three vCPUs: every
+    /// per-second summary and every window, per vCPU and merged for the
+    /// domain, is within the histogram's bound of the exact percentiles of
+    /// the values it covers.
+    #[test]
+    fn seconds_and_windows_are_within_the_bound_of_exact_values() {
+        use histogram::ERROR_BOUND;
+        use histogram::tests::{QUANTILES, Rng, SHAPES, as_ebpf, exact_quantile, relative_error};
+
+        let mut r = Rollup::default();
+        let mut rng = Rng(11);
+        let shapes = [SHAPES[1], SHAPES[2], SHAPES[3]];
+        // values[vcpu][second]
+        let mut values: Vec<Vec<Vec<u64>>> = vec![Vec::new(); shapes.len()];
+        let mut worst: f64 = 0.0;
+        let mut check = |what: &str, got: f64, want: u64| {
+            let err = relative_error((got * 1000.0).round() as u64, want);
+            assert!(err <= ERROR_BOUND, "{what}: {got} µs for {want} ns");
+            worst = worst.max(err);
+        };
+        let names = ["p50", "p90", "p99", "p999", "max"];
+        for second in 0..905u64 {
+            let ts = 1_000.0 + second as f64;
+            let mut samples = Vec::new();
+            for (vcpu, (_, draw)) in shapes.iter().enumerate() {
+                let n = 20 + (rng.next_u64() % 150) as usize;
+                let v: Vec<u64> = (0..n).map(|_| draw(&mut rng)).collect();
+                let mut l = latency("u1", "web", vcpu as u32, "runq_latency", &as_ebpf(&v), 0);
+                l.sum_ns = v.iter().sum();
+                l.ts = ts;
+                samples.push(Sample::Latency(l));
+                values[vcpu].push(v);
+            }
+            let at = r.at(ts);
+            let out = r.ingest_at(samples, at);
+            if second % 101 != 0 {
+                continue;
+            }
+            // This second's summaries, per vCPU and for the domain.
+            let mut all = Vec::new();
+            for (vcpu, v) in values.iter().enumerate() {
+                let mut v = v[second as usize].clone();
+                all.extend_from_slice(&v);
+                v.sort_unstable();
+                for (q, name) in QUANTILES.iter().zip(names) {
+                    let metric = format!("vcpu.{vcpu}.runq_latency_us.{name}");
+                    check(&metric, get(&out, &metric), exact_quantile(&v, *q));
+                }
+            }
+            all.sort_unstable();
+            for (q, name) in QUANTILES.iter().zip(names) {
+                let metric = format!("runq_latency_us.{name}");
+                check(&metric, get(&out, &metric), exact_quantile(&all, *q));
+            }
+        }
+        let d = r.domain("u1").unwrap();
+        for window_s in [1, 60, 61, 300, 301, 900] {
+            let seconds = covered(905, window_s);
+            let mut all = Vec::new();
+            for (vcpu, v) in values.iter().enumerate() {
+                let mut exact: Vec<u64> = v[seconds.start as usize..seconds.end as usize]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                all.extend_from_slice(&exact);
+                exact.sort_unstable();
+                let window = Duration::from_secs(window_s);
+                let h = d.window("runq_latency", Some(vcpu as u32), window).unwrap();
+                assert_eq!(h.len(), exact.len() as u64, "vCPU {vcpu} {window_s} s");
+                for q in QUANTILES {
+                    let what = format!("vCPU {vcpu} {window_s} s q{q}");
+                    check(
+                        &what,
+                        h.value_at_quantile(q) as f64 / 1000.0,
+                        exact_quantile(&exact, q),
+                    );
+                }
+            }
+            all.sort_unstable();
+            let h = d
+                .window("runq_latency", None, Duration::from_secs(window_s))
+                .unwrap();
+            assert_eq!(h.len(), all.len() as u64, "domain {window_s} s");
+            for q in QUANTILES {
+                let what = format!("domain {window_s} s q{q}");
+                check(
+                    &what,
+                    h.value_at_quantile(q) as f64 / 1000.0,
+                    exact_quantile(&all, q),
+                );
+            }
+        }
+        eprintln!(
+            "worst relative error {:.4}% (bound {:.4}%)",
+            worst * 100.0,
+            ERROR_BOUND * 100.0
+        );
+    }
+
+    /// A domain of `vcpus` vCPUs fed `seconds` of a realistic load: per
+    /// vCPU and second, `rate` run-queue waits (log-normal, median 20 µs)
+    /// and as many on-CPU slices (median 300 µs), both with log-space
+    /// spread `sigma`, and the nine per-vCPU gauges (five from eBPF, four
+    /// from libvirt) at 1 Hz.
+    fn realistic_rollup(vcpus: u32, rate: usize, sigma: f64, seconds: u64) -> Rollup {
+        use histogram::tests::{Rng, as_ebpf};
+
+        const GAUGES: [&str; 9] = [
+            "switches_voluntary_per_s",
+            "switches_involuntary_per_s",
+            "wakeups_per_s",
+            "kvm_exits_per_s",
+            "kvm_exit_time_percent",
+            "time_percent",
+            "delay_percent",
+            "wait_percent",
+            "halted",
+        ];
+        let mut r = Rollup::default();
+        let mut rng = Rng(3);
+        for second in 0..seconds {
+            let ts = second as f64;
+            let mut samples = Vec::new();
+            for vcpu in 0..vcpus {
+                for (metric, median) in [("runq_latency", 20_000.0), ("oncpu", 300_000.0)] {
+                    let v: Vec<u64> = (0..rate).map(|_| rng.log_normal(median, sigma)).collect();
+                    let mut l = latency("u1", "web", vcpu, metric, &as_ebpf(&v), 0);
+                    l.sum_ns = v.iter().sum();
+                    l.ts = ts;
+                    samples.push(Sample::Latency(l));
+                }
+                for name in GAUGES {
+                    samples.push(Sample::Gauge(Datapoint {
+                        ts,
+                        uuid: "u1".into(),
+                        domain: "web".into(),
+                        metric: format!("vcpu.{vcpu}.{name}"),
+                        value: rng.unit() * 1000.0,
+                    }));
+                }
+            }
+            let at = r.at(ts);
+            r.ingest_at(samples, at);
+        }
+        r
+    }
+
+    /// 16 minutes of 200 waits and 200 slices a second per vCPU (every
+    /// window full): a latency series stays under 48 KiB, a gauge series
+    /// under 2 KiB, and a vCPU, all its windows counted, under 128 KiB.
+    #[test]
+    fn memory_at_steady_state() {
+        let r = realistic_rollup(4, 200, 1.0, 16 * 60);
+        let d = r.domain("u1").unwrap();
+        let series = d.latency[&("runq_latency", 0)].windows.heap_bytes();
+        let gauge = d.gauges()["vcpu.0.wakeups_per_s"].heap_bytes();
+        let per_vcpu = r.heap_bytes() / 4;
+        eprintln!("runq series {series} B, gauge series {gauge} B, per vCPU {per_vcpu} B");
+        assert!(series < 48 << 10, "{series}");
+        assert!(gauge < 2 << 10, "{gauge}");
+        assert!(per_vcpu < 128 << 10, "{per_vcpu}");
+    }
+
     #[test]
     fn domain_gone_follows_the_slowest_group() {
         let c = crate::config::Config::parse("[libvirt.intervals]\nblock = \"60s\"\n").unwrap();
