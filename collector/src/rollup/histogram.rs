@@ -136,8 +136,9 @@ impl LatencyHistogram {
     }
 
     /// The closed, compact form of this histogram.
+    #[cfg(test)]
     pub(crate) fn freeze(&self) -> Frozen {
-        Frozen::encode(self.buckets.iter().copied())
+        Frozen::encode(self.buckets.iter().copied(), &mut Vec::new())
     }
 
     /// Heap bytes held, allocator overhead included.
@@ -181,17 +182,24 @@ const MAX_FROZEN_COUNT: u64 = 1 << 55;
 
 impl Frozen {
     /// Encodes `(bucket, count)` pairs given in ascending bucket order with
-    /// non-zero counts.
-    fn encode(buckets: impl Iterator<Item = (u16, u64)>) -> Frozen {
-        let mut out = BitWriter::default();
+    /// non-zero counts, using `scratch` for the bits so that the frozen
+    /// form is allocated once, at its exact size.
+    fn encode(buckets: impl Iterator<Item = (u16, u64)>, scratch: &mut Vec<u8>) -> Frozen {
+        scratch.clear();
+        let mut out = BitWriter {
+            out: scratch,
+            acc: 0,
+            pending: 0,
+        };
         let mut next = 0u64;
         for (b, count) in buckets {
             out.gamma(u64::from(b) - next + 1);
             out.gamma(count.clamp(1, MAX_FROZEN_COUNT));
             next = u64::from(b) + 1;
         }
+        out.finish();
         Frozen {
-            bytes: out.finish().into_boxed_slice(),
+            bytes: Box::from(&scratch[..]),
         }
     }
 
@@ -203,11 +211,8 @@ impl Frozen {
         };
         let mut next = 0u64;
         std::iter::from_fn(move || {
-            if !bits.more() {
-                return None;
-            }
-            let bucket = next + bits.gamma()? - 1;
-            let count = bits.gamma()?;
+            let (gap, count) = bits.pair()?;
+            let bucket = next + gap - 1;
             next = bucket + 1;
             Some((bucket as u16, count))
         })
@@ -223,42 +228,55 @@ impl Frozen {
 }
 
 /// Writes bits most significant first.
-#[derive(Default)]
-struct BitWriter {
+struct BitWriter<'a> {
     /// Whole bytes written.
-    bytes: Vec<u8>,
-    /// The bits not yet in `bytes`, in the low `pending` bits.
+    out: &'a mut Vec<u8>,
+    /// The bits not yet in `out`, in the low `pending` bits.
     acc: u64,
-    /// How many: always below 8 between calls.
+    /// How many: always below 32 between calls.
     pending: u32,
 }
 
-impl BitWriter {
-    /// Writes the low `bits` bits of `v` (at most 56).
+impl BitWriter<'_> {
+    /// Writes the low `bits` bits of `v` (at most 32).
     fn put(&mut self, v: u64, bits: u32) {
-        debug_assert!(bits <= 56);
+        debug_assert!(bits <= 32 && v >> bits == 0);
         self.acc = self.acc << bits | v;
         self.pending += bits;
-        while self.pending >= 8 {
-            self.pending -= 8;
-            self.bytes.push((self.acc >> self.pending) as u8);
+        if self.pending >= 32 {
+            self.pending -= 32;
+            let word = (self.acc >> self.pending) as u32;
+            self.out.extend_from_slice(&word.to_be_bytes());
+            self.acc &= (1 << self.pending) - 1;
         }
-        self.acc &= (1 << self.pending) - 1;
     }
 
-    /// Writes the Elias gamma code of `x` (1 to 2^55).
+    /// Writes the Elias gamma code of `x` (1 to 2^55): `x` in twice its
+    /// bit length minus one bits, which puts the zeros in front.
     fn gamma(&mut self, x: u64) {
         let len = u64::BITS - x.leading_zeros();
-        self.put(0, len - 1);
-        self.put(x, len);
+        let bits = 2 * len - 1;
+        if bits <= 32 {
+            return self.put(x, bits);
+        }
+        // Counts of 65,536 and more, a 32-bit piece at a time.
+        let mut left = bits;
+        while left > 0 {
+            let piece = left.min(32);
+            left -= piece;
+            // The zeros in front are shifted in from past bit 63.
+            let high = x.checked_shr(left).unwrap_or(0);
+            self.put(high & ((1 << piece) - 1), piece);
+        }
     }
 
-    /// The bytes, the last one padded with zeros.
-    fn finish(mut self) -> Vec<u8> {
-        if self.pending > 0 {
-            self.bytes.push((self.acc << (8 - self.pending)) as u8);
-        }
-        self.bytes
+    /// Writes what is pending, the last byte padded with zeros.
+    fn finish(mut self) {
+        let bytes = self.pending.div_ceil(8);
+        let word = (self.acc << (32 - self.pending)) as u32;
+        self.out
+            .extend_from_slice(&word.to_be_bytes()[..bytes as usize]);
+        self.pending = 0;
     }
 }
 
@@ -270,9 +288,13 @@ struct BitReader<'a> {
     pos: usize,
 }
 
+/// Bits of [`BitReader::window`] that are the string's, whatever the
+/// position within a byte.
+const WINDOW_BITS: u32 = 57;
+
 impl BitReader<'_> {
-    /// The next 64 bits from `pos`, zeros past the end; the first 57 are
-    /// the string's.
+    /// The next 64 bits from `pos`, zeros past the end; the first
+    /// [`WINDOW_BITS`] are the string's.
     fn window(&self) -> u64 {
         let i = self.pos / 8;
         let word = match self.bytes.get(i..i + 8) {
@@ -287,17 +309,32 @@ impl BitReader<'_> {
         word << (self.pos % 8)
     }
 
-    /// Whether another code follows: more than the last byte's padding
-    /// remains, or a 1 bit does.
-    fn more(&self) -> bool {
+    /// The next `(gap + 1, count)`, or `None` at the end: what is left is
+    /// the last byte's padding (zeros), or nothing.
+    fn pair(&mut self) -> Option<(u64, u64)> {
         let left = (self.bytes.len() * 8).saturating_sub(self.pos);
-        left >= 8 || (left > 0 && self.window() != 0)
+        let w = self.window();
+        if left < 8 && w == 0 {
+            return None;
+        }
+        // Both codes in one window, the common case.
+        let first = 2 * w.leading_zeros() + 1;
+        if first <= WINDOW_BITS {
+            let rest = w << first;
+            let second = 2 * rest.leading_zeros() + 1;
+            if first + second <= WINDOW_BITS {
+                self.pos += (first + second) as usize;
+                let x = w >> (u64::BITS - first);
+                return Some((x, rest >> (u64::BITS - second)));
+            }
+        }
+        Some((self.gamma()?, self.gamma()?))
     }
 
     /// Reads one gamma code; `None` past the end.
     fn gamma(&mut self) -> Option<u64> {
         let zeros = self.window().leading_zeros();
-        if zeros > 55 {
+        if zeros >= WINDOW_BITS {
             return None;
         }
         self.pos += zeros as usize;
@@ -318,6 +355,9 @@ pub(crate) struct Merger {
     /// The lowest and highest bucket touched since the last `finish`: the
     /// only part of `counts` to read back and clear.
     touched: Option<(usize, usize)>,
+    /// Where histograms are encoded before they are frozen at their exact
+    /// size; kept for its capacity.
+    bits: Vec<u8>,
 }
 
 impl Default for Merger {
@@ -325,6 +365,7 @@ impl Default for Merger {
         Merger {
             counts: vec![0; HIST_BUCKETS].into_boxed_slice(),
             touched: None,
+            bits: Vec::new(),
         }
     }
 }
@@ -391,9 +432,18 @@ impl Merger {
                 .enumerate()
                 .filter(|(_, c)| **c != 0)
                 .map(|(b, &c)| ((lo + b) as u16, c)),
+            &mut self.bits,
         );
         slice.fill(0);
         frozen
+    }
+
+    /// `h`, frozen (the merger's counts are not touched).
+    pub(crate) fn freeze(&mut self, h: &LatencyHistogram) -> Frozen {
+        if h.buckets.is_empty() {
+            return Frozen::default();
+        }
+        Frozen::encode(h.buckets.iter().copied(), &mut self.bits)
     }
 }
 

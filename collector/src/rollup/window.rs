@@ -80,7 +80,7 @@ impl Windows {
     /// the coarse buckets that close with it.
     pub(crate) fn push_second(&mut self, second: &LatencyHistogram, scratch: &mut Merger) {
         self.seconds += 1;
-        self.tiers[0].push(second.freeze());
+        self.tiers[0].push(scratch.freeze(second));
         for i in 1..self.tiers.len() {
             let (finer, tier) = self.tiers.split_at_mut(i);
             let (finer, tier) = (&finer[i - 1], &mut tier[0]);
