@@ -78,9 +78,12 @@ impl Rng {
     }
 }
 
-/// One second of `rate` values as the eBPF source sends them, and their
-/// exact sum.
-fn second(rng: &mut Rng, rate: usize, median_ns: f64, sigma: f64) -> (Vec<(u64, u64)>, u64) {
+/// One interval as the eBPF source sends it: `(bucket midpoint, count)`
+/// pairs and the exact sum.
+type Interval = (Vec<(u64, u64)>, u64);
+
+/// One second of `rate` values.
+fn second(rng: &mut Rng, rate: usize, median_ns: f64, sigma: f64) -> Interval {
     let mut counts = std::collections::BTreeMap::new();
     let mut sum = 0;
     for _ in 0..rate {
@@ -130,7 +133,7 @@ fn main() {
     let vcpus = (DOMAINS * VCPUS) as usize;
 
     let mut rng = Rng(1);
-    let pools: Vec<(&'static str, Vec<(Vec<(u64, u64)>, u64)>)> =
+    let pools: Vec<(&'static str, Vec<Interval>)> =
         [("runq_latency", 20_000.0), ("oncpu", 300_000.0)]
             .into_iter()
             .map(|(metric, median)| {

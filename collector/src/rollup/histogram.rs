@@ -49,16 +49,15 @@ pub(crate) const ERROR_BOUND: f64 = 1.0 / 256.0;
 /// glibc adds an 8-byte header and rounds chunks to 16 bytes.
 pub(crate) const ALLOC_OVERHEAD_BYTES: usize = 16;
 
-// Bucket numbers are kept as u16.
-const _: () = assert!(HIST_BUCKETS <= u16::MAX as usize);
-
 /// A latency histogram in nanoseconds: the counts of its non-empty
 /// buckets, by ascending bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LatencyHistogram {
     /// `(bucket, count)`, sorted by bucket, no zero counts: sparse because
     /// a second of one vCPU touches a few hundred of the 3,328 buckets.
-    buckets: Vec<(u16, u64)>,
+    /// Buckets are `u64` so that the source's `(value_ns, count)` pairs
+    /// become a histogram in place (see [`LatencyHistogram::from_pairs`]).
+    buckets: Vec<(u64, u64)>,
     /// The sum of the counts, kept so that `len` and quantiles need no
     /// pass over the buckets.
     count: u64,
@@ -67,22 +66,67 @@ pub(crate) struct LatencyHistogram {
 impl LatencyHistogram {
     /// Records `count` values of `value_ns`. Returns whether the value was
     /// past [`MAX_LATENCY_NS`] and went to the last bucket.
+    #[cfg(test)]
     pub(crate) fn record(&mut self, value_ns: u64, count: u64) -> bool {
         if count > 0 {
-            self.add(bucket_index(value_ns) as u16, count);
+            self.add(bucket_index(value_ns) as u64, count);
         }
         value_ns > MAX_LATENCY_NS
     }
 
-    /// Reserves room for `additional` more buckets (the record path knows
-    /// how many pairs an interval brings).
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.buckets.reserve(additional);
+    /// The histogram of one interval's `(value_ns, count)` pairs, built in
+    /// their own allocation (the record path takes it over from the
+    /// sample instead of copying), and how many values were past
+    /// [`MAX_LATENCY_NS`]. The eBPF source sends ascending buckets; any
+    /// other order is sorted.
+    pub(crate) fn from_pairs(mut pairs: Vec<(u64, u64)>) -> (LatencyHistogram, u64) {
+        let (mut count, mut clamped) = (0u64, 0u64);
+        let mut previous: Option<u64> = None;
+        let mut ascending = true;
+        pairs.retain_mut(|(value, c)| {
+            if *c == 0 {
+                return false;
+            }
+            if *value > MAX_LATENCY_NS {
+                clamped = clamped.saturating_add(*c);
+            }
+            *value = bucket_index(*value) as u64;
+            count = count.saturating_add(*c);
+            ascending &= previous.is_none_or(|p| p < *value);
+            previous = Some(*value);
+            true
+        });
+        if !ascending {
+            pairs.sort_unstable_by_key(|&(b, _)| b);
+            pairs.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 = kept.1.saturating_add(later.1);
+                }
+                same
+            });
+        }
+        let h = LatencyHistogram {
+            buckets: pairs,
+            count,
+        };
+        (h, clamped)
     }
 
-    /// Adds `count` to `bucket`. The eBPF source sends buckets in
-    /// ascending order, so the common case is an append.
-    fn add(&mut self, bucket: u16, count: u64) {
+    /// Adds `other` (a second interval of the same second, which the eBPF
+    /// source never sends, but a source may).
+    pub(crate) fn absorb(&mut self, other: LatencyHistogram) {
+        if self.buckets.is_empty() {
+            *self = other;
+            return;
+        }
+        for (b, c) in other.buckets {
+            self.add(b, c);
+        }
+    }
+
+    /// Adds `count` to `bucket`, keeping the order.
+    fn add(&mut self, bucket: u64, count: u64) {
         self.count = self.count.saturating_add(count);
         match self.buckets.last_mut() {
             Some(last) if last.0 == bucket => last.1 = last.1.saturating_add(count),
@@ -111,14 +155,14 @@ impl LatencyHistogram {
     pub(crate) fn min(&self) -> u64 {
         self.buckets
             .first()
-            .map_or(0, |&(b, _)| bucket_mid(b.into()))
+            .map_or(0, |&(b, _)| bucket_mid(b as usize))
     }
 
     /// The largest value (its bucket's midpoint); 0 if empty.
     pub(crate) fn max(&self) -> u64 {
         self.buckets
             .last()
-            .map_or(0, |&(b, _)| bucket_mid(b.into()))
+            .map_or(0, |&(b, _)| bucket_mid(b as usize))
     }
 
     /// The value at quantile `q` (0.0 to 1.0): the midpoint of the bucket
@@ -129,10 +173,31 @@ impl LatencyHistogram {
         for &(b, c) in &self.buckets {
             seen = seen.saturating_add(c);
             if seen >= want {
-                return bucket_mid(b.into());
+                return bucket_mid(b as usize);
             }
         }
         0
+    }
+
+    /// The values at quantiles `qs`, which must ascend, in one pass: the
+    /// per-second summaries ask four of every series.
+    pub(crate) fn values_at_quantiles<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
+        let mut out = [0; N];
+        let mut buckets = self.buckets.iter();
+        let mut seen = 0u64;
+        let mut current = 0;
+        for (q, slot) in qs.into_iter().zip(&mut out) {
+            let want = rank(q, self.count);
+            while seen < want {
+                let Some(&(b, c)) = buckets.next() else {
+                    return out;
+                };
+                seen = seen.saturating_add(c);
+                current = bucket_mid(b as usize);
+            }
+            *slot = current;
+        }
+        out
     }
 
     /// The closed, compact form of this histogram.
@@ -145,7 +210,7 @@ impl LatencyHistogram {
     pub(crate) fn heap_bytes(&self) -> usize {
         match self.buckets.capacity() {
             0 => 0,
-            n => n * size_of::<(u16, u64)>() + ALLOC_OVERHEAD_BYTES,
+            n => n * size_of::<(u64, u64)>() + ALLOC_OVERHEAD_BYTES,
         }
     }
 }
@@ -184,7 +249,7 @@ impl Frozen {
     /// Encodes `(bucket, count)` pairs given in ascending bucket order with
     /// non-zero counts, using `scratch` for the bits so that the frozen
     /// form is allocated once, at its exact size.
-    fn encode(buckets: impl Iterator<Item = (u16, u64)>, scratch: &mut Vec<u8>) -> Frozen {
+    fn encode(buckets: impl Iterator<Item = (u64, u64)>, scratch: &mut Vec<u8>) -> Frozen {
         scratch.clear();
         let mut out = BitWriter {
             out: scratch,
@@ -193,9 +258,9 @@ impl Frozen {
         };
         let mut next = 0u64;
         for (b, count) in buckets {
-            out.gamma(u64::from(b) - next + 1);
+            out.gamma(b - next + 1);
             out.gamma(count.clamp(1, MAX_FROZEN_COUNT));
-            next = u64::from(b) + 1;
+            next = b + 1;
         }
         out.finish();
         Frozen {
@@ -204,7 +269,7 @@ impl Frozen {
     }
 
     /// The `(bucket, count)` pairs, ascending.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let mut bits = BitReader {
             bytes: &self.bytes,
             pos: 0,
@@ -214,7 +279,7 @@ impl Frozen {
             let (gap, count) = bits.pair()?;
             let bucket = next + gap - 1;
             next = bucket + 1;
-            Some((bucket as u16, count))
+            Some((bucket, count))
         })
     }
 
@@ -239,6 +304,7 @@ struct BitWriter<'a> {
 
 impl BitWriter<'_> {
     /// Writes the low `bits` bits of `v` (at most 32).
+    #[inline]
     fn put(&mut self, v: u64, bits: u32) {
         debug_assert!(bits <= 32 && v >> bits == 0);
         self.acc = self.acc << bits | v;
@@ -253,6 +319,7 @@ impl BitWriter<'_> {
 
     /// Writes the Elias gamma code of `x` (1 to 2^55): `x` in twice its
     /// bit length minus one bits, which puts the zeros in front.
+    #[inline]
     fn gamma(&mut self, x: u64) {
         let len = u64::BITS - x.leading_zeros();
         let bits = 2 * len - 1;
@@ -295,6 +362,7 @@ const WINDOW_BITS: u32 = 57;
 impl BitReader<'_> {
     /// The next 64 bits from `pos`, zeros past the end; the first
     /// [`WINDOW_BITS`] are the string's.
+    #[inline]
     fn window(&self) -> u64 {
         let i = self.pos / 8;
         let word = match self.bytes.get(i..i + 8) {
@@ -311,6 +379,7 @@ impl BitReader<'_> {
 
     /// The next `(gap + 1, count)`, or `None` at the end: what is left is
     /// the last byte's padding (zeros), or nothing.
+    #[inline]
     fn pair(&mut self) -> Option<(u64, u64)> {
         let left = (self.bytes.len() * 8).saturating_sub(self.pos);
         let w = self.window();
@@ -372,8 +441,9 @@ impl Default for Merger {
 
 impl Merger {
     /// Adds one `(bucket, count)`.
-    fn add_bucket(&mut self, bucket: u16, count: u64) {
-        let b = usize::from(bucket);
+    #[inline]
+    fn add_bucket(&mut self, bucket: u64, count: u64) {
+        let b = bucket as usize;
         self.counts[b] = self.counts[b].saturating_add(count);
         self.touched = Some(
             self.touched
@@ -385,7 +455,7 @@ impl Merger {
     pub(crate) fn add_frozen(&mut self, h: &Frozen) {
         let mut lo_hi = None;
         for (b, c) in h.iter() {
-            let b = usize::from(b);
+            let b = b as usize;
             self.counts[b] = self.counts[b].saturating_add(c);
             lo_hi = Some(lo_hi.map_or((b, b), |(lo, _)| (lo, b)));
         }
@@ -409,9 +479,10 @@ impl Merger {
     pub(crate) fn finish(&mut self) -> LatencyHistogram {
         let mut out = LatencyHistogram::default();
         if let Some((lo, hi)) = self.touched.take() {
+            out.buckets.reserve(hi - lo + 1);
             for (b, c) in self.counts[lo..=hi].iter_mut().enumerate() {
                 if *c != 0 {
-                    out.buckets.push(((lo + b) as u16, *c));
+                    out.buckets.push(((lo + b) as u64, *c));
                     out.count = out.count.saturating_add(*c);
                     *c = 0;
                 }
@@ -431,7 +502,7 @@ impl Merger {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| **c != 0)
-                .map(|(b, &c)| ((lo + b) as u16, c)),
+                .map(|(b, &c)| ((lo + b) as u64, c)),
             &mut self.bits,
         );
         slice.fill(0);
@@ -497,8 +568,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// Latency shapes for the error tests: name and a value drawn from it.
-    pub(crate) const SHAPES: [(&str, fn(&mut Rng) -> u64); 5] = [
+    /// A latency shape for the error tests: its name and a draw from it.
+    pub(crate) type Shape = (&'static str, fn(&mut Rng) -> u64);
+
+    /// Latency shapes for the error tests.
+    pub(crate) const SHAPES: [Shape; 5] = [
         // Uniform over 1 µs to 100 ms.
         ("uniform", |r| 1_000 + (r.unit() * 1e8) as u64),
         // Run-queue waits: median 20 µs, most within 2 µs to 200 µs.
@@ -561,6 +635,9 @@ pub(crate) mod tests {
                         exact_quantile(&values, q),
                     );
                 }
+                let one_pass = h.values_at_quantiles(QUANTILES);
+                let each = QUANTILES.map(|q| h.value_at_quantile(q));
+                assert_eq!(one_pass, each, "{shape} n={n}");
                 check("max".into(), h.max(), values[n - 1]);
                 check("min".into(), h.min(), values[0]);
                 // Frozen and merged back, nothing changes.
@@ -617,7 +694,7 @@ pub(crate) mod tests {
             a.record(v, 2);
         }
         assert_eq!(a.len(), 12);
-        let buckets: Vec<u16> = a.buckets.iter().map(|&(b, _)| b).collect();
+        let buckets: Vec<u64> = a.buckets.iter().map(|&(b, _)| b).collect();
         assert!(buckets.is_sorted() && buckets.len() == 4, "{buckets:?}");
         let mut b = LatencyHistogram::default();
         b.record(100, 1);
@@ -644,6 +721,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pairs_become_a_histogram_in_place() {
+        let pairs = vec![(5_000, 2), (100, 1), (0, 0), (5_001, 1), (u64::MAX, 3)];
+        let (h, clamped) = LatencyHistogram::from_pairs(pairs);
+        assert_eq!(clamped, 3);
+        assert_eq!(h.len(), 7);
+        let want = [
+            (100, 1),
+            (bucket_index(5_000) as u64, 3),
+            (HIST_BUCKETS as u64 - 1, 3),
+        ];
+        assert_eq!(h.buckets, want);
+        let mut more = h.clone();
+        more.absorb(LatencyHistogram::from_pairs(vec![(100, 4), (7, 1)]).0);
+        assert_eq!(more.len(), 12);
+        assert_eq!(more.buckets[..2], [(7, 1), (100, 5)]);
+    }
+
+    #[test]
     fn frozen_round_trips_gaps_and_counts() {
         let mut h = LatencyHistogram::default();
         // Adjacent buckets, gaps of every size class, big counts, both ends.
@@ -660,7 +755,7 @@ pub(crate) mod tests {
             h.record(bucket_mid(b), c);
         }
         let f = h.freeze();
-        let back: Vec<(u16, u64)> = f.iter().collect();
+        let back: Vec<(u64, u64)> = f.iter().collect();
         assert_eq!(back, h.buckets);
         // Bucket 0 with count 1 is `1 1`, bucket 1 with 32 is `1` and
         // `00000 100000`, then bucket 2 starts with `1`; empty is free.

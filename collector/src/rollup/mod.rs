@@ -87,8 +87,10 @@ pub(crate) fn domain_gone(intervals: impl IntoIterator<Item = Duration>) -> Dura
 
 /// One latency series: the histogram of the current second, its exact
 /// sum, and the windows.
-#[derive(Default)]
 struct Series {
+    /// The summaries' name prefix, e.g. `vcpu.3.runq_latency_us`: made
+    /// once, not formatted again every second.
+    prefix: Box<str>,
     /// The current second's values; handed to the windows (and freed)
     /// when the second closes, so a closed series holds no open histogram.
     current: LatencyHistogram,
@@ -102,6 +104,21 @@ struct Series {
     idle_s: u64,
     /// The last 1, 5 and 15 minutes.
     windows: Windows,
+}
+
+impl Series {
+    /// A new series of `metric` of `vcpu`, whose coarse windows close at
+    /// `phase` (see [`Windows::with_phase`]).
+    fn new(metric: &str, vcpu: u32, phase: u64) -> Series {
+        Series {
+            prefix: format!("vcpu.{vcpu}.{}", metric::histogram_name(metric)).into(),
+            current: LatencyHistogram::default(),
+            current_sum_ns: 0,
+            sampled: false,
+            idle_s: 0,
+            windows: Windows::with_phase(phase),
+        }
+    }
 }
 
 /// One domain's series.
@@ -189,6 +206,8 @@ impl DomainSeries {
             .values()
             .map(|s| {
                 node(size_of::<(&str, u32)>(), size_of::<Series>())
+                    + s.prefix.len()
+                    + ALLOC_OVERHEAD_BYTES
                     + s.current.heap_bytes()
                     + s.windows.heap_bytes()
             })
@@ -235,6 +254,11 @@ pub struct Rollup {
     /// Scratch space for the coarse window buckets that close each second,
     /// kept so that closing allocates no 26 KiB array per series.
     merger: Merger,
+    /// The window phase of the next new series: consecutive series close
+    /// their 10 s and 1 min buckets in different seconds, so a host of a
+    /// thousand vCPUs pays for a sixtieth of its minute buckets each
+    /// second, not all of them in one.
+    next_phase: u64,
 }
 
 impl Default for Rollup {
@@ -255,6 +279,7 @@ impl Rollup {
             domain_gone,
             clamped: stats.counter("rollup.clamped_values"),
             merger: Merger::default(),
+            next_phase: 0,
         }
     }
 
@@ -296,7 +321,7 @@ impl Rollup {
                 }
                 Sample::Latency(l) => {
                     second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
-                    self.record_latency(&l, now);
+                    self.record_latency(l, now);
                 }
                 Sample::Retired(uuid) => self.retire(&uuid),
             }
@@ -397,22 +422,27 @@ impl Rollup {
     /// Records one vCPU's interval: its values into the histogram, its
     /// exact sum into the series' sum. An empty interval still creates the
     /// series, so it reports `count` 0.
-    fn record_latency(&mut self, l: &Latency, now: f64) {
+    fn record_latency(&mut self, l: Latency, now: f64) {
+        let phase = (self.next_phase + 1) % window::PHASES;
+        let mut created = false;
         let s = self
             .domain_mut(&l.uuid, &l.domain, now)
             .latency
             .entry((l.metric, l.vcpu))
-            .or_default();
+            .or_insert_with(|| {
+                created = true;
+                Series::new(l.metric, l.vcpu, phase)
+            });
         s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
         s.sampled = true;
-        s.current.reserve(l.values.len());
-        let mut clamped = 0;
-        for &(value_ns, count) in &l.values {
-            if s.current.record(value_ns, count) {
-                clamped += count;
-            }
-        }
+        // The sample's pairs become the histogram where they are: no copy,
+        // no allocation on this path.
+        let (h, clamped) = LatencyHistogram::from_pairs(l.values);
+        s.current.absorb(h);
         self.clamped.add(clamped);
+        if created {
+            self.next_phase = phase;
+        }
     }
 
     /// Ends a domain's series.
@@ -442,17 +472,16 @@ impl Rollup {
             // one merger per metric (a domain has one or two metrics).
             let mut merged: Vec<(&'static str, u64)> = Vec::new();
             let sampled = domain.latency.iter().filter(|(_, s)| s.sampled);
-            for ((name, vcpu), s) in sampled {
+            for ((name, _), s) in sampled {
                 match merged.iter_mut().find(|(m, _)| m == name) {
                     Some((_, sum)) => *sum = sum.saturating_add(s.current_sum_ns),
                     None => merged.push((name, s.current_sum_ns)),
                 }
-                let prefix = format!("vcpu.{vcpu}.{}", metric::histogram_name(name));
                 summarize(
                     &mut batch,
                     domain,
                     ts,
-                    &prefix,
+                    &s.prefix,
                     &s.current,
                     s.current_sum_ns,
                 );
@@ -508,7 +537,9 @@ fn summarize(
             ts,
             uuid: Arc::clone(&domain.uuid),
             domain: Arc::clone(&domain.name),
-            metric: format!("{prefix}.{suffix}"),
+            // Not `format!`: thousands of names a second, each allocated
+            // once at its size.
+            metric: [prefix, ".", suffix].concat(),
             value,
         })
     };
@@ -519,8 +550,9 @@ fn summarize(
         return;
     }
     put("mean", us(sum_ns) / h.len() as f64);
-    for (q, name) in PERCENTILES {
-        put(name, us(h.value_at_quantile(q)));
+    let values = h.values_at_quantiles(PERCENTILES.map(|(q, _)| q));
+    for ((_, name), value) in PERCENTILES.iter().zip(values) {
+        put(name, us(value));
     }
     put("max", us(h.max()));
 }
@@ -559,7 +591,7 @@ mod tests {
         count: u64,
     ) {
         r.record_latency(
-            &latency(
+            latency(
                 uuid,
                 name,
                 vcpu,
@@ -653,7 +685,7 @@ mod tests {
     fn decoded_samples_keep_the_exact_sum() {
         let mut r = Rollup::default();
         r.record_latency(
-            &latency(
+            latency(
                 "u1",
                 "web",
                 0,
@@ -664,7 +696,7 @@ mod tests {
             0.0,
         );
         r.record_latency(
-            &latency("u1", "web", 1, "runq_latency", &[(500, 1)], 499),
+            latency("u1", "web", 1, "runq_latency", &[(500, 1)], 499),
             0.0,
         );
         let b = r.close_second(100.0, 100.0);
@@ -791,16 +823,16 @@ mod tests {
         assert!((last.age_s - 0.5).abs() < 1e-9);
     }
 
-    /// The seconds a window of `window_s` covers after `pushed` seconds:
-    /// the bucket being filled of the answering tier plus closed buckets
-    /// until covered, as `first..pushed`.
-    fn covered(pushed: u64, window_s: u64) -> std::ops::Range<u64> {
+    /// The seconds a window of `window_s` covers after `pushed` seconds of
+    /// a series of phase `phase`: the bucket being filled of the answering
+    /// tier plus closed buckets until covered, as `first..pushed`.
+    fn covered(pushed: u64, phase: u64, window_s: u64) -> std::ops::Range<u64> {
         let step = match window_s {
             0..=60 => 1,
             61..=300 => 10,
             _ => 60,
         };
-        let open = pushed % step;
+        let open = (pushed + phase) % step;
         let closed = window_s.saturating_sub(open).div_ceil(step) * step;
         pushed.saturating_sub(open + closed)..pushed
     }
@@ -863,9 +895,12 @@ mod tests {
         }
         let d = r.domain("u1").unwrap();
         for window_s in [1, 60, 61, 300, 301, 900] {
-            let seconds = covered(905, window_s);
             let mut all = Vec::new();
             for (vcpu, v) in values.iter().enumerate() {
+                // Each series closes its coarse buckets at its own phase.
+                let phase = d.latency[&("runq_latency", vcpu as u32)].windows.position() - 905;
+                assert!(phase > 0 && phase < window::PHASES, "phases are spread");
+                let seconds = covered(905, phase, window_s);
                 let mut exact: Vec<u64> = v[seconds.start as usize..seconds.end as usize]
                     .iter()
                     .flatten()

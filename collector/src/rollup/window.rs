@@ -57,25 +57,40 @@ impl Tier {
     }
 }
 
+/// Distinct phases a series' coarse buckets can close at: the coarsest
+/// step, in seconds.
+pub(crate) const PHASES: u64 = 60;
+
 /// The sliding windows of one series.
 pub(crate) struct Windows {
     /// Tiers from finest to coarsest.
     tiers: [Tier; 3],
-    /// Seconds pushed since the series started: where each tier stands in
-    /// the bucket it is filling.
+    /// Seconds pushed since the series started, plus its phase: where
+    /// each tier stands in the bucket it is filling.
     seconds: u64,
 }
 
 impl Default for Windows {
     fn default() -> Self {
-        Windows {
-            tiers: [Tier::new(1, 60), Tier::new(10, 30), Tier::new(60, 15)],
-            seconds: 0,
-        }
+        Windows::with_phase(0)
     }
 }
 
 impl Windows {
+    /// Windows whose coarse buckets close `phase` seconds (below
+    /// [`PHASES`]) earlier than those of a series started at the same time
+    /// with phase 0: the series starts as if `phase` empty seconds had
+    /// passed. Building a coarse bucket costs tens of microseconds, so the
+    /// rollup spreads its thousands of series over the minute. The first
+    /// 10 s and 1 min buckets are shorter by the phase, so a young series
+    /// covers up to `phase` seconds less than a window asks.
+    pub(crate) fn with_phase(phase: u64) -> Windows {
+        Windows {
+            tiers: [Tier::new(1, 60), Tier::new(10, 30), Tier::new(60, 15)],
+            seconds: phase % PHASES,
+        }
+    }
+
     /// Adds the histogram of the second that just ended; `scratch` builds
     /// the coarse buckets that close with it.
     pub(crate) fn push_second(&mut self, second: &LatencyHistogram, scratch: &mut Merger) {
@@ -84,7 +99,7 @@ impl Windows {
         for i in 1..self.tiers.len() {
             let (finer, tier) = self.tiers.split_at_mut(i);
             let (finer, tier) = (&finer[i - 1], &mut tier[0]);
-            if self.seconds % tier.step != 0 {
+            if !self.seconds.is_multiple_of(tier.step) {
                 // Coarser tiers close at multiples of this one's step.
                 break;
             }
@@ -128,6 +143,12 @@ impl Windows {
             covered += tier.step;
         }
         true
+    }
+
+    /// Seconds pushed plus the phase.
+    #[cfg(test)]
+    pub(crate) fn position(&self) -> u64 {
+        self.seconds
     }
 
     /// The merged histogram of the last `window`; see [`Windows::add_to`].
@@ -224,27 +245,30 @@ mod tests {
         );
     }
 
-    /// Every window, at every phase of the coarse tiers, holds exactly the
-    /// seconds the tiers promise: the open part rebuilt from finer tiers
-    /// neither loses nor repeats a second.
+    /// Every window, at every phase of the coarse tiers and whatever the
+    /// series' own phase, holds exactly the seconds the tiers promise: the
+    /// open part rebuilt from finer tiers neither loses nor repeats a
+    /// second.
     #[test]
     fn open_buckets_rebuilt_from_finer_tiers_are_exact() {
-        let mut w = Windows::default();
         let mut scratch = Merger::default();
-        // Second s holds s + 1 values, so a window's count names its seconds.
-        let mut pushed = 0u64;
-        for s in 0..1_000u64 {
-            w.push_second(&second_with(1_000 + s, s + 1), &mut scratch);
-            pushed += 1;
-            for (window, step) in [(60u64, 1u64), (300, 10), (900, 60)] {
-                // The open bucket plus closed buckets until covered,
-                // bounded by what was pushed.
-                let open = pushed % step;
-                let closed = window.saturating_sub(open).div_ceil(step) * step;
-                let first = pushed.saturating_sub(open + closed);
-                let want: u64 = (first..pushed).map(|s| s + 1).sum();
-                let got = w.merged(Duration::from_secs(window)).unwrap().len();
-                assert_eq!(got, want, "window {window} s after {pushed} s");
+        for phase in [0, 7, 59] {
+            let mut w = Windows::with_phase(phase);
+            // Second s holds s + 1 values, so a window's count names its
+            // seconds.
+            for s in 0..1_000u64 {
+                w.push_second(&second_with(1_000 + s, s + 1), &mut scratch);
+                let pushed = s + 1;
+                for (window, step) in [(60u64, 1u64), (300, 10), (900, 60)] {
+                    // The open bucket plus closed buckets until covered,
+                    // bounded by what was pushed.
+                    let open = (pushed + phase) % step;
+                    let closed = window.saturating_sub(open).div_ceil(step) * step;
+                    let first = pushed.saturating_sub(open + closed);
+                    let want: u64 = (first..pushed).map(|s| s + 1).sum();
+                    let got = w.merged(Duration::from_secs(window)).unwrap().len();
+                    assert_eq!(got, want, "phase {phase}, {window} s after {pushed} s");
+                }
             }
         }
     }
