@@ -16,7 +16,7 @@
 //! - `agent.ebpf.clamped_events`: durations beyond the kernel histograms'
 //!   last bucket;
 //! - `agent.rollup.clamped_values`: values beyond the rollup histograms'
-//!   10 s, recorded as 10 s;
+//!   last bucket (2^32 ns, 4.29 s), counted in it;
 //! - `agent.libvirt.poll_failures`: libvirt polls that failed or timed out;
 //! - `agent.carbon.*`: the Carbon sink's traffic (see `sinks::carbon`).
 //!

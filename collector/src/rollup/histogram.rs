@@ -179,8 +179,17 @@ impl LatencyHistogram {
         0
     }
 
-    /// The values at quantiles `qs`, which must ascend, in one pass: the
-    /// per-second summaries ask four of every series.
+    /// What the per-second summaries need: the count, the values at
+    /// quantiles `qs` (which must ascend) and the maximum, in one pass.
+    pub(crate) fn summary<const N: usize>(&self, qs: [f64; N]) -> Summary<N> {
+        Summary {
+            count: self.count,
+            quantiles: self.values_at_quantiles(qs),
+            max: self.max(),
+        }
+    }
+
+    /// The values at quantiles `qs`, which must ascend, in one pass.
     pub(crate) fn values_at_quantiles<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
         let mut out = [0; N];
         let mut buckets = self.buckets.iter();
@@ -213,6 +222,18 @@ impl LatencyHistogram {
             n => n * size_of::<(u64, u64)>() + ALLOC_OVERHEAD_BYTES,
         }
     }
+}
+
+/// A histogram's count, values at some quantiles and maximum (0 when
+/// empty): what a second's summary datapoints are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Summary<const N: usize> {
+    /// Values recorded.
+    pub(crate) count: u64,
+    /// The value at each quantile asked, in ns.
+    pub(crate) quantiles: [u64; N],
+    /// The largest value, in ns.
+    pub(crate) max: u64,
 }
 
 /// The 1-based rank of the value at quantile `q` among `total` sorted
@@ -491,6 +512,35 @@ impl Merger {
         out
     }
 
+    /// The [`Summary`] of everything added since the last `finish`, read
+    /// straight from the counts (a domain's second is summarized, never
+    /// kept); the merger is empty again afterwards.
+    pub(crate) fn finish_summary<const N: usize>(&mut self, qs: [f64; N]) -> Summary<N> {
+        let mut out = Summary {
+            count: 0,
+            quantiles: [0; N],
+            max: 0,
+        };
+        let Some((lo, hi)) = self.touched.take() else {
+            return out;
+        };
+        let slice = &mut self.counts[lo..=hi];
+        out.count = slice.iter().fold(0u64, |sum, &c| sum.saturating_add(c));
+        let ranks = qs.map(|q| rank(q, out.count));
+        let (mut seen, mut next, mut top) = (0u64, 0, lo);
+        for (i, c) in slice.iter_mut().enumerate().filter(|(_, c)| **c != 0) {
+            seen = seen.saturating_add(*c);
+            while next < N && seen >= ranks[next] {
+                out.quantiles[next] = bucket_mid(lo + i);
+                next += 1;
+            }
+            top = lo + i;
+            *c = 0;
+        }
+        out.max = bucket_mid(top);
+        out
+    }
+
     /// [`Merger::finish`], frozen.
     pub(crate) fn finish_frozen(&mut self) -> Frozen {
         let Some((lo, hi)) = self.touched.take() else {
@@ -638,6 +688,9 @@ pub(crate) mod tests {
                 let one_pass = h.values_at_quantiles(QUANTILES);
                 let each = QUANTILES.map(|q| h.value_at_quantile(q));
                 assert_eq!(one_pass, each, "{shape} n={n}");
+                let mut m = Merger::default();
+                m.add(&h);
+                assert_eq!(m.finish_summary(QUANTILES), h.summary(QUANTILES));
                 check("max".into(), h.max(), values[n - 1]);
                 check("min".into(), h.min(), values[0]);
                 // Frozen and merged back, nothing changes.

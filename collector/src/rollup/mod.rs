@@ -29,12 +29,15 @@
 //!
 //! # Memory
 //! Only the vCPU series keep windows. A domain's window is merged from its
-//! vCPUs' windows when asked (the same counts, since every vCPU series
-//! closes its seconds together), so it costs no memory of its own; it
-//! covers the vCPUs that still have a series. With 200 waits a second per
-//! vCPU spread over a log-normal, a latency series holds about 50 KiB once
-//! its windows are full and a gauge series about 2 KiB: see
-//! [`Rollup::heap_bytes`] and the `memory` tests.
+//! vCPUs' windows when asked (each vCPU's window rounded out to its own
+//! buckets), so it costs no memory of its own; it covers the vCPUs that
+//! still have a series, so a vCPU whose series ended (`domain_gone` after
+//! its thread stopped being watched) leaves the domain's windows too. With
+//! 200 waits and 200 slices a second per vCPU spread over a log-normal
+//! (σ = 1), once its windows are full a latency series holds about
+//! 36 KiB, a gauge series 2 KiB and a vCPU with nine gauges about 91 KiB:
+//! see [`Rollup::heap_bytes`], `memory_at_steady_state` and the `rollup`
+//! bench.
 //!
 //! # What it publishes
 //! The stage owns the [`Rollup`] behind a [`SharedRollup`]: it alone
@@ -61,7 +64,7 @@ use tokio::sync::mpsc;
 use crate::sample::{Batch, Datapoint, Latency, Sample, Samples};
 use crate::self_stats::{Counter, Registry};
 use gauge::GaugeWindow;
-use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger};
+use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger, Summary};
 use hyper_stats_ebpf::HIST_BUCKETS;
 use window::Windows;
 
@@ -300,7 +303,13 @@ impl Rollup {
     /// bench feeds minutes of seconds at their own instants).
     pub fn ingest_at(&mut self, samples: Samples, at: Instant) -> Batch {
         let now = self.stream_secs(at);
-        let mut out = Batch::with_capacity(samples.len());
+        // Room for the gauges that pass through; a latency batch's
+        // summaries come in a batch of their own.
+        let gauges = samples
+            .iter()
+            .filter(|s| matches!(s, Sample::Gauge(_)))
+            .count();
+        let mut out = Batch::with_capacity(gauges);
         let mut second: Option<f64> = None;
         for sample in samples {
             match sample {
@@ -477,14 +486,8 @@ impl Rollup {
                     Some((_, sum)) => *sum = sum.saturating_add(s.current_sum_ns),
                     None => merged.push((name, s.current_sum_ns)),
                 }
-                summarize(
-                    &mut batch,
-                    domain,
-                    ts,
-                    &s.prefix,
-                    &s.current,
-                    s.current_sum_ns,
-                );
+                let summary = s.current.summary(QUANTILES);
+                summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
             }
             for (name, sum) in merged {
                 let sampled = domain
@@ -494,15 +497,9 @@ impl Rollup {
                 for (_, s) in sampled {
                     self.merger.add(&s.current);
                 }
-                let h = self.merger.finish();
-                summarize(
-                    &mut batch,
-                    domain,
-                    ts,
-                    &metric::histogram_name(name),
-                    &h,
-                    sum,
-                );
+                let summary = self.merger.finish_summary(QUANTILES);
+                let prefix = metric::histogram_name(name);
+                summarize(&mut batch, domain, ts, &prefix, summary, sum);
                 domain.latency_ts.insert(name, now);
             }
             for s in domain.latency.values_mut() {
@@ -522,14 +519,25 @@ impl Rollup {
     }
 }
 
-/// Appends the summary datapoints of `h`, whose values sum to `sum_ns`,
-/// under `prefix`.
+/// The quantiles of the per-second summaries, as fractions.
+const QUANTILES: [f64; PERCENTILES.len()] = {
+    let mut out = [0.0; PERCENTILES.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = PERCENTILES[i].0;
+        i += 1;
+    }
+    out
+};
+
+/// Appends the summary datapoints of a histogram summarized as `h`, whose
+/// values sum to `sum_ns`, under `prefix`.
 fn summarize(
     batch: &mut Batch,
     domain: &DomainSeries,
     ts: f64,
     prefix: &str,
-    h: &LatencyHistogram,
+    h: Summary<{ PERCENTILES.len() }>,
     sum_ns: u64,
 ) {
     let mut put = |suffix: &str, value: f64| {
@@ -543,18 +551,17 @@ fn summarize(
             value,
         })
     };
-    put("count", h.len() as f64);
+    put("count", h.count as f64);
     let us = |ns: u64| ns as f64 / 1000.0;
     put("sum", us(sum_ns));
-    if h.is_empty() {
+    if h.count == 0 {
         return;
     }
-    put("mean", us(sum_ns) / h.len() as f64);
-    let values = h.values_at_quantiles(PERCENTILES.map(|(q, _)| q));
-    for ((_, name), value) in PERCENTILES.iter().zip(values) {
+    put("mean", us(sum_ns) / h.count as f64);
+    for ((_, name), value) in PERCENTILES.iter().zip(h.quantiles) {
         put(name, us(value));
     }
-    put("max", us(h.max()));
+    put("max", us(h.max));
 }
 
 /// The stage: takes the sources' batches until they all stop, updates

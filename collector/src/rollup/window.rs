@@ -5,21 +5,25 @@
 //! Keeping 900 per-second histograms per series would cost too much, so
 //! the window is tiered: 60 one-second histograms, 30 ten-second
 //! histograms and 15 one-minute histograms (105 in all), every one
-//! [`Frozen`] (a byte or two per non-empty bucket). A query is answered
+//! [`Frozen`] (3 to 12 bits per non-empty bucket). A query is answered
 //! from the finest tier that covers it: the bucket being filled plus as
 //! many closed buckets as it takes, so the 1-minute window covers exactly
 //! the last 60 s, the 5-minute window 5 min to 5 min 10 s and the
 //! 15-minute window 15 to 16 min.
 //!
 //! # No open buckets
-//! A coarse tier keeps no bucket being filled: all tiers start with the
-//! series and their steps divide each other, so the seconds since a tier
-//! last closed are exactly the finer tiers' newest closed buckets (the
-//! open minute of 35 s is the three newest 10 s buckets and the five
-//! newest seconds). A coarse bucket is built when it closes, by merging
-//! those finer buckets; queries merge them as the open part. Only frozen
+//! A coarse tier keeps no bucket being filled: all tiers start together
+//! and their steps divide each other, so the seconds since a tier last
+//! closed are exactly the finer tiers' newest closed buckets (the open
+//! minute of 35 s is the three newest 10 s buckets and the five newest
+//! seconds). A coarse bucket is built when it closes, by merging those
+//! finer buckets; queries merge them as the open part. This costs CPU
+//! (decoding ten seconds to build a 10 s bucket) instead of memory (open
+//! 10 s and 1 min buckets would take 13 KiB a series). Only frozen
 //! histograms are kept, and a quiet series (empty seconds) holds nothing
-//! but its rings.
+//! but its rings. Each series has a phase ([`Windows::with_phase`]) so
+//! that the rollup's thousands of series do not all build their coarse
+//! buckets in the same second.
 
 use std::collections::VecDeque;
 use std::time::Duration;
