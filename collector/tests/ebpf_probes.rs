@@ -96,9 +96,12 @@ fn accumulate(total: &mut Option<HistDelta>, d: &HistDelta) {
             t.count += d.count;
             t.sum_ns += d.sum_ns;
             t.max_ns = t.max_ns.max(d.max_ns);
-            for (a, b) in t.buckets.iter_mut().zip(&d.buckets) {
-                *a += *b;
+            let mut merged: std::collections::BTreeMap<u32, u32> =
+                t.buckets.iter().copied().collect();
+            for &(index, count) in &d.buckets {
+                *merged.entry(index).or_default() += count;
             }
+            t.buckets = merged.into_iter().collect();
         }
     }
 }
@@ -335,7 +338,7 @@ fn lab_source_emits_vcpu_latency_series() {
     let batches = runtime.block_on(async {
         let (_domains_tx, domains_rx) = tokio::sync::watch::channel(Arc::from(domains.clone()));
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let source = EbpfSource::new(probes, domains_rx, &Default::default());
+        let source = EbpfSource::new(probes, domains_rx, &[], &Default::default());
         let task = tokio::spawn(source.run(tx));
         let mut rollup = Rollup::default();
         let mut batches = Vec::new();
