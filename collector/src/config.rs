@@ -128,6 +128,7 @@ impl Config {
             ),
             None => outln!(out, "carbon.address = none (Carbon sink off)"),
         }
+        out.push_str(&config.carbon.describe_sent());
         if config.query.enabled {
             outln!(out, "query.socket = {:?}", config.query.socket);
             match &config.query.group {
