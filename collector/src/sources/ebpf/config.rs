@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// gets room for 64 guests of 4 vCPUs (7 MiB of kernel memory).
 pub(crate) const MIN_SLOTS: u32 = 256;
 
-/// The most slots accepted, 65,536: 1.7 GiB of locked kernel memory, 16
+/// The most slots accepted, 65,536: about 2 GiB of locked kernel memory, 16
 /// times the largest hosts our users run (4,096 vCPU threads); a larger
 /// value is a typo.
 pub(crate) const MAX_SLOTS: u32 = 65_536;
