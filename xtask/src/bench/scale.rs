@@ -58,7 +58,7 @@ const LARGE_MINUTES: f64 = 16.0;
 const SMALL_MINUTES: f64 = 3.0;
 
 /// Minutes of each full-detail run: at least [`DETAIL_MIN_WINDOW_S`] of
-/// run-queue sums after [`WARMUP`].
+/// run-queue sums after [`CHECK_FROM`].
 const DETAIL_MINUTES: f64 = 3.0;
 
 /// The shortest window the schedstat check trusts: one second of
@@ -78,6 +78,12 @@ const VCPUS_PER_GUEST: u32 = 4;
 /// From the agent's start to the first measured instant: it has found
 /// every thread, allocated its slots and sent its first points.
 const WARMUP: Duration = Duration::from_secs(60);
+
+/// From the agent's start to the first run-queue sum the schedstat check
+/// uses: every thread is watched well before (the agent sizes its slots
+/// and lists the threads at its start), and a shorter wait leaves a longer
+/// window in a full-detail run of a few minutes.
+const CHECK_FROM: Duration = Duration::from_secs(30);
 
 /// How often RSS and CPU are read (printed once a minute).
 const SAMPLE_RSS_EVERY: Duration = Duration::from_secs(10);
@@ -542,6 +548,7 @@ fn agent_run(
     let start = Instant::now();
     let start_unix = carbon::unix_now();
     let warm_unix = start_unix + WARMUP.as_secs_f64();
+    let check_unix = start_unix + CHECK_FROM.as_secs_f64();
     let mut next_rss = start;
     let mut next_print = start + Duration::from_secs(60);
     let mut rss_samples: Vec<(f64, u64, u64)> = Vec::new();
@@ -629,7 +636,7 @@ fn agent_run(
                 let points = seen.sampled.get(&t.series).map_or(&[][..], Vec::as_slice);
                 (
                     t.series.clone(),
-                    schedstat::compare(points, &t.samples, warm_unix),
+                    schedstat::compare(points, &t.samples, check_unix),
                 )
             })
             .collect()
