@@ -711,21 +711,23 @@ fn agent_run(
         let _ = writeln!(
             text,
             "\nrun-queue sum against /proc/PID/task/TID/schedstat field 2 (sampled every {} ms, \
-             interpolated at the agent's reads; bracket = reads anywhere in their second):",
+             interpolated at the agent's reads, estimated as second + phase (the least transit of the \
+             neighbouring lines); outside = beyond what reads anywhere in their bounds allow):",
             schedstat::SAMPLE_EVERY.as_millis()
         );
         let _ = writeln!(
             text,
-            "{:<40} {:>8} {:>12} {:>12} {:>8} {:>9} {:>5}",
-            "series", "window s", "agent µs", "kernel µs", "diff %", "outside %", "gaps"
+            "{:<40} {:>8} {:>7} {:>12} {:>12} {:>8} {:>9} {:>5}",
+            "series", "window s", "phase s", "agent µs", "kernel µs", "diff %", "outside %", "gaps"
         );
         for (series, check) in &checks {
             match check {
                 Some(c) => {
                     let _ = writeln!(
                         text,
-                        "{series:<40} {:>8.0} {:>12.0} {:>12.0} {:>8.3} {:>9.3} {:>5}",
+                        "{series:<40} {:>8.0} {:>7.3} {:>12.0} {:>12.0} {:>8.3} {:>9.3} {:>5}",
                         c.window_s,
+                        c.phase_s,
                         c.agent_us,
                         c.kernel_us,
                         c.diff_percent(),
