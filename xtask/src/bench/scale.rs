@@ -576,7 +576,12 @@ fn agent_run(
             }
             next_rss += SAMPLE_RSS_EVERY;
         }
-        if now >= next_print {
+        // A row each minute, and one at the end of a run that does not end
+        // on a whole minute.
+        let last_round = start.elapsed() + schedstat::SAMPLE_EVERY >= total;
+        if now >= next_print
+            || (last_round && now.duration_since(minute_mark.0) > Duration::from_secs(5))
+        {
             let (rss, ticks) = rss_samples.last().map_or((0, 0), |s| (s.1, s.2));
             let cpu_ms = (ticks - minute_mark.1) as f64 / hz * 1000.0
                 / now.duration_since(minute_mark.0).as_secs_f64();

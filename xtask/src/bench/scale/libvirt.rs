@@ -199,7 +199,11 @@ fn one_run(
         if at_warm.is_none() && start.elapsed() >= super::WARMUP.min(total / 2) {
             at_warm = Some((now, ticks));
         }
-        if now >= next_print {
+        // A row each minute, and one at the end of a run that does not end
+        // on a whole minute.
+        let last_round = start.elapsed() + super::SAMPLE_RSS_EVERY >= total;
+        if now >= next_print || (last_round && now.duration_since(mark.0) > Duration::from_secs(5))
+        {
             let span = now.duration_since(mark.0).as_secs_f64();
             let lines = counter.lines();
             emit(
