@@ -589,7 +589,7 @@ fn agent_run(
             emit(
                 out,
                 &format!(
-                    "{:>5.0} {:>9.1} {:>11.1} {:>12.2}",
+                    "{:>5.1} {:>9.1} {:>11.1} {:>12.2}",
                     start.elapsed().as_secs_f64() / 60.0,
                     rss as f64 / 1024.0,
                     rss as f64 / f64::from(threads),

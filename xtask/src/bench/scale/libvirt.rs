@@ -209,7 +209,7 @@ fn one_run(
             emit(
                 out,
                 &format!(
-                    "{:>5.0} {:>9.1} {:>12.2} {:>10.0}",
+                    "{:>5.1} {:>9.1} {:>12.2} {:>10.0}",
                     start.elapsed().as_secs_f64() / 60.0,
                     samples.last().map_or(0, |s| s.1) as f64 / 1024.0,
                     (ticks - mark.1) as f64 / hz * 1000.0 / span,
