@@ -533,7 +533,7 @@ fn agent_run(
         &format!(
             "\n### {title}, {minutes} min (agent pid {}, {} s warm-up)\n",
             agent.pid(),
-            WARMUP.as_secs()
+            WARMUP.min(total / 2).as_secs()
         ),
     );
     emit(
@@ -547,7 +547,9 @@ fn agent_run(
     let hz = super::probes::clock_ticks_per_s()?;
     let start = Instant::now();
     let start_unix = carbon::unix_now();
-    let warm_unix = start_unix + WARMUP.as_secs_f64();
+    // A run shorter than two warm-ups (a smoke run) measures its second half.
+    let warmup = WARMUP.min(total / 2);
+    let warm_unix = start_unix + warmup.as_secs_f64();
     let check_unix = start_unix + CHECK_FROM.as_secs_f64();
     let mut next_rss = start;
     let mut next_print = start + Duration::from_secs(60);
@@ -571,7 +573,7 @@ fn agent_run(
             let rss = rss_kib(agent.pid())?;
             let ticks = super::probes::cpu_ticks(agent.pid())?;
             rss_samples.push((start.elapsed().as_secs_f64(), rss, ticks));
-            if at_warm.is_none() && start.elapsed() >= WARMUP {
+            if at_warm.is_none() && start.elapsed() >= warmup {
                 at_warm = Some((now, ticks, counter.lines()));
             }
             next_rss += SAMPLE_RSS_EVERY;
