@@ -88,6 +88,9 @@ const CHECK_FROM: Duration = Duration::from_secs(30);
 /// How often RSS and CPU are read (printed once a minute).
 const SAMPLE_RSS_EVERY: Duration = Duration::from_secs(10);
 
+/// How long an agent outlives its run if the bench cannot stop it.
+const AGENT_GRACE: Duration = Duration::from_secs(60);
+
 /// How long the load's own CPU is measured before the agent starts.
 const LOAD_MEASURE: Duration = Duration::from_secs(10);
 
@@ -514,6 +517,8 @@ fn agent_run(
         .arg(format!("127.0.0.1:{}", counter.port))
         .arg("--watch-pid")
         .arg(load.pid_list())
+        .arg("--duration")
+        .arg(agent_duration(total))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -758,6 +763,13 @@ fn agent_run(
         checks,
         detail_known,
     })
+}
+
+/// The agent's own `--duration`: the run plus [`AGENT_GRACE`], so an agent
+/// whose bench was killed (Ctrl-C) stops by itself; the bench stops it by
+/// pid before that.
+pub(super) fn agent_duration(run: Duration) -> String {
+    format!("{}s", (run + AGENT_GRACE).as_secs())
 }
 
 /// `VmRSS` of a process, KiB.

@@ -159,6 +159,10 @@ fn one_run(
         .arg(&config)
         .args(["run", "--connect", uri, "--carbon"])
         .arg(format!("127.0.0.1:{}", counter.port))
+        .arg("--duration")
+        .arg(super::agent_duration(Duration::from_secs_f64(
+            minutes * 60.0,
+        )))
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log_path)?)
         .spawn()
