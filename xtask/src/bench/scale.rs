@@ -157,6 +157,13 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    if let Some(size) = args
+        .threads
+        .iter()
+        .find(|&&n| n == 0 || n % VCPUS_PER_GUEST != 0)
+    {
+        bail!("--threads {size}: must be a positive multiple of {VCPUS_PER_GUEST}");
+    }
     let agent_bin = build_ebpf::release_agent()?;
     let mut report = super::header()?;
     let commit = Command::new("git")
@@ -176,9 +183,6 @@ pub fn run(args: &Args) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     if !args.libvirt {
         for &size in &args.threads {
-            if size == 0 || size % VCPUS_PER_GUEST != 0 {
-                bail!("--threads {size}: must be a positive multiple of {VCPUS_PER_GUEST}");
-            }
             let minutes = if size >= LARGE_SIZE {
                 args.minutes
             } else {
