@@ -167,7 +167,7 @@ pub fn run(args: &Args) -> Result<()> {
     let agent_bin = build_ebpf::release_agent()?;
     let mut report = super::header()?;
     let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
+        .args(["describe", "--always", "--dirty", "--abbrev=7"])
         .current_dir(workspace_root())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
