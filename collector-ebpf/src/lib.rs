@@ -56,14 +56,24 @@ pub const STATS: &str = "STATS";
 /// `EbpfLoader::override_global`.
 pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 
-/// Slots (and so `max_entries` of every per-slot map) when the agent does
-/// not ask for another number at load time. Each slot costs two
-/// [`LatencyHist`] of 13 KiB; 256 slots are 32 guests of 8 vCPUs for 7 MiB
-/// of locked kernel memory.
+/// Slots (and so `max_entries` of every per-slot map) compiled into the
+/// object. The agent always sets the real number at load time, sized from
+/// the host (see the agent's `sources::ebpf::slots`); this is only what a
+/// loader that does not would get. Each slot costs two [`LatencyHist`] of
+/// 13 KiB of locked kernel memory.
 pub const DEFAULT_MAX_WATCHED: u32 = 256;
-/// `max_entries` of [`KVM_EXITS`]: a thread sees a few dozen exit reasons
-/// at most, so this covers [`DEFAULT_MAX_WATCHED`] threads with room.
-pub const KVM_EXITS_MAX: u32 = 8192;
+/// `max_entries` of [`KVM_EXITS`] per slot: a thread sees a few dozen exit
+/// reasons at most, and the agent sizes the map at load time.
+pub const KVM_EXITS_PER_SLOT: u32 = 32;
+/// `max_entries` of [`KVM_EXITS`] compiled into the object, for
+/// [`DEFAULT_MAX_WATCHED`] slots.
+pub const KVM_EXITS_MAX: u32 = DEFAULT_MAX_WATCHED * KVM_EXITS_PER_SLOT;
+/// `map_flags` of the per-slot arrays the agent reads every second
+/// ([`THREAD_COUNTERS`], [`RUNQ_HIST`], [`ONCPU_HIST`]): `BPF_F_MMAPABLE`,
+/// so the agent maps them into its memory and reads a slot's values in
+/// place, instead of copying 13 KiB per histogram through the bpf syscall
+/// (Linux 5.5 and later).
+pub const MMAPABLE: u32 = 1 << 10;
 
 /// The counters in [`STATS`], by index.
 #[repr(u32)]
@@ -213,6 +223,14 @@ pub const MAX_TRACKABLE_NS: u64 = (1 << HIST_MAX_BITS) - 1;
 /// each, then `SUB_BUCKETS` per power of two up to [`HIST_MAX_BITS`].
 pub const HIST_BUCKETS: usize =
     ((HIST_MAX_BITS - SUB_BUCKET_BITS + 1) as u64 * SUB_BUCKETS) as usize;
+/// Buckets per chunk, as a shift: the kernel counts what it records per
+/// chunk of 64 buckets ([`LatencyHist::chunks`]), so the agent reads only
+/// the chunks that grew: a vCPU's second touches a few of the 52.
+pub const CHUNK_BITS: u32 = 6;
+/// Buckets per chunk.
+pub const CHUNK_BUCKETS: usize = 1 << CHUNK_BITS;
+/// Chunks per histogram.
+pub const HIST_CHUNKS: usize = HIST_BUCKETS.div_ceil(CHUNK_BUCKETS);
 
 /// The bucket of a duration in ns; durations above [`MAX_TRACKABLE_NS`] go
 /// to the last bucket. Branch-light and loop-free for the verifier.
@@ -266,6 +284,10 @@ pub struct LatencyHist {
     pub sum_ns: u64,
     /// The longest since the slot was handed out, exact.
     pub max_ns: u64,
+    /// Durations recorded per chunk of [`CHUNK_BUCKETS`] buckets, counted
+    /// after the bucket: a chunk whose count did not move since the
+    /// agent's last read holds no new durations and is not read.
+    pub chunks: [u32; HIST_CHUNKS],
     /// Counts per bucket; see [`bucket_index`].
     pub buckets: [u32; HIST_BUCKETS],
 }
@@ -276,6 +298,7 @@ impl LatencyHist {
         count: 0,
         sum_ns: 0,
         max_ns: 0,
+        chunks: [0; HIST_CHUNKS],
         buckets: [0; HIST_BUCKETS],
     };
 
@@ -288,8 +311,12 @@ impl LatencyHist {
         if ns > self.max_ns {
             self.max_ns = ns;
         }
-        if let Some(bucket) = self.buckets.get_mut(bucket_index(ns)) {
+        let index = bucket_index(ns);
+        if let Some(bucket) = self.buckets.get_mut(index) {
             *bucket = bucket.wrapping_add(1);
+        }
+        if let Some(chunk) = self.chunks.get_mut(index >> CHUNK_BITS) {
+            *chunk = chunk.wrapping_add(1);
         }
         ns > MAX_TRACKABLE_NS
     }
@@ -580,7 +607,11 @@ mod pod {
 // The kernel and the agent must agree on these sizes; a change here means
 // both sides are rebuilt together (they are: the agent embeds the object).
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
-const _: () = assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_BUCKETS);
+const _: () =
+    assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_CHUNKS + 4 * HIST_BUCKETS);
+// A multiple of 8: the array's element size, so a slot's histogram starts
+// at `slot * size_of` in the agent's mapping.
+const _: () = assert!(core::mem::size_of::<LatencyHist>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
 const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
@@ -609,6 +640,22 @@ mod tests {
         assert_eq!(bucket_index(MAX_TRACKABLE_NS), HIST_BUCKETS - 1);
         assert_eq!(bucket_index(u64::MAX), HIST_BUCKETS - 1);
         assert_eq!(bucket_upper(HIST_BUCKETS - 1), MAX_TRACKABLE_NS);
+    }
+
+    #[test]
+    fn chunks_count_what_their_buckets_record() {
+        let mut h = LatencyHist::ZERO;
+        for v in [0, 63, 64, 5_000, 5_001, 1 << 40] {
+            h.record(v);
+        }
+        assert_eq!(HIST_CHUNKS, 52);
+        for (c, &n) in h.chunks.iter().enumerate() {
+            let range = c * CHUNK_BUCKETS..((c + 1) * CHUNK_BUCKETS).min(HIST_BUCKETS);
+            let sum: u32 = h.buckets[range].iter().sum();
+            assert_eq!(n, sum, "chunk {c}");
+        }
+        assert_eq!(h.chunks.iter().sum::<u32>(), 6);
+        assert_eq!(h.chunks[HIST_CHUNKS - 1], 1, "the clamped value");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use hyper_stats::sample::{Batch, Datapoint};
 use hyper_stats::sinks::carbon::config::DEFAULT_PATH;
 use hyper_stats::sinks::carbon::encoder::Encoder;
 use hyper_stats::sinks::carbon::path::Template;
-use hyper_stats::sinks::carbon::{CarbonPoint, CarbonSink, Protocol, Settings};
+use hyper_stats::sinks::carbon::{CarbonPoint, CarbonSink, Filter, Protocol, Settings};
 use tokio::sync::mpsc;
 
 /// Domains and metrics per domain of the synthetic stream: 500 series,
@@ -114,6 +114,7 @@ fn settings(port: u16, protocol: Protocol) -> Settings {
         queue_points: 100_000_000,
         spool: None,
         replay_window: Duration::from_secs(30),
+        filter: Filter::ALL,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Unix time: the one place the agent turns the wall clock into the
-//! timestamps its datapoints carry.
+//! timestamps its datapoints carry; and the calling thread's CPU time, for
+//! the agent's own cost series.
 //!
 //! A wall clock before 1970 (a host booted without RTC, before NTP) reads
 //! as the epoch itself rather than failing: timestamps are labels, and the
@@ -25,6 +26,12 @@ pub(crate) fn now_unix() -> f64 {
 /// Now in whole unix seconds (Carbon's timestamps).
 pub(crate) fn now_unix_whole() -> i64 {
     since_epoch(SystemTime::now()).as_secs() as i64
+}
+
+/// The CPU time the calling thread has used, user and system.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! overridden by command-line flags.
 //!
 //! Each component owns its section and its checks
-//! (`sources::libvirt::config`, `sinks::query::config`,
-//! `sinks::carbon::config`); this module gathers them, reads the file and
+//! (`sources::libvirt::config`, `sources::ebpf::config`,
+//! `sinks::query::config`, `sinks::carbon::config`); this module gathers them, reads the file and
 //! applies the command line, once, for every command ([`Overrides`]). The
 //! file is optional at its default path and required when named with
 //! `--config`. Unknown keys are errors (a typo must not silently fall back
@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::sinks::carbon::CarbonConfig;
 use crate::sinks::query::config::QueryConfig;
+use crate::sources::ebpf::config::EbpfConfig;
 use crate::sources::libvirt::config::LibvirtConfig;
 use crate::sources::libvirt::groups::Group;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub(crate) query: QueryConfig,
     /// Pushing datapoints to Graphite (off without `carbon.address`).
     pub(crate) carbon: CarbonConfig,
+    /// The eBPF probes' kernel maps.
+    pub(crate) ebpf: EbpfConfig,
 }
 
 /// What the command line says over the file.
@@ -94,6 +97,7 @@ impl Config {
         self.libvirt.validate()?;
         self.query.validate()?;
         self.carbon.validate()?;
+        self.ebpf.validate()?;
         Ok(())
     }
 
@@ -124,6 +128,7 @@ impl Config {
             ),
             None => outln!(out, "carbon.address = none (Carbon sink off)"),
         }
+        out.push_str(&config.carbon.describe_sent());
         if config.query.enabled {
             outln!(out, "query.socket = {:?}", config.query.socket);
             match &config.query.group {
@@ -135,6 +140,13 @@ impl Config {
             }
         } else {
             outln!(out, "query.enabled = false (no query socket)");
+        }
+        match config.ebpf.max_watched {
+            Some(n) => outln!(out, "ebpf.max_watched = {n}"),
+            None => outln!(
+                out,
+                "ebpf.max_watched = auto (the host's vCPU threads at start, and room for half as many again, at least 256)"
+            ),
         }
         out
     }

@@ -47,6 +47,12 @@ enum Command {
         /// SIGINT or SIGTERM.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+        /// Also probe the `CPU <n>/...` threads of process PID as the
+        /// vCPUs of a pseudo-domain named after the process (uuid
+        /// `pid-PID`), besides libvirt's guests: for benchmarks and tests
+        /// with synthetic vCPU threads. Repeatable, or comma-separated.
+        #[arg(long = "watch-pid", value_name = "PID", value_delimiter = ',')]
+        watch_pids: Vec<u32>,
     },
     /// List running domains: UUID, name, QEMU pid and vCPU thread ids.
     Domains {
@@ -105,6 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             carbon,
             duration,
+            watch_pids,
         } => {
             let config = config(Overrides { connect, carbon })?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,7 +119,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("failed to start the async runtime")?;
-            runtime.block_on(pipeline::run(&config, &output, duration))?;
+            let args = pipeline::RunArgs {
+                outputs: output,
+                duration,
+                watch_pids,
+            };
+            runtime.block_on(pipeline::run(&config, &args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Graphios(args) => {

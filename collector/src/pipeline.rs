@@ -10,6 +10,7 @@
 //! or SIGTERM) the sources stop first, the rollup drains, then every sink
 //! drains what it was given and exits.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::sample::{Batch, Sample, Samples};
 use crate::self_stats;
 use crate::sinks::{self, Output};
 use crate::sources::ebpf::source::EbpfSource;
-use crate::sources::ebpf::{ProbeOptions, Probes};
+use crate::sources::ebpf::{ProbeOptions, Probes, targets};
 use crate::sources::libvirt::LibvirtSource;
 
 /// Batches a sink may have waiting before new ones are dropped for it:
@@ -36,9 +37,23 @@ const SINK_QUEUE_BATCHES: usize = 64;
 /// for the fan-out.
 const SOURCE_QUEUE_BATCHES: usize = 16;
 
-/// Runs the agent until `duration` has passed (if given) or a signal asks
-/// it to stop.
-pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>) -> Result<()> {
+/// What `hyper-stats run` was asked for on its command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Where datapoints go.
+    pub outputs: Vec<Output>,
+    /// Stop after this long; `None` runs until a signal.
+    pub duration: Option<Duration>,
+    /// Processes watched as pseudo-domains besides libvirt's guests
+    /// (`--watch-pid`): their `CPU <n>/...` threads are probed like
+    /// vCPUs. For benchmarks and tests on hosts without many guests.
+    pub watch_pids: Vec<u32>,
+}
+
+/// Runs the agent until `args.duration` has passed (if given) or a signal
+/// asks it to stop.
+pub async fn run(config: &Config, args: &RunArgs) -> Result<()> {
+    let (outputs, duration) = (&args.outputs, args.duration);
     let (source_tx, source_rx) = mpsc::channel::<Samples>(SOURCE_QUEUE_BATCHES);
     let (rollup_tx, mut rollup_rx) = mpsc::channel::<Batch>(SOURCE_QUEUE_BATCHES);
 
@@ -50,7 +65,12 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
         rollup::domain_gone(intervals),
         &stats,
     )));
-    let stage = tokio::spawn(rollup::run(Arc::clone(&rollup), source_rx, rollup_tx));
+    let stage = tokio::spawn(rollup::run(
+        Arc::clone(&rollup),
+        source_rx,
+        rollup_tx,
+        stats.counter("rollup.cpu_us"),
+    ));
 
     let mut sink_txs = Vec::new();
     let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
@@ -71,13 +91,22 @@ pub async fn run(config: &Config, outputs: &[Output], duration: Option<Duration>
     // The eBPF probes watch the vCPU threads of the domains libvirt lists.
     // Without them (no root, no BTF, object not built) the agent still
     // reports every libvirt stat; the reason is said once, with the fix.
-    match Probes::load(&ProbeOptions::default()) {
+    // Their maps are sized from the vCPU threads the host has now.
+    let vcpu_threads = targets::host_vcpu_threads(Path::new(targets::PROC));
+    let options = ProbeOptions {
+        max_watched: config.ebpf.slots(vcpu_threads),
+        ..ProbeOptions::default()
+    };
+    match Probes::load(&options) {
         Ok(probes) => {
             info!(
                 message = "eBPF probes attached.",
-                kvm = probes.kvm_attached()
+                kvm = probes.kvm_attached(),
+                slots = options.max_watched,
+                vcpu_threads,
+                kernel_map_bytes = probes.kernel_map_bytes(),
             );
-            let ebpf = EbpfSource::new(probes, source.domains(), &stats);
+            let ebpf = EbpfSource::new(probes, source.domains(), &args.watch_pids, &stats);
             source_tasks.spawn(ebpf.run(source_tx.clone()));
         }
         Err(reason) => {

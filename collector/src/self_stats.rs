@@ -17,6 +17,13 @@
 //!   last bucket;
 //! - `agent.rollup.clamped_values`: values beyond the rollup histograms'
 //!   last bucket (2^32 ns, 4.29 s), counted in it;
+//! - `agent.ebpf.watched_threads`, `agent.ebpf.slots`: threads the probes
+//!   watch, and how many they could (the kernel maps' size);
+//! - `agent.ebpf.unwatched_threads`: vCPU threads left unwatched because
+//!   every slot was taken (0 unless the host outgrew `ebpf.max_watched`);
+//! - `agent.ebpf.kernel_map_bytes`: the kernel memory of the probes' maps;
+//! - `agent.ebpf.read_cpu_us`, `agent.rollup.cpu_us`: CPU time the agent
+//!   spent reading the maps and in the rollup stage, µs per second;
 //! - `agent.libvirt.poll_failures`: libvirt polls that failed or timed out;
 //! - `agent.carbon.*`: the Carbon sink's traffic (see `sinks::carbon`).
 //!
@@ -44,6 +51,17 @@ impl Counter {
     /// Adds `n`.
     pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Runs `f` and adds the CPU time the calling thread spent in it, in
+    /// µs: the agent's own cost of a step (`f` must not await or hand work
+    /// to other threads, or their time is missed).
+    pub(crate) fn add_cpu_us<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = crate::clock::thread_cpu_time();
+        let out = f();
+        let spent = crate::clock::thread_cpu_time().saturating_sub(start);
+        self.add(spent.as_micros() as u64);
+        out
     }
 
     /// The total so far.

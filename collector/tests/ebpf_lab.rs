@@ -587,7 +587,7 @@ fn watch_set_stays_exact_over_200_guest_restarts() {
         let intervals = BTreeMap::from([(Group::State, Duration::from_millis(100))]);
         let stats = Registry::default();
         let libvirt = LibvirtSource::new(URI, Duration::from_secs(5), intervals, &stats);
-        let ebpf = EbpfSource::new(probes, libvirt.domains(), &stats);
+        let ebpf = EbpfSource::new(probes, libvirt.domains(), &[], &stats);
         let ebpf_task = runtime.spawn(ebpf.run(tx.clone()));
         let libvirt_task = runtime.spawn(libvirt.run(tx));
         let drain = runtime.spawn(async move {

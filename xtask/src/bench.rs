@@ -1,5 +1,5 @@
-//! `cargo xtask bench poll|probes`: benchmarks that need the lab at a
-//! given size, run in sequence, with their output kept in `bench/runs/`.
+//! `cargo xtask bench poll|probes|scale`: benchmarks, run in sequence,
+//! with their output kept in `bench/runs/`.
 //!
 //! `poll` runs the per-group bulk-stats bench (`collector/benches/poll.rs`)
 //! against 2 and then 8 lab guests, so the cost per domain can be compared
@@ -7,7 +7,10 @@
 //! runs the agent with its eBPF probes and libbpf-tools
 //! `runqlat` side by side on 8 guests and a busy loop, and compares their
 //! cost per event. Afterwards the lab runs 2 guests, or is down again if it
-//! was down before.
+//! was down before. `scale` (`bench/scale.rs`) needs no lab: it watches
+//! a synthetic load of 256 and then 1,024 vCPU threads and measures the
+//! agent's memory, CPU and output at that size, and the libvirt side
+//! against 250 test-driver domains.
 //!
 //! Each run's output goes to `bench/runs/<unix time>-<bench>.txt`, headed
 //! with the date, kernel and CPU, so numbers from different days and
@@ -17,21 +20,26 @@ use std::fs;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
+use clap::Subcommand;
 
 use crate::lab;
 use crate::util::workspace_root;
 
 mod probes;
+mod scale;
 
 /// A benchmark suite.
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Subcommand)]
 pub enum Suite {
     /// Bulk-stats poll cost per group, with 2 and 8 guests.
     Poll,
     /// eBPF probe cost per event against runqlat, and the agent's CPU, with
     /// 8 guests.
     Probes,
+    /// Agent memory, CPU and output with 256 and 1,024 watched vCPU
+    /// threads of a synthetic load, and with 250 libvirt test domains (no
+    /// lab needed).
+    Scale(scale::Args),
 }
 
 /// Lab sizes the poll bench runs at.
@@ -41,6 +49,7 @@ pub fn run(suite: Suite) -> Result<()> {
     match suite {
         Suite::Poll => poll(),
         Suite::Probes => probes::run(),
+        Suite::Scale(args) => scale::run(&args),
     }
 }
 

@@ -9,6 +9,8 @@ mod build_ebpf;
 mod demo;
 mod lab;
 mod setup;
+mod synthetic;
+mod sys;
 mod test;
 mod util;
 
@@ -40,11 +42,18 @@ enum Task {
     Test,
     /// Set up, start the lab and show the agent's live datapoints.
     Demo,
-    /// Run a benchmark suite that needs the lab; reports go to bench/runs/.
+    /// Run a benchmark suite; reports go to bench/runs/.
     Bench {
-        #[arg(value_enum)]
+        #[command(subcommand)]
         suite: bench::Suite,
     },
+    /// Start a synthetic vCPU load (processes `synth-NNN` with threads
+    /// `CPU <n>/TCG`) and keep it until killed; prints the pids.
+    #[command(hide = true)]
+    SyntheticGuests(synthetic::GuestsArgs),
+    /// One pseudo-guest of a synthetic load (started by the load itself).
+    #[command(hide = true)]
+    SyntheticGuest(synthetic::GuestArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,8 @@ fn main() -> ExitCode {
         Task::Test => test::run_all(),
         Task::Demo => demo::run_demo(),
         Task::Bench { suite } => bench::run(suite),
+        Task::SyntheticGuests(args) => synthetic::run_guests(&args),
+        Task::SyntheticGuest(args) => synthetic::run_guest(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

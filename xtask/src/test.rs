@@ -7,7 +7,8 @@
 //! 4. the lab: real libvirtd and QEMU guests (`lab up`), then every
 //!    integration test marked `#[ignore = "needs the lab..."]` (including
 //!    the eBPF probe tests, which need root), one at a time since they stop
-//!    and start guests and libvirtd.
+//!    and start guests and libvirtd. (`scale` needs no lab, only root:
+//!    300 threads of its own watched with `--watch-pid`.)
 //!
 //! Every build here requires the eBPF object (`HYPER_STATS_EBPF=require`).
 //!
@@ -32,6 +33,7 @@ const LAB_TESTS: &[&str] = &[
     "carbon",
     "shared_dirs",
     "stale",
+    "scale",
 ];
 
 /// Guests the integration tests run against.

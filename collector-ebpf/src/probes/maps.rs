@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use hyper_stats_ebpf::{
     DEFAULT_MAX_WATCHED, KVM_EXITS_MAX, KernelOffsets, KvmExitKey, KvmExitStats, LatencyHist,
-    STATS_LEN, Stat, ThreadCounters, ThreadState,
+    MMAPABLE, STATS_LEN, Stat, ThreadCounters, ThreadState,
 };
 
 /// See [`hyper_stats_ebpf::WATCHED`].
@@ -23,15 +23,17 @@ pub(crate) static THREAD_STATE: Array<ThreadState> =
 /// See [`hyper_stats_ebpf::THREAD_COUNTERS`].
 #[map]
 pub(crate) static THREAD_COUNTERS: Array<ThreadCounters> =
-    Array::with_max_entries(DEFAULT_MAX_WATCHED, 0);
+    Array::with_max_entries(DEFAULT_MAX_WATCHED, MMAPABLE);
 
 /// See [`hyper_stats_ebpf::RUNQ_HIST`].
 #[map]
-pub(crate) static RUNQ_HIST: Array<LatencyHist> = Array::with_max_entries(DEFAULT_MAX_WATCHED, 0);
+pub(crate) static RUNQ_HIST: Array<LatencyHist> =
+    Array::with_max_entries(DEFAULT_MAX_WATCHED, MMAPABLE);
 
 /// See [`hyper_stats_ebpf::ONCPU_HIST`].
 #[map]
-pub(crate) static ONCPU_HIST: Array<LatencyHist> = Array::with_max_entries(DEFAULT_MAX_WATCHED, 0);
+pub(crate) static ONCPU_HIST: Array<LatencyHist> =
+    Array::with_max_entries(DEFAULT_MAX_WATCHED, MMAPABLE);
 
 /// See [`hyper_stats_ebpf::KVM_EXITS`].
 #[map]

@@ -565,18 +565,22 @@ fn summarize(
 }
 
 /// The stage: takes the sources' batches until they all stop, updates
-/// `rollup` with each, and sends the datapoints on to `out`. Ends when the
+/// `rollup` with each, and sends the datapoints on to `out`, counting the
+/// CPU time it spends in `cpu_us` (`agent.rollup.cpu_us`). Ends when the
 /// input closes or `out` does.
 pub(crate) async fn run(
     rollup: SharedRollup,
     mut input: mpsc::Receiver<Samples>,
     out: mpsc::Sender<Batch>,
+    cpu_us: Counter,
 ) {
     while let Some(samples) = input.recv().await {
-        let batch = rollup
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .ingest(samples);
+        let batch = cpu_us.add_cpu_us(|| {
+            rollup
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .ingest(samples)
+        });
         if !batch.is_empty() && out.send(batch).await.is_err() {
             return;
         }

@@ -223,7 +223,7 @@ fn json_str(json: &str, key: &str) -> Option<String> {
     Some(json_raw(json, key)?.trim_matches('"').to_owned())
 }
 
-fn json_u64(json: &str, key: &str) -> Option<u64> {
+pub(super) fn json_u64(json: &str, key: &str) -> Option<u64> {
     json_raw(json, key)?.parse().ok()
 }
 
@@ -243,7 +243,7 @@ fn hook_of(name: &str) -> Option<&'static str> {
 }
 
 /// `utime + stime` of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("failed to read /proc/{pid}/stat"))?;
     // Fields after the `(comm)`, which may hold spaces: state is field 3,
@@ -260,7 +260,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-fn clock_ticks_per_s() -> Result<f64> {
+pub(super) fn clock_ticks_per_s() -> Result<f64> {
     let out = Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -1,5 +1,6 @@
 //! The `[carbon]` config section: where Carbon is, which protocol it
-//! speaks, how series are named and how much may wait for it.
+//! speaks, which series it gets, how they are named and how much may wait
+//! for it.
 //!
 //! Every key has a default; the sink is off until `address` is set (in the
 //! file or with `hyper-stats run --carbon HOST:PORT`). Validation names the
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
+use super::filter::{ALWAYS_SENT, Family, Filter};
 use super::path::Template;
 
 /// Carbon's plaintext (line) receiver port, used when `address` has none.
@@ -101,6 +103,15 @@ pub(crate) struct CarbonConfig {
     /// Size limit of the disk spool, e.g. `"512MiB"`, `"2GiB"` or bytes;
     /// beyond it the oldest spooled points are dropped.
     pub(crate) spool_max_size: ByteSize,
+    /// The metric families sent to Carbon, by first name component
+    /// ([`Family`]); default: all. The merged histograms and the agent's
+    /// series go whatever this says (see [`super::filter`]).
+    pub(crate) families: Vec<String>,
+    /// Whether the `vcpu.N.*` series go to Carbon. Off by default: they
+    /// are two thirds of a 4-vCPU guest's series, the merged histograms
+    /// carry the guest's distribution, and JSON and the query socket keep
+    /// them (see the README's Graphite section for the sizing).
+    pub(crate) per_vcpu: bool,
 }
 
 impl Default for CarbonConfig {
@@ -114,13 +125,15 @@ impl Default for CarbonConfig {
             queue_points: DEFAULT_QUEUE_POINTS,
             spool_dir: None,
             spool_max_size: ByteSize(DEFAULT_SPOOL_MAX_BYTES),
+            families: Family::ALL.map(|f| f.name().to_owned()).to_vec(),
+            per_vcpu: false,
         }
     }
 }
 
 impl CarbonConfig {
     /// Checks what serde cannot: the address, the prefix, the path
-    /// template and the limits.
+    /// template, the families and the limits.
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(address) = &self.address {
             split_address(address, self.protocol)
@@ -162,7 +175,46 @@ impl CarbonConfig {
                 self.spool_max_size.0
             );
         }
+        self.filter()?;
         Ok(())
+    }
+
+    /// The filter `families` and `per_vcpu` ask for; an error names the
+    /// first name that is not a family.
+    pub(crate) fn filter(&self) -> Result<Filter> {
+        let mut families = Vec::with_capacity(self.families.len());
+        for name in &self.families {
+            match Family::from_name(name) {
+                Some(f) => families.push(f),
+                None if ALWAYS_SENT.contains(&name.as_str()) => bail!(
+                    "carbon.families: {name:?} always goes to Carbon and cannot be chosen\n\
+                     leave it out; the families to choose from are {}",
+                    Family::names()
+                ),
+                None => bail!(
+                    "carbon.families: unknown family {name:?}\n\
+                     the families to choose from are {}",
+                    Family::names()
+                ),
+            }
+        }
+        Ok(Filter::new(&families, self.per_vcpu))
+    }
+
+    /// What goes to Carbon, as `check-config` shows it: two lines.
+    pub(crate) fn describe_sent(&self) -> String {
+        let always = ALWAYS_SENT.map(|n| format!("{n}.*")).join(", ");
+        let vcpu = if !self.families.iter().any(|f| f == Family::Vcpu.name()) {
+            "no vcpu family: no vcpu.* sent"
+        } else if self.per_vcpu {
+            "vcpu.N.* sent"
+        } else {
+            "vcpu.N.* not sent; JSON and the query socket keep them"
+        };
+        format!(
+            "carbon.families = {:?} (always sent: {always})\ncarbon.per_vcpu = {} ({vcpu})\n",
+            self.families, self.per_vcpu
+        )
     }
 }
 
@@ -377,11 +429,70 @@ mod tests {
                 },
                 "carbon.queue_points = 100000001 is above the maximum of 100000000",
             ),
+            (
+                CarbonConfig {
+                    families: vec!["cpu".into(), "disk".into()],
+                    ..base.clone()
+                },
+                "carbon.families: unknown family \"disk\"\n\
+                 the families to choose from are state, cpu, vcpu, balloon, block, net, perf",
+            ),
+            (
+                CarbonConfig {
+                    families: vec!["CPU".into()],
+                    ..base.clone()
+                },
+                "carbon.families: unknown family \"CPU\"",
+            ),
+            (
+                CarbonConfig {
+                    families: vec!["runq_latency_us".into()],
+                    ..base.clone()
+                },
+                "carbon.families: \"runq_latency_us\" always goes to Carbon and cannot be chosen\n\
+                 leave it out; the families to choose from are state, cpu, vcpu, balloon, block, net, perf",
+            ),
+            (
+                CarbonConfig {
+                    families: vec!["agent".into()],
+                    ..base.clone()
+                },
+                "carbon.families: \"agent\" always goes",
+            ),
+            (
+                CarbonConfig {
+                    families: vec!["oncpu_us".into()],
+                    ..base.clone()
+                },
+                "carbon.families: \"oncpu_us\" always goes",
+            ),
         ];
         for (config, want) in cases {
             let err = format!("{:#}", config.validate().unwrap_err());
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn check_config_shows_what_goes() {
+        let c = CarbonConfig::default();
+        assert_eq!(
+            c.describe_sent(),
+            "carbon.families = [\"state\", \"cpu\", \"vcpu\", \"balloon\", \"block\", \"net\", \"perf\"] \
+             (always sent: runq_latency_us.*, oncpu_us.*, agent.*)\n\
+             carbon.per_vcpu = false (vcpu.N.* not sent; JSON and the query socket keep them)\n"
+        );
+        let c = CarbonConfig {
+            families: vec!["cpu".into()],
+            per_vcpu: true,
+            ..c
+        };
+        assert!(
+            c.describe_sent()
+                .ends_with("carbon.per_vcpu = true (no vcpu family: no vcpu.* sent)\n"),
+            "{}",
+            c.describe_sent()
+        );
     }
 
     #[test]
@@ -403,6 +514,21 @@ mod tests {
         assert_eq!(c.spool_max_size, ByteSize(64 << 20));
         assert_eq!(c.queue_points, 5000);
         c.validate().unwrap();
+        // Families and per-vCPU detail, default and chosen.
+        assert_eq!(c.filter().unwrap(), Filter::new(&Family::ALL, false));
+        let c: CarbonConfig = toml::from_str(
+            r#"
+            families = ["cpu", "vcpu", "net"]
+            per_vcpu = true
+            "#,
+        )
+        .unwrap();
+        let want = Filter::new(&[Family::Cpu, Family::Vcpu, Family::Net], true);
+        assert_eq!(c.filter().unwrap(), want);
+        let c: CarbonConfig = toml::from_str("families = []").unwrap();
+        assert_eq!(c.filter().unwrap(), Filter::new(&[], false));
+        let err = toml::from_str::<CarbonConfig>("per_vcpu = \"yes\"").unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
         let err = toml::from_str::<CarbonConfig>("server = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field `server`"), "{err}");
     }

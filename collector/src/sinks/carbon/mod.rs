@@ -2,7 +2,9 @@
 //! nothing lost while Carbon is away.
 //!
 //! # What it does
-//! It receives the pipeline's batches, names each datapoint's series
+//! It receives the pipeline's batches, keeps the datapoints the operator
+//! sends to Carbon (`carbon.families`, `carbon.per_vcpu`, see [`filter`]),
+//! names each one's series
 //! (`hyperstats.<host>.<domain>.<metric>` by default, see [`path`]),
 //! floors its timestamp to the second and writes it to Carbon over TCP in
 //! the plaintext line protocol or, optionally, the pickle protocol
@@ -41,6 +43,7 @@
 pub mod config;
 pub(crate) mod conn;
 pub mod encoder;
+pub(crate) mod filter;
 pub mod path;
 pub(crate) mod queue;
 pub(crate) mod sink;
@@ -54,6 +57,7 @@ use anyhow::Result;
 pub(crate) use self::config::CarbonConfig;
 pub use self::config::Protocol;
 pub use self::encoder::CarbonPoint;
+pub use self::filter::Filter;
 pub(crate) use self::sink::Submission;
 pub use self::sink::{CarbonSink, Settings};
 use crate::self_stats::Registry;

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::config::{CarbonConfig, Protocol, split_address};
 use super::conn::{self, Event, State};
 use super::encoder::{CarbonPoint, Encoder};
+use super::filter::Filter;
 use super::path::{PathBuilder, Template, default_host};
 use super::queue::Queue;
 use super::spool::Spool;
@@ -94,6 +95,9 @@ pub struct Settings {
     pub spool: Option<(PathBuf, u64)>,
     /// How long written points stay replayable.
     pub replay_window: Duration,
+    /// Which of the pipeline's datapoints go to Carbon (submitted points
+    /// always go).
+    pub filter: Filter,
 }
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
                 .clone()
                 .map(|d| (d, config.spool_max_size.0)),
             replay_window: REPLAY_WINDOW,
+            filter: config.filter()?,
         }))
     }
 }
@@ -280,7 +285,9 @@ impl CarbonSink {
     /// Queues a batch's points under their paths.
     fn accept_batch(&mut self, batch: &Batch) {
         let now = std::time::Instant::now();
-        for d in batch {
+        // Filtered before naming: a series that never goes costs no path.
+        let filter = self.settings.filter;
+        for d in batch.iter().filter(|d| filter.keeps(d)) {
             let path = self.paths.path(d, now);
             if let Some(p) = CarbonPoint::from_datapoint(path, d) {
                 self.queue.push(p);
@@ -691,6 +698,7 @@ mod tests {
             queue_points,
             spool: spool.map(|d| (d, 1 << 30)),
             replay_window: REPLAY_WINDOW,
+            filter: Filter::ALL,
         }
     }
 

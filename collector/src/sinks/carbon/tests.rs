@@ -89,6 +89,7 @@ fn settings(
         queue_points,
         spool: spool.map(|d| (d, 1 << 30)),
         replay_window: Duration::from_secs(30),
+        filter: Filter::ALL,
     }
 }
 
@@ -456,4 +457,113 @@ async fn self_metrics_arrive_each_second_under_agent() {
         assert!(all.iter().any(|l| l.starts_with(&path)), "no {name}");
     }
     carbon.stop().await;
+}
+
+/// One second of a 2-vCPU guest, a metric of every family and shape, and
+/// one agent series.
+fn guest_second(ts: i64) -> Arc<Batch> {
+    let metrics = [
+        "state.code",
+        "cpu.time_percent",
+        "vcpu.current",
+        "vcpu.0.delay_percent",
+        "vcpu.1.runq_latency_us.p99",
+        "vcpu.1.switches_voluntary_per_s",
+        "balloon.rss_bytes",
+        "block.vda.wr.latency_mean_ms",
+        "net.vnet0.rx.bytes_per_s",
+        "perf.cpu_cycles_per_s",
+        "runq_latency_us.p99",
+        "runq_latency_us.count",
+        "oncpu_us.max",
+    ];
+    let mut points: Batch = metrics
+        .iter()
+        .map(|m| Datapoint {
+            ts: ts as f64,
+            uuid: "u-1".into(),
+            domain: "web-1".into(),
+            metric: (*m).to_owned(),
+            value: 1.0,
+        })
+        .collect();
+    points.push(Datapoint::agent(
+        ts as f64,
+        "agent.libvirt.poll_failures".into(),
+        0.0,
+    ));
+    Arc::new(points)
+}
+
+/// Sends `guest_second` through a sink configured as the `[carbon]`
+/// section `config` says (its address pointed at a fake Carbon) and
+/// returns the paths Carbon received, in order.
+async fn paths_sent(config: config::CarbonConfig) -> Vec<String> {
+    let received = Received::default();
+    let carbon = FakeCarbon::start(0, Arc::clone(&received)).await;
+    let config = config::CarbonConfig {
+        address: Some(format!("127.0.0.1:{}", carbon.port)),
+        host: Some("n1".into()),
+        ..config
+    };
+    let settings = Settings::from_config(&config, "carbon").unwrap().unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(run(new_sink(settings), rx));
+    tx.send(guest_second(1764100001)).await.unwrap();
+    drop(tx);
+    task.await.unwrap().unwrap();
+    carbon.stop().await;
+    keys(&received)
+        .into_iter()
+        .inspect(|(_, ts)| assert_eq!(*ts, 1764100001))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_default_sends_every_family_without_per_vcpu_detail() {
+    let got = paths_sent(config::CarbonConfig::default()).await;
+    let want = [
+        "hyperstats.n1.web-1.state.code",
+        "hyperstats.n1.web-1.cpu.time_percent",
+        "hyperstats.n1.web-1.vcpu.current",
+        "hyperstats.n1.web-1.balloon.rss_bytes",
+        "hyperstats.n1.web-1.block.vda.wr.latency_mean_ms",
+        "hyperstats.n1.web-1.net.vnet0.rx.bytes_per_s",
+        "hyperstats.n1.web-1.perf.cpu_cycles_per_s",
+        "hyperstats.n1.web-1.runq_latency_us.p99",
+        "hyperstats.n1.web-1.runq_latency_us.count",
+        "hyperstats.n1.web-1.oncpu_us.max",
+        "hyperstats.n1.agent.libvirt.poll_failures",
+    ];
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn chosen_families_and_per_vcpu_detail_are_sent_histograms_and_agent_always() {
+    let config = config::CarbonConfig {
+        families: vec!["cpu".into(), "vcpu".into()],
+        per_vcpu: true,
+        ..Default::default()
+    };
+    let got = paths_sent(config).await;
+    let want = [
+        "hyperstats.n1.web-1.cpu.time_percent",
+        "hyperstats.n1.web-1.vcpu.current",
+        "hyperstats.n1.web-1.vcpu.0.delay_percent",
+        "hyperstats.n1.web-1.vcpu.1.runq_latency_us.p99",
+        "hyperstats.n1.web-1.vcpu.1.switches_voluntary_per_s",
+        "hyperstats.n1.web-1.runq_latency_us.p99",
+        "hyperstats.n1.web-1.runq_latency_us.count",
+        "hyperstats.n1.web-1.oncpu_us.max",
+        "hyperstats.n1.agent.libvirt.poll_failures",
+    ];
+    assert_eq!(got, want);
+    // No family at all: the merged histograms and the agent still go.
+    let config = config::CarbonConfig {
+        families: Vec::new(),
+        ..Default::default()
+    };
+    let got = paths_sent(config).await;
+    assert_eq!(got, &want[5..]);
 }

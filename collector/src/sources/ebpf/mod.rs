@@ -19,8 +19,10 @@
 //! with its other sources.
 
 pub(crate) mod btf;
+pub(crate) mod config;
 pub(crate) mod format;
 pub(crate) mod maps;
+pub(crate) mod mmap;
 pub(crate) mod source;
 pub(crate) mod targets;
 
@@ -33,8 +35,8 @@ use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::programs::{RawTracePointRunOptions, TestRun as _};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader, Endianness};
 use hyper_stats_ebpf::{
-    DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat,
-    THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
+    DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, KVM_EXITS_PER_SLOT, ONCPU_HIST, RUNQ_HIST,
+    STATS, Stat, THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
 };
 use thiserror::Error;
 
@@ -162,6 +164,15 @@ pub enum ProbesOff {
     Load {
         /// aya's error, with the verifier log for a refused program.
         source: EbpfError,
+    },
+    /// The arrays the agent reads every second could not be mapped.
+    #[error(
+        "failed to map the eBPF arrays into the agent: {source}\n\
+         the probes need Linux 5.5 or later (BPF_F_MMAPABLE arrays)"
+    )]
+    Mmap {
+        /// The error from mmap(2).
+        source: io::Error,
     },
     /// A program could not be loaded or attached.
     #[error("failed to attach eBPF program `{program}` to tracepoint {tracepoint}: {source}")]
@@ -307,6 +318,10 @@ impl Probes {
         ] {
             loader.map_max_entries(map, options.max_watched);
         }
+        loader.map_max_entries(
+            KVM_EXITS,
+            options.max_watched.saturating_mul(KVM_EXITS_PER_SLOT),
+        );
         let mut ebpf = loader
             .load(object)
             .map_err(|source| ProbesOff::Load { source })?;
@@ -328,7 +343,8 @@ impl Probes {
             take_map(&mut ebpf, RUNQ_HIST)?,
             take_map(&mut ebpf, ONCPU_HIST)?,
             take_map(&mut ebpf, KVM_EXITS)?,
-        );
+        )
+        .map_err(|source| ProbesOff::Mmap { source })?;
         let stats = take_map(&mut ebpf, STATS)?;
         Ok(Self {
             ebpf,
@@ -340,6 +356,13 @@ impl Probes {
                 kvm_attached,
             },
         })
+    }
+
+    /// The kernel memory the probes' maps hold, as the kernel accounts it
+    /// (`memlock` in each map's fdinfo); 0 for a map it does not say.
+    pub fn kernel_map_bytes(&self) -> u64 {
+        use aya::maps::IterableMap as _;
+        self.threads.kernel_bytes() + memlock(self.stats.map())
     }
 
     /// Whether `kvm:kvm_exit`/`kvm:kvm_entry` are attached (the kvm module
@@ -394,6 +417,20 @@ impl Probes {
         program.test_run(opts)?;
         Ok(())
     }
+}
+
+/// The kernel memory of `map`: the `memlock` line of its fdinfo.
+pub(crate) fn memlock(map: &MapData) -> u64 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Checks root, BTF and tracefs, mounting tracefs if it is not.

@@ -25,8 +25,14 @@
 //! (not at the next read: a stopped guest's slots are freed at once),
 //! every [`STARTING_RELIST`] while a domain is starting (libvirt lists it
 //! before QEMU has made its vCPU threads), and every [`TARGET_REFRESH`]
-//! (vCPU hotplug, a QEMU restarted under the same name). A domain whose threads cannot be listed is skipped and logged
-//! once; threads beyond the slots are refused and logged once.
+//! (vCPU hotplug, a QEMU restarted under the same name). A domain whose
+//! threads cannot be listed is skipped and logged once. Processes named
+//! with `--watch-pid` are watched the same way, as pseudo-domains.
+//!
+//! Threads beyond the slots are refused: an error in the log once per
+//! episode, with the fix, and `agent.ebpf.unwatched_threads` counts them
+//! each second (the slots are fixed when the probes load; see
+//! [`super::config`]).
 //!
 //! # When things fail
 //!
@@ -38,15 +44,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aya::maps::MapError;
 use hyper_stats_ebpf::{Stat, bucket_mid};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::targets::{self, TargetError, VcpuThread};
 use super::{HistDelta, Probes, ThreadDelta};
 use crate::sample::{Datapoint, Latency, Sample, Samples};
-use crate::self_stats::{Counter, Registry};
+use crate::self_stats::{Counter, Gauge, Registry};
 use crate::sources::libvirt::DomainRef;
 
 /// How often the histograms are read: each read is one second of the
@@ -138,9 +145,7 @@ pub(crate) fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> 
             values: hist
                 .buckets
                 .iter()
-                .enumerate()
-                .filter(|(_, count)| **count != 0)
-                .map(|(index, &count)| (bucket_mid(index), u64::from(count)))
+                .map(|&(index, count)| (bucket_mid(index as usize), u64::from(count)))
                 .collect(),
             sum_ns: hist.sum_ns,
         })
@@ -205,25 +210,50 @@ pub struct EbpfSource {
     first_seen: BTreeMap<Arc<str>, Instant>,
     /// The last `STATS` read, to log drops when they grow.
     last_stats: Vec<(Stat, u64)>,
+    /// Processes watched as pseudo-domains (`--watch-pid`).
+    processes: Vec<u32>,
+    /// Whether vCPU threads are being refused for want of slots, so the
+    /// error is logged once per episode.
+    short_of_slots: crate::episode::Episode,
     /// Events the programs dropped (`agent.ebpf.dropped_events`).
     dropped: Counter,
     /// Durations past the kernel's last bucket (`agent.ebpf.clamped_events`).
     clamped: Counter,
+    /// Threads watched now (`agent.ebpf.watched_threads`).
+    watched_threads: Gauge,
+    /// vCPU threads refused for want of slots (`agent.ebpf.unwatched_threads`).
+    unwatched_threads: Gauge,
+    /// CPU time spent reading the maps (`agent.ebpf.read_cpu_us`).
+    read_cpu_us: Counter,
 }
 
 impl EbpfSource {
     /// A source reading `probes`, watching the vCPU threads of the domains
-    /// `domains` publishes, counting what the programs dropped in `stats`.
+    /// `domains` publishes and of the `processes`, counting what the
+    /// programs dropped and what reading costs in `stats`.
     pub fn new(
         probes: Probes,
         domains: watch::Receiver<Arc<[DomainRef]>>,
+        processes: &[u32],
         stats: &Registry,
     ) -> Self {
+        let mut probes = probes;
+        stats
+            .gauge("ebpf.slots")
+            .set(probes.threads().capacity() as u64);
+        stats
+            .gauge("ebpf.kernel_map_bytes")
+            .set(probes.kernel_map_bytes());
         Self {
-            probes,
-            domains,
             dropped: stats.counter("ebpf.dropped_events"),
             clamped: stats.counter("ebpf.clamped_events"),
+            watched_threads: stats.gauge("ebpf.watched_threads"),
+            unwatched_threads: stats.gauge("ebpf.unwatched_threads"),
+            read_cpu_us: stats.counter("ebpf.read_cpu_us"),
+            processes: processes.to_vec(),
+            short_of_slots: crate::episode::Episode::default(),
+            probes,
+            domains,
             targets: BTreeMap::new(),
             unlisted: BTreeSet::new(),
             first_seen: BTreeMap::new(),
@@ -279,13 +309,17 @@ impl EbpfSource {
                 last_refresh = Some(Instant::now());
             }
 
-            // Step 2: what the kernel recorded since the last read.
-            let deltas = match self.probes.threads().read() {
-                Ok(deltas) => {
+            // Step 2: what the kernel recorded since the last read, and
+            // step 3, its samples; both on this thread, so the CPU time
+            // they cost is the agent's `read_cpu_us`.
+            let read_cpu_us = self.read_cpu_us.clone();
+            let read = read_cpu_us.add_cpu_us(|| self.read_samples(&mut last_read));
+            let batch = match read {
+                Ok(batch) => {
                     if failing.recover() {
                         info!(message = "eBPF maps readable again.");
                     }
-                    deltas
+                    batch
                 }
                 Err(err) => {
                     if failing.fail() {
@@ -294,29 +328,33 @@ impl EbpfSource {
                     continue;
                 }
             };
-            let elapsed = last_read.elapsed();
-            last_read = Instant::now();
-            let ts = crate::clock::now_unix();
-
-            // Step 3: histograms and rates of every watched thread, one
-            // second for the rollup.
-            let kvm = self.probes.kvm_attached();
-            let mut batch = Samples::with_capacity(deltas.len() * 8);
-            for delta in &deltas {
-                if let Some(target) = self.targets.get(&delta.tid) {
-                    batch.extend(latency_samples(ts, target, delta));
-                    batch.extend(
-                        rate_datapoints(ts, target, delta, elapsed, kvm)
-                            .into_iter()
-                            .map(Sample::Gauge),
-                    );
-                }
-            }
             self.log_drops();
             if out.send(batch).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Reads what the kernel recorded since `last_read` and turns it into
+    /// one second of samples: histograms and rates of every watched thread.
+    fn read_samples(&mut self, last_read: &mut Instant) -> Result<Samples, MapError> {
+        let deltas = self.probes.threads().read()?;
+        let elapsed = last_read.elapsed();
+        *last_read = Instant::now();
+        let ts = crate::clock::now_unix();
+        let kvm = self.probes.kvm_attached();
+        let mut batch = Samples::with_capacity(deltas.len() * 5);
+        for delta in &deltas {
+            if let Some(target) = self.targets.get(&delta.tid) {
+                batch.extend(latency_samples(ts, target, delta));
+                batch.extend(
+                    rate_datapoints(ts, target, delta, elapsed, kvm)
+                        .into_iter()
+                        .map(Sample::Gauge),
+                );
+            }
+        }
+        Ok(batch)
     }
 
     /// Whether a domain was first listed less than [`STARTING_DOMAIN`] ago.
@@ -334,8 +372,17 @@ impl EbpfSource {
         for d in domains {
             self.first_seen.entry(Arc::clone(&d.uuid)).or_insert(now);
         }
-        let Resolved { targets, failed } = resolve_targets(domains, targets::domain_vcpu_threads);
+        let Resolved {
+            mut targets,
+            failed,
+        } = resolve_targets(domains, targets::domain_vcpu_threads);
         let mut unlisted = BTreeSet::new();
+        for (name, err) in self.resolve_processes(&mut targets) {
+            if !self.unlisted.contains(&name) {
+                warn!(message = "Cannot list a watched process' threads; not probing it.", process = %name, error = %err);
+            }
+            unlisted.insert(name);
+        }
         for (name, err) in failed {
             let starting = domains.iter().any(|d| {
                 d.name == name
@@ -358,11 +405,19 @@ impl EbpfSource {
         let tids: Vec<u32> = targets.keys().copied().collect();
         match self.probes.threads().set_watched(&tids) {
             Ok(change) => {
-                if !change.refused.is_empty() {
-                    warn!(
-                        message = "More vCPU threads than eBPF slots; some are not probed.",
-                        refused = change.refused.len(),
-                        slots = self.probes.threads().capacity(),
+                let slots = self.probes.threads().capacity();
+                let refused = change.refused.len();
+                self.unwatched_threads.set(refused as u64);
+                if refused == 0 {
+                    if self.short_of_slots.recover() {
+                        info!(message = "Every vCPU thread is probed again.", slots);
+                    }
+                } else if self.short_of_slots.fail() {
+                    error!(
+                        message = "More vCPU threads than eBPF slots; some are not probed. Set ebpf.max_watched above the host's vCPU threads and restart the agent.",
+                        refused,
+                        wanted = tids.len(),
+                        slots,
                     );
                 }
             }
@@ -370,7 +425,42 @@ impl EbpfSource {
                 warn!(message = "Failed to update the watched threads.", error = %err);
             }
         }
+        self.watched_threads
+            .set(self.probes.threads().watched().count() as u64);
         self.targets = targets;
+    }
+
+    /// Adds the vCPU threads of the processes watched as pseudo-domains to
+    /// `targets`; returns the processes that could not be listed.
+    fn resolve_processes(
+        &self,
+        targets: &mut BTreeMap<u32, Target>,
+    ) -> Vec<(Arc<str>, TargetError)> {
+        let proc_root = std::path::Path::new(targets::PROC);
+        let mut failed = Vec::new();
+        for &pid in &self.processes {
+            let uuid: Arc<str> = Arc::from(format!("pid-{pid}"));
+            let listed = targets::process_name(proc_root, pid)
+                .and_then(|name| Ok((name, targets::vcpu_threads(proc_root, pid)?)));
+            match listed {
+                Ok((name, threads)) => {
+                    let name: Arc<str> = Arc::from(name);
+                    for t in threads {
+                        targets.insert(
+                            t.tid,
+                            Target {
+                                uuid: Arc::clone(&uuid),
+                                name: Arc::clone(&name),
+                                vcpu: t.vcpu,
+                                kvm: t.kvm,
+                            },
+                        );
+                    }
+                }
+                Err(err) => failed.push((uuid, err)),
+            }
+        }
+        failed
     }
 
     /// Counts, and logs, the drop counters that grew since the last read.
@@ -418,10 +508,14 @@ mod tests {
     }
 
     fn hist(values: &[u64]) -> HistDelta {
-        let mut buckets = vec![0u32; LatencyHist::ZERO.buckets.len()];
+        let mut dense = vec![0u32; LatencyHist::ZERO.buckets.len()];
         for &v in values {
-            buckets[bucket_index(v)] += 1;
+            dense[bucket_index(v)] += 1;
         }
+        let buckets = (0u32..)
+            .zip(dense)
+            .filter(|&(_, count)| count != 0)
+            .collect();
         HistDelta {
             count: values.len() as u64,
             sum_ns: values.iter().sum(),

@@ -101,6 +101,36 @@ pub(crate) fn vcpu_threads(proc_root: &Path, pid: u32) -> Result<Vec<VcpuThread>
     Ok(threads)
 }
 
+/// How many threads on the host are named like vCPU threads: what the
+/// probes' maps are sized from when they load. Processes and threads that
+/// vanish meanwhile are skipped.
+pub(crate) fn host_vcpu_threads(proc_root: &Path) -> usize {
+    let Ok(processes) = fs::read_dir(proc_root) else {
+        return 0;
+    };
+    processes
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|p| fs::read_dir(p.path().join("task")).ok())
+        .flat_map(|tasks| tasks.filter_map(Result::ok))
+        .filter_map(|task| fs::read_to_string(task.path().join("comm")).ok())
+        .filter(|comm| parse_vcpu_comm(comm).is_some())
+        .count()
+}
+
+/// The name a process goes by (`/proc/PID/comm`), for a process watched
+/// as a pseudo-domain (`hyper-stats run --watch-pid`).
+pub(crate) fn process_name(proc_root: &Path, pid: u32) -> Result<String, TargetError> {
+    let path = proc_root.join(pid.to_string()).join("comm");
+    fs::read_to_string(&path)
+        .map(|comm| comm.trim_end().to_string())
+        .map_err(|source| TargetError::Read { path, source })
+}
+
 /// The vCPU threads of the running domain `name`.
 pub(crate) fn domain_vcpu_threads(name: &str) -> Result<Vec<VcpuThread>, TargetError> {
     let pid = qemu_pid(Path::new(LIBVIRT_QEMU_RUN_DIR), name)?;
@@ -162,6 +192,10 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(host_vcpu_threads(&proc_root), 2);
+        fs::write(proc_root.join("4242/comm"), "synth-1\n").unwrap();
+        assert_eq!(process_name(&proc_root, 4242).unwrap(), "synth-1");
+        assert!(process_name(&proc_root, 1).is_err());
         let err = qemu_pid(&run, "gone").unwrap_err().to_string();
         assert!(
             err.starts_with("failed to read ") && err.contains("gone.pid"),

@@ -1,0 +1,112 @@
+//! Read-only mappings of the per-slot array maps the agent reads every
+//! second, so a slot's values are read in place instead of copied through
+//! the bpf syscall.
+//!
+//! The arrays are created with `BPF_F_MMAPABLE` (see
+//! [`hyper_stats_ebpf::MMAPABLE`]); the kernel lays their values out one
+//! after another, each rounded up to 8 bytes, from the start of the
+//! mapping. The programs write those values while the agent reads them, so
+//! every read here is an atomic load: the agent sees each word either
+//! before or after an update, never torn, and the deltas it takes of
+//! counts that only grow stay right (see `maps.rs`).
+//!
+//! This is the one module with `unsafe` for the mappings: `mmap`/`munmap`
+//! and the views of mapped words as atomics.
+
+use std::io;
+use std::os::fd::AsFd as _;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use aya::maps::MapData;
+
+/// A read-only mapping of an array map of `entries` values of `value_size`
+/// bytes.
+pub(crate) struct MappedArray {
+    /// Start of the mapping.
+    ptr: NonNull<u8>,
+    /// Length of the mapping in bytes.
+    len: usize,
+    /// Bytes from one value to the next: the value size rounded up to 8.
+    stride: usize,
+    /// Values in the map.
+    entries: u32,
+}
+
+// Safety: the mapping is shared memory only read through atomics; it is
+// valid until `munmap` in `drop`, whichever thread owns the value.
+unsafe impl Send for MappedArray {}
+unsafe impl Sync for MappedArray {}
+
+impl MappedArray {
+    /// Maps the array `map`, whose values are `value_size` bytes.
+    pub(crate) fn new(map: &MapData, value_size: usize) -> io::Result<Self> {
+        let info = map.info().map_err(io::Error::other)?;
+        let entries = info.max_entries();
+        let stride = value_size.next_multiple_of(8);
+        // The kernel rounds the length up to whole pages, as it does the
+        // array's memory.
+        let len = stride * entries as usize;
+        let fd = map.fd().as_fd();
+        // Safety: a fresh shared read-only mapping of the map's memory; the
+        // kernel checks the length against the map and fails otherwise.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+        Ok(Self {
+            ptr,
+            len,
+            stride,
+            entries,
+        })
+    }
+
+    /// Values in the map.
+    pub(crate) fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// The address of byte `offset` of value `slot`, checked to hold
+    /// `bytes` bytes inside the value and the mapping, aligned to `align`.
+    fn at(&self, slot: u32, offset: usize, bytes: usize, align: usize) -> *const u8 {
+        assert!(slot < self.entries, "slot {slot} beyond {}", self.entries);
+        assert!(offset + bytes <= self.stride && offset.is_multiple_of(align));
+        let start = slot as usize * self.stride + offset;
+        assert!(start + bytes <= self.len);
+        // Safety: in bounds of the mapping, checked above.
+        unsafe { self.ptr.as_ptr().add(start) }
+    }
+
+    /// The `u64` at byte `offset` of value `slot`.
+    pub(crate) fn u64(&self, slot: u32, offset: usize) -> u64 {
+        let p = self.at(slot, offset, 8, 8).cast::<AtomicU64>();
+        // Safety: aligned (the mapping is page-aligned, the stride and the
+        // offset multiples of 8), in bounds, and valid while `self` lives.
+        unsafe { &*p }.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The `n` `u32`s from byte `offset` of value `slot`, as atomics.
+    pub(crate) fn u32s(&self, slot: u32, offset: usize, n: usize) -> &[AtomicU32] {
+        let p = self.at(slot, offset, 4 * n, 4).cast::<AtomicU32>();
+        // Safety: as in `u64`; `AtomicU32` has the layout of `u32`.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // Safety: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
