@@ -16,6 +16,10 @@
 //!   the mean per series. Times are the thread's CPU time, not wall time,
 //!   so other load on the machine does not count.
 //! - Gauge batch: `ingest_at` of one second's 9,216 gauges.
+//! - Queries: the 1, 5 and 15 minute windows of `runq_latency` of every
+//!   guest merged (a guest's from its vCPUs' windows), and of every vCPU
+//!   too, as a histogram query over all guests asks: CPU time each, with
+//!   the rollup's lock held.
 //! - Memory: [`Rollup::heap_bytes`] (what the rollup holds, allocator
 //!   overhead estimated) and the growth of this process's RSS while it
 //!   was fed, both per vCPU.
@@ -230,6 +234,22 @@ fn main() {
         vcpus * GAUGES.len(),
         "gauge",
     );
+    for window_s in [60, 300, 900] {
+        for per_vcpu in [false, true] {
+            let t = thread_cpu();
+            let values =
+                rollup.merge_all_windows("runq_latency", Duration::from_secs(window_s), per_vcpu);
+            let what = if per_vcpu {
+                "and per vCPU"
+            } else {
+                "per guest"
+            };
+            println!(
+                "query {window_s} s window {what}: CPU {:.1} ms ({values} values)",
+                (thread_cpu() - t).as_secs_f64() * 1e3
+            );
+        }
+    }
     println!(
         "memory: heap {:.1} MiB, {:.1} KiB per vCPU; RSS growth {:.1} MiB, {:.1} KiB per vCPU",
         heap as f64 / (1 << 20) as f64,

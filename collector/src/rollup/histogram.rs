@@ -291,10 +291,7 @@ impl Frozen {
 
     /// The `(bucket, count)` pairs, ascending.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut bits = BitReader {
-            bytes: &self.bytes,
-            pos: 0,
-        };
+        let mut bits = BitReader::new(&self.bytes);
         let mut next = 0u64;
         std::iter::from_fn(move || {
             let (gap, count) = bits.pair()?;
@@ -368,70 +365,92 @@ impl BitWriter<'_> {
     }
 }
 
-/// Reads what a [`BitWriter`] wrote.
+/// Reads what a [`BitWriter`] wrote, through a 64-bit buffer refilled
+/// eight bytes at a time.
 struct BitReader<'a> {
     /// The bit string.
     bytes: &'a [u8],
-    /// The next bit to read, from the start.
-    pos: usize,
+    /// The next byte to load into `buf`.
+    next: usize,
+    /// The next `avail` bits of the string, most significant first (the
+    /// bits after them are the string's too, or zeros).
+    buf: u64,
+    /// How many bits of `buf` are loaded: at most 63.
+    avail: u32,
 }
 
-/// Bits of [`BitReader::window`] that are the string's, whatever the
-/// position within a byte.
-const WINDOW_BITS: u32 = 57;
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> BitReader<'a> {
+        BitReader {
+            bytes,
+            next: 0,
+            buf: 0,
+            avail: 0,
+        }
+    }
 
-impl BitReader<'_> {
-    /// The next 64 bits from `pos`, zeros past the end; the first
-    /// [`WINDOW_BITS`] are the string's.
+    /// Loads whole bytes until at least 57 bits are loaded or the string
+    /// ends.
     #[inline]
-    fn window(&self) -> u64 {
-        let i = self.pos / 8;
-        let word = match self.bytes.get(i..i + 8) {
-            Some(eight) => u64::from_be_bytes(eight.try_into().expect("8 bytes")),
-            None => {
-                let mut buf = [0u8; 8];
-                let rest = self.bytes.get(i..).unwrap_or_default();
-                buf[..rest.len()].copy_from_slice(rest);
-                u64::from_be_bytes(buf)
+    fn refill(&mut self) {
+        if let Some(eight) = self.bytes.get(self.next..self.next + 8) {
+            // The bits past the whole bytes taken are loaded again, at the
+            // same place, by the next refill.
+            let word = u64::from_be_bytes(eight.try_into().expect("8 bytes"));
+            self.buf |= word >> self.avail;
+            let take = (63 - self.avail) / 8;
+            self.next += take as usize;
+            self.avail += take * 8;
+        } else {
+            while self.avail <= 55 && self.next < self.bytes.len() {
+                self.buf |= u64::from(self.bytes[self.next]) << (56 - self.avail);
+                self.next += 1;
+                self.avail += 8;
             }
-        };
-        word << (self.pos % 8)
+        }
+    }
+
+    /// Takes `bits` (1 to 63, at most `avail`) bits.
+    #[inline]
+    fn take(&mut self, bits: u32) -> u64 {
+        let v = self.buf >> (u64::BITS - bits);
+        self.buf <<= bits;
+        self.avail -= bits;
+        v
     }
 
     /// The next `(gap + 1, count)`, or `None` at the end: what is left is
     /// the last byte's padding (zeros), or nothing.
     #[inline]
     fn pair(&mut self) -> Option<(u64, u64)> {
-        let left = (self.bytes.len() * 8).saturating_sub(self.pos);
-        let w = self.window();
-        if left < 8 && w == 0 {
+        self.refill();
+        if self.buf == 0 {
+            // No code has more than 55 leading zeros, and at least 57 bits
+            // are loaded unless the string ended.
             return None;
         }
-        // Both codes in one window, the common case.
-        let first = 2 * w.leading_zeros() + 1;
-        if first <= WINDOW_BITS {
-            let rest = w << first;
-            let second = 2 * rest.leading_zeros() + 1;
-            if first + second <= WINDOW_BITS {
-                self.pos += (first + second) as usize;
-                let x = w >> (u64::BITS - first);
-                return Some((x, rest >> (u64::BITS - second)));
-            }
-        }
-        Some((self.gamma()?, self.gamma()?))
-    }
-
-    /// Reads one gamma code; `None` past the end.
-    fn gamma(&mut self) -> Option<u64> {
-        let zeros = self.window().leading_zeros();
-        if zeros >= WINDOW_BITS {
+        let first = 2 * self.buf.leading_zeros() + 1;
+        if first > self.avail {
             return None;
         }
-        self.pos += zeros as usize;
+        let gap = self.take(first);
+        let mut second = 2 * self.buf.leading_zeros() + 1;
+        if second > self.avail {
+            self.refill();
+            second = 2 * self.buf.leading_zeros() + 1;
+        }
+        if second <= self.avail {
+            return Some((gap, self.take(second)));
+        }
+        // A count of 2^28 or more: the zeros, then the value.
+        let zeros = self.buf.leading_zeros();
+        if zeros > 55 || zeros > self.avail {
+            return None;
+        }
+        self.take(zeros);
+        self.refill();
         let len = zeros + 1;
-        let x = self.window() >> (u64::BITS - len);
-        self.pos += len as usize;
-        Some(x)
+        (len <= self.avail).then(|| (gap, self.take(len)))
     }
 }
 
@@ -474,13 +493,14 @@ impl Merger {
 
     /// Adds a frozen histogram.
     pub(crate) fn add_frozen(&mut self, h: &Frozen) {
-        let mut lo_hi = None;
+        let (mut lo, mut hi) = (usize::MAX, 0);
         for (b, c) in h.iter() {
             let b = b as usize;
             self.counts[b] = self.counts[b].saturating_add(c);
-            lo_hi = Some(lo_hi.map_or((b, b), |(lo, _)| (lo, b)));
+            lo = lo.min(b);
+            hi = b;
         }
-        if let Some((lo, hi)) = lo_hi {
+        if lo <= hi {
             self.touched = Some(
                 self.touched
                     .map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))),
@@ -816,6 +836,34 @@ pub(crate) mod tests {
         assert_eq!(f.bytes[1], 0b1000_0010);
         assert_eq!(LatencyHistogram::default().freeze().bytes.len(), 0);
         assert_eq!(LatencyHistogram::default().freeze().heap_bytes(), 0);
+    }
+
+    /// Random bucket sets and counts, small and huge, survive freezing:
+    /// every refill boundary of the bit reader is crossed somewhere.
+    #[test]
+    fn frozen_round_trips_random_histograms() {
+        let mut rng = Rng(5);
+        for _ in 0..2_000 {
+            let mut h = LatencyHistogram::default();
+            let n = (rng.next_u64() % 300) as usize;
+            for _ in 0..n {
+                let bucket = (rng.next_u64() % HIST_BUCKETS as u64) as usize;
+                let count = match rng.next_u64() % 20 {
+                    0 => rng.next_u64() % MAX_FROZEN_COUNT + 1,
+                    1 => rng.next_u64() % (1 << 30) + 1,
+                    _ => rng.next_u64() % 40 + 1,
+                };
+                h.record(bucket_mid(bucket), count);
+            }
+            // Counts past the frozen limit are clamped to it.
+            let want: Vec<(u64, u64)> = h
+                .buckets
+                .iter()
+                .map(|&(b, c)| (b, c.min(MAX_FROZEN_COUNT)))
+                .collect();
+            let back: Vec<(u64, u64)> = h.freeze().iter().collect();
+            assert_eq!(back, want);
+        }
     }
 
     #[test]

@@ -391,6 +391,22 @@ impl Rollup {
         &self.agent
     }
 
+    /// Merges the `window` of `metric` of every domain, or of every vCPU
+    /// with `per_vcpu`, as a histogram query over all domains does, and
+    /// returns how many values they hold: what the rollup bench times.
+    pub fn merge_all_windows(&self, metric: &str, window: Duration, per_vcpu: bool) -> u64 {
+        let mut values = 0;
+        for d in self.domains.values() {
+            if per_vcpu {
+                for v in d.vcpus(metric) {
+                    values += d.window(metric, Some(v), window).map_or(0, |h| h.len());
+                }
+            }
+            values += d.window(metric, None, window).map_or(0, |h| h.len());
+        }
+        values
+    }
+
     /// Heap bytes held by every series (histogram and gauge windows, the
     /// second being recorded, names and map nodes), allocator overhead
     /// included: an estimate of the rollup's share of the agent's RSS.
