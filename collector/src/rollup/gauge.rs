@@ -53,8 +53,9 @@ struct Bucket {
     count: u32,
     /// Their sum, exact as `f64` adds.
     sum: f64,
-    /// Their minimum and maximum, as they came.
+    /// Their minimum, as it came.
     min: f64,
+    /// Their maximum, as it came.
     max: f64,
 }
 
@@ -104,8 +105,9 @@ impl Tier {
 pub(crate) struct GaugeWindow {
     /// Finest first.
     tiers: [Tier; 3],
-    /// The newest value and its time.
+    /// The newest value, for `last` whatever the window.
     last: f64,
+    /// Its time on the rollup's clock, for `age_s`.
     last_ts: f64,
 }
 
