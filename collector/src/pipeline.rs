@@ -50,6 +50,10 @@ pub struct RunArgs {
     pub watch_pids: Vec<u32>,
 }
 
+/// A per-vCPU summary's name: whether a sink keeps it decides whether the
+/// rollup emits them.
+const PER_VCPU_SUMMARY: &str = "vcpu.0.runq_latency_us.p99";
+
 /// Runs the agent until `args.duration` has passed (if given) or a signal
 /// asks it to stop.
 pub async fn run(config: &Config, args: &RunArgs) -> Result<()> {
@@ -74,7 +78,14 @@ pub async fn run(config: &Config, args: &RunArgs) -> Result<()> {
 
     let mut sink_txs = Vec::new();
     let mut sink_tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
-    for sink in sinks::build(config, outputs, &rollup, &stats)? {
+    let sinks = sinks::build(config, outputs, &rollup, &stats)?;
+    // Each vCPU's per-second summaries are made only if a sink keeps them.
+    let per_vcpu = sinks.iter().any(|s| s.keeps_metric(PER_VCPU_SUMMARY));
+    rollup
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_per_vcpu_summaries(per_vcpu);
+    for sink in sinks {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
         let name = sink.name();
         sink_tasks.spawn(async move { (name, sink.run(rx).await) });

@@ -257,6 +257,12 @@ pub struct Rollup {
     /// Scratch space for the coarse window buckets that close each second,
     /// kept so that closing allocates no 26 KiB array per series.
     merger: Merger,
+    /// Whether each vCPU's per-second summaries are emitted as datapoints
+    /// (`vcpu.N.<metric>_us.*`), or only the domain's: off when no sink
+    /// would keep them (the query socket reads windows, not datapoints,
+    /// and Carbon without `per_vcpu` drops them), which saves most of the
+    /// stage's work on a dense host. The windows are kept either way.
+    per_vcpu_summaries: bool,
     /// The window phase of the next new series: consecutive series close
     /// their 10 s and 1 min buckets in different seconds, so a host of a
     /// thousand vCPUs pays for a sixtieth of its minute buckets each
@@ -282,8 +288,14 @@ impl Rollup {
             domain_gone,
             clamped: stats.counter("rollup.clamped_values"),
             merger: Merger::default(),
+            per_vcpu_summaries: true,
             next_phase: 0,
         }
+    }
+
+    /// Emits (or not) each vCPU's per-second summaries as datapoints.
+    pub(crate) fn set_per_vcpu_summaries(&mut self, emit: bool) {
+        self.per_vcpu_summaries = emit;
     }
 
     /// The same rollup with its clock started at `epoch`, so that batches
@@ -502,8 +514,10 @@ impl Rollup {
                     Some((_, sum)) => *sum = sum.saturating_add(s.current_sum_ns),
                     None => merged.push((name, s.current_sum_ns)),
                 }
-                let summary = s.current.summary(QUANTILES);
-                summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
+                if self.per_vcpu_summaries {
+                    let summary = s.current.summary(QUANTILES);
+                    summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
+                }
             }
             for (name, sum) in merged {
                 let sampled = domain
@@ -708,6 +722,25 @@ mod tests {
 
     /// Samples decoded from kernel buckets stand at bucket midpoints; the
     /// sum and mean come from the kernel's exact sum instead.
+    #[test]
+    fn without_per_vcpu_summaries_only_the_domain_is_emitted_and_windows_stay() {
+        let mut r = Rollup::default();
+        r.set_per_vcpu_summaries(false);
+        let d = ("u1", "web");
+        record(&mut r, d, 0, "runq_latency", 10_000, 99);
+        record(&mut r, d, 1, "runq_latency", 5_000_000, 1);
+        let b = r.close_second(100.0, 100.0);
+        assert!(b.iter().all(|p| !p.metric.starts_with("vcpu.")), "{b:?}");
+        assert_eq!(get(&b, "runq_latency_us.count"), 100.0);
+        assert_eq!(get(&b, "runq_latency_us.sum"), 5_990.0);
+        let vcpu1 = r
+            .domain("u1")
+            .unwrap()
+            .window("runq_latency", Some(1), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(vcpu1.len(), 1, "the vCPU's window is kept");
+    }
+
     #[test]
     fn decoded_samples_keep_the_exact_sum() {
         let mut r = Rollup::default();

@@ -43,6 +43,16 @@ impl Sink {
         }
     }
 
+    /// Whether the sink keeps datapoints named `metric` (the query socket
+    /// keeps none: it answers from the rollup's windows).
+    pub(crate) fn keeps_metric(&self, metric: &str) -> bool {
+        match self {
+            Sink::Json => true,
+            Sink::Query(..) => false,
+            Sink::Carbon(sink) => sink.keeps_metric(metric),
+        }
+    }
+
     /// Consumes `rx` until it closes, then flushes what the sink holds.
     pub(crate) async fn run(self, rx: mpsc::Receiver<Arc<Batch>>) -> Result<()> {
         match self {

@@ -204,6 +204,12 @@ pub struct CarbonSink {
 }
 
 impl CarbonSink {
+    /// Whether datapoints named `metric` go to Carbon (`carbon.families`,
+    /// `carbon.per_vcpu`).
+    pub(crate) fn keeps_metric(&self, metric: &str) -> bool {
+        self.settings.filter.keeps_metric(metric)
+    }
+
     /// A sink with these settings, its series registered in `stats`;
     /// opens (and reads) the spool, so a spool directory that cannot be
     /// written is an error here, before sampling starts.
