@@ -241,17 +241,33 @@ fn carbon_path(domain: &str, metric: &str) -> String {
     format!("hyperstats.{NODE}.{domain}.{metric}")
 }
 
-/// Waits until whisper holds every JSON point of every lab guest with the
-/// same value; panics with the differences after [`WHISPER_SETTLE`].
+/// Whether the agent sends `metric` to Carbon with the default `[carbon]`
+/// settings: everything but the per-vCPU detail (`vcpu.N.*`, off unless
+/// `per_vcpu = true`).
+fn sent_by_default(metric: &str) -> bool {
+    let vcpu_index = metric
+        .strip_prefix("vcpu.")
+        .and_then(|rest| rest.split('.').next());
+    !vcpu_index.is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// Waits until whisper holds every JSON point of every lab guest that the
+/// default settings send to Carbon, with the same value, and none of the
+/// per-vCPU detail they hold back; panics with the differences after
+/// [`WHISPER_SETTLE`].
 fn assert_whisper_matches(carbon: &Carbon, points: &[Point]) -> usize {
     // Every lab guest the agent saw (guests may come and go meanwhile);
     // at least one must be running now.
     assert!(!lab_guests().is_empty());
     let all = series(points);
-    let wanted: Vec<_> = all
+    let (wanted, withheld): (Vec<_>, Vec<_>) = all
         .iter()
         .filter(|((d, _), _)| d.starts_with("hs-lab-"))
-        .collect();
+        .partition(|((_, m), _)| sent_by_default(m));
+    assert!(
+        !withheld.is_empty(),
+        "the agent printed no per-vCPU series of a lab guest"
+    );
     assert!(
         !wanted.is_empty(),
         "the agent printed no point of a lab guest"
@@ -278,9 +294,20 @@ fn assert_whisper_matches(carbon: &Carbon, points: &[Point]) -> usize {
             }
         }
         if missing.is_empty() && differ.is_empty() {
+            let stored: Vec<_> = withheld
+                .iter()
+                .map(|((d, m), _)| carbon_path(d, m))
+                .filter(|path| carbon.whisper_file(path).exists())
+                .collect();
+            assert!(
+                stored.is_empty(),
+                "per-vCPU series reached whisper with per_vcpu off: {:?}",
+                &stored[..stored.len().min(5)]
+            );
             eprintln!(
-                "whisper matches the JSON: {checked} points in {} series",
-                wanted.len()
+                "whisper matches the JSON: {checked} points in {} series; {} per-vCPU series held back",
+                wanted.len(),
+                withheld.len()
             );
             return checked;
         }
