@@ -248,7 +248,7 @@ fn sent_by_default(metric: &str) -> bool {
     let vcpu_index = metric
         .strip_prefix("vcpu.")
         .and_then(|rest| rest.split('.').next());
-    !vcpu_index.is_some_and(|n| n.parse::<u32>().is_ok())
+    vcpu_index.is_none_or(|n| n.parse::<u32>().is_err())
 }
 
 /// Waits until whisper holds every JSON point of every lab guest that the
