@@ -246,7 +246,7 @@ impl HistDelta {
             }
             last.chunks[chunk] = moved;
             let len = now.load_chunk(chunk, &mut words);
-            last.advance_chunk(chunk << CHUNK_BITS, &words[..len], &mut buckets);
+            last.advance_chunk(chunk, &words[..len], &mut buckets);
         }
         let delta_count = count.wrapping_sub(last.count);
         let delta_max = if delta_count == 0 && buckets.is_empty() {
@@ -308,18 +308,19 @@ impl HistDelta {
     }
 }
 
-/// The last read of one histogram: the base of the next delta. Buckets are
-/// kept sparse (a thread's durations fill a few hundred of the 3,328), so
-/// the base costs a few KiB per thread instead of 13, and the read touches
-/// that much less memory.
+/// The last read of one histogram: the base of the next delta. Bucket
+/// counts are kept per chunk, allocated when the chunk first moves (a
+/// thread's durations fill a handful of the 52 chunks), so the base costs
+/// a few KiB per thread instead of 13, and a moved chunk is compared with
+/// its base as one dense block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HistBase {
     count: u64,
     sum_ns: u64,
     max_ns: u64,
     chunks: [u32; HIST_CHUNKS],
-    /// The nonzero buckets, `(index, count)`, ascending.
-    buckets: Vec<(u16, u32)>,
+    /// Each chunk's bucket counts, once the chunk has moved.
+    buckets: [Option<Box<[u32; CHUNK_BUCKETS]>>; HIST_CHUNKS],
 }
 
 impl Default for HistBase {
@@ -329,7 +330,7 @@ impl Default for HistBase {
             sum_ns: 0,
             max_ns: 0,
             chunks: [0; HIST_CHUNKS],
-            buckets: Vec::new(),
+            buckets: [const { None }; HIST_CHUNKS],
         }
     }
 }
@@ -338,47 +339,35 @@ impl HistBase {
     /// The base of a histogram read whole (tests).
     #[cfg(test)]
     fn of(h: &LatencyHist) -> Self {
-        Self {
+        let mut base = Self {
             count: h.count,
             sum_ns: h.sum_ns,
             max_ns: h.max_ns,
             chunks: h.chunks,
-            buckets: (0u16..).zip(h.buckets).filter(|&(_, c)| c != 0).collect(),
+            ..Self::default()
+        };
+        for (chunk, slot) in base.buckets.iter_mut().enumerate() {
+            let words = &h.buckets[chunk_range(chunk)];
+            if words.iter().any(|&c| c != 0) {
+                let mut block = Box::new([0; CHUNK_BUCKETS]);
+                block[..words.len()].copy_from_slice(words);
+                *slot = Some(block);
+            }
         }
+        base
     }
 
-    /// Takes in the buckets from index `first` as `words` now holds them,
-    /// pushing what grew onto `grown` (ascending).
-    fn advance_chunk(&mut self, first: usize, words: &[u32], grown: &mut Vec<(u32, u32)>) {
-        let index_of = |&(i, _): &(u16, u32)| usize::from(i);
-        let lo = self.buckets.partition_point(|b| index_of(b) < first);
-        let hi = self
-            .buckets
-            .partition_point(|b| index_of(b) < first + words.len());
-        let mut now = [(0u16, 0u32); CHUNK_BUCKETS];
-        let mut n = 0;
-        let mut old = self.buckets[lo..hi].iter().peekable();
-        for (offset, &value) in words.iter().enumerate() {
-            let index = first + offset;
-            let before = match old.next_if(|b| index_of(b) == index) {
-                Some(&(_, c)) => c,
-                None => 0,
-            };
-            let grew = value.wrapping_sub(before);
+    /// Takes in the buckets of `chunk` as `words` now holds them, pushing
+    /// what grew onto `grown` (ascending).
+    fn advance_chunk(&mut self, chunk: usize, words: &[u32], grown: &mut Vec<(u32, u32)>) {
+        let first = chunk << CHUNK_BITS;
+        let base = self.buckets[chunk].get_or_insert_with(|| Box::new([0; CHUNK_BUCKETS]));
+        for (offset, (b, &value)) in base.iter_mut().zip(words).enumerate() {
+            let grew = value.wrapping_sub(*b);
             if grew != 0 {
-                grown.push((index as u32, grew));
+                grown.push(((first + offset) as u32, grew));
+                *b = value;
             }
-            if value != 0 {
-                now[n] = (index as u16, value);
-                n += 1;
-            }
-        }
-        // Most reads change counts, not which buckets are nonzero: then
-        // the chunk's entries are overwritten in place.
-        if n == hi - lo {
-            self.buckets[lo..hi].copy_from_slice(&now[..n]);
-        } else {
-            self.buckets.splice(lo..hi, now[..n].iter().copied());
         }
     }
 }
