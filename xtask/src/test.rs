@@ -62,7 +62,9 @@ pub fn run_all() -> Result<()> {
 
     let was_up = lab::is_up()?;
     lab::run(lab::Action::Up { guests: LAB_GUESTS })?;
-    let mut args = vec!["test", "--package", "hyper-stats"];
+    // Every test binary runs even after one fails, so one run shows every
+    // failure.
+    let mut args = vec!["test", "--no-fail-fast", "--package", "hyper-stats"];
     for t in LAB_TESTS {
         args.extend(["--test", t]);
     }
