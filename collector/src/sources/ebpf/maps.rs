@@ -172,6 +172,8 @@ fn chunk_range(chunk: usize) -> std::ops::Range<usize> {
     first..(first + CHUNK_BUCKETS).min(HIST_BUCKETS)
 }
 
+/// A histogram read whole: the tests' way to drive [`HistDelta::advance`].
+#[cfg(test)]
 impl HistWords for LatencyHist {
     fn totals(&self) -> (u64, u64, u64) {
         (self.count, self.sum_ns, self.max_ns)

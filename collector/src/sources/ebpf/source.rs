@@ -111,23 +111,29 @@ pub(crate) fn resolve_targets(
     let mut failed = Vec::new();
     for domain in domains {
         match list(&domain.name) {
-            Ok(threads) => {
-                for t in threads {
-                    targets.insert(
-                        t.tid,
-                        Target {
-                            uuid: Arc::clone(&domain.uuid),
-                            name: Arc::clone(&domain.name),
-                            vcpu: t.vcpu,
-                            kvm: t.kvm,
-                        },
-                    );
-                }
-            }
+            Ok(threads) => insert_threads(&mut targets, &domain.uuid, &domain.name, threads),
             Err(err) => failed.push((Arc::clone(&domain.name), err)),
         }
     }
     Resolved { targets, failed }
+}
+
+/// Adds `threads` to `targets` as the vCPUs of the domain `uuid`/`name`.
+fn insert_threads(
+    targets: &mut BTreeMap<u32, Target>,
+    uuid: &Arc<str>,
+    name: &Arc<str>,
+    threads: Vec<VcpuThread>,
+) {
+    for t in threads {
+        let target = Target {
+            uuid: Arc::clone(uuid),
+            name: Arc::clone(name),
+            vcpu: t.vcpu,
+            kvm: t.kvm,
+        };
+        targets.insert(t.tid, target);
+    }
 }
 
 /// One thread's interval as latency samples: each bucket that grew, at
@@ -232,12 +238,11 @@ impl EbpfSource {
     /// `domains` publishes and of the `processes`, counting what the
     /// programs dropped and what reading costs in `stats`.
     pub fn new(
-        probes: Probes,
+        mut probes: Probes,
         domains: watch::Receiver<Arc<[DomainRef]>>,
         processes: &[u32],
         stats: &Registry,
     ) -> Self {
-        let mut probes = probes;
         stats
             .gauge("ebpf.slots")
             .set(probes.threads().capacity() as u64);
@@ -443,20 +448,7 @@ impl EbpfSource {
             let listed = targets::process_name(proc_root, pid)
                 .and_then(|name| Ok((name, targets::vcpu_threads(proc_root, pid)?)));
             match listed {
-                Ok((name, threads)) => {
-                    let name: Arc<str> = Arc::from(name);
-                    for t in threads {
-                        targets.insert(
-                            t.tid,
-                            Target {
-                                uuid: Arc::clone(&uuid),
-                                name: Arc::clone(&name),
-                                vcpu: t.vcpu,
-                                kvm: t.kvm,
-                            },
-                        );
-                    }
-                }
+                Ok((name, threads)) => insert_threads(targets, &uuid, &Arc::from(name), threads),
                 Err(err) => failed.push((uuid, err)),
             }
         }

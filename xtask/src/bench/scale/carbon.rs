@@ -148,18 +148,16 @@ fn read_lines(stream: TcpStream, shared: &Shared) {
 
 /// Keeps what [`Seen`] asks for of one line.
 fn keep(line: &str, shared: &Shared) {
-    let mut fields = line.split(' ');
-    let (Some(path), Some(value), Some(ts), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        shared
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bad_lines += 1;
-        return;
+    let parse = || {
+        let mut fields = line.split(' ');
+        let (Some(path), Some(value), Some(ts), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        Some((path, value.parse::<f64>().ok()?, ts.parse::<i64>().ok()?))
     };
-    let (Ok(value), Ok(ts)) = (value.parse::<f64>(), ts.parse::<i64>()) else {
+    let Some((path, value, ts)) = parse() else {
         shared
             .seen
             .lock()
