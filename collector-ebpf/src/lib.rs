@@ -29,6 +29,63 @@
 //! - KVM exits: the time from `kvm_exit` to the next `kvm_entry` of the same
 //!   thread, per exit reason.
 #![no_std]
+// The bpf target has no atomic read-modify-write types in `core` (no
+// compare-and-swap), only the instructions: see [`atomic`].
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+/// The atomic adds and ors of [`LatencyHist::record`]: the bpf target's
+/// `BPF_ATOMIC` instructions through the compiler's intrinsics, and the
+/// same operations through `core`'s atomics on the host (tests).
+mod atomic {
+    #[cfg(target_arch = "bpf")]
+    use core::intrinsics::{AtomicOrdering::Relaxed, atomic_or, atomic_xadd};
+
+    /// `*dst += v`, atomically.
+    ///
+    /// # Safety
+    /// `dst` is valid and aligned, and touched by others only atomically.
+    #[inline(always)]
+    pub(crate) unsafe fn add_u64(dst: *mut u64, v: u64) {
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            atomic_xadd::<u64, u64, { Relaxed }>(dst, v)
+        };
+        #[cfg(not(target_arch = "bpf"))]
+        unsafe { core::sync::atomic::AtomicU64::from_ptr(dst) }
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `*dst += v`, atomically.
+    ///
+    /// # Safety
+    /// As for [`add_u64`].
+    #[inline(always)]
+    pub(crate) unsafe fn add_u32(dst: *mut u32, v: u32) {
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            atomic_xadd::<u32, u32, { Relaxed }>(dst, v)
+        };
+        #[cfg(not(target_arch = "bpf"))]
+        unsafe { core::sync::atomic::AtomicU32::from_ptr(dst) }
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `*dst |= v`, atomically.
+    ///
+    /// # Safety
+    /// As for [`add_u64`].
+    #[inline(always)]
+    pub(crate) unsafe fn or_u64(dst: *mut u64, v: u64) {
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            atomic_or::<u64, u64, { Relaxed }>(dst, v)
+        };
+        #[cfg(not(target_arch = "bpf"))]
+        unsafe { core::sync::atomic::AtomicU64::from_ptr(dst) }
+            .fetch_or(v, core::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 // ---------------------------------------------------------------- maps
 
@@ -223,14 +280,15 @@ pub const MAX_TRACKABLE_NS: u64 = (1 << HIST_MAX_BITS) - 1;
 /// each, then `SUB_BUCKETS` per power of two up to [`HIST_MAX_BITS`].
 pub const HIST_BUCKETS: usize =
     ((HIST_MAX_BITS - SUB_BUCKET_BITS + 1) as u64 * SUB_BUCKETS) as usize;
-/// Buckets per chunk, as a shift: the kernel counts what it records per
-/// chunk of 64 buckets ([`LatencyHist::chunks`]), so the agent reads only
-/// the chunks that grew: a vCPU's second touches a few of the 52.
-pub const CHUNK_BITS: u32 = 6;
-/// Buckets per chunk.
-pub const CHUNK_BUCKETS: usize = 1 << CHUNK_BITS;
-/// Chunks per histogram.
-pub const HIST_CHUNKS: usize = HIST_BUCKETS.div_ceil(CHUNK_BUCKETS);
+/// Buckets per line, as a shift: 16 `u32` counts fill one 64-byte cache
+/// line, the unit the agent reads (see [`LatencyHist::touched`]).
+pub const LINE_BITS: u32 = 4;
+/// Buckets per line.
+pub const LINE_BUCKETS: usize = 1 << LINE_BITS;
+/// Lines per histogram.
+pub const HIST_LINES: usize = HIST_BUCKETS.div_ceil(LINE_BUCKETS);
+/// `u64` words of [`LatencyHist::touched`]: one bit per line.
+pub const TOUCHED_WORDS: usize = HIST_LINES.div_ceil(64);
 
 /// The bucket of a duration in ns; durations above [`MAX_TRACKABLE_NS`] go
 /// to the last bucket. Branch-light and loop-free for the verifier.
@@ -272,33 +330,47 @@ pub const fn bucket_mid(index: usize) -> u64 {
 }
 
 /// A log-linear histogram of durations in ns, one per watched thread and
-/// measure. Counts only grow: the agent diffs two reads (buckets wrap, so
-/// it uses wrapping subtraction) and derives an interval's max from the
-/// highest bucket that grew.
+/// measure, drained by the agent.
+///
+/// # Drained, not diffed
+/// The programs add; the agent takes. Every second the agent swaps to zero
+/// the `touched` words, then each bucket of the lines they name, then
+/// `sum_ns` (atomic exchanges on its mapping of the array), and what it
+/// took is the interval: it keeps no copy of the last read, and reads only
+/// the cache lines that changed. The programs write in the opposite order
+/// (`sum_ns`, the bucket, then its line's bit), all with atomic adds and
+/// ors, so no update is lost or taken twice: an event the agent's swaps
+/// race with is taken whole now or at the next read (its `sum_ns` may come
+/// one read before its bucket, never after).
+///
+/// The layout keeps the header in the first cache line and starts the
+/// buckets on the second: the value is a multiple of 64 bytes and the
+/// kernel puts an mmapable array's first value on a page boundary, so every
+/// line of [`LINE_BUCKETS`] buckets is one cache line.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatencyHist {
-    /// Durations recorded.
-    pub count: u64,
-    /// Their sum, exact.
+    /// The sum of the durations recorded since the agent last took it.
     pub sum_ns: u64,
-    /// The longest since the slot was handed out, exact.
+    /// The longest since the slot was handed out, exact: only raised.
     pub max_ns: u64,
-    /// Durations recorded per chunk of [`CHUNK_BUCKETS`] buckets, counted
-    /// after the bucket: a chunk whose count did not move since the
-    /// agent's last read holds no new durations and is not read.
-    pub chunks: [u32; HIST_CHUNKS],
-    /// Counts per bucket; see [`bucket_index`].
+    /// Bit `l % 64` of word `l / 64` is set once a duration is counted in
+    /// line `l` (buckets `l * LINE_BUCKETS..`), until the agent takes it.
+    pub touched: [u64; TOUCHED_WORDS],
+    /// Pads the header to one cache line.
+    pub reserved: [u64; 2],
+    /// Counts per bucket since the agent last took them; see
+    /// [`bucket_index`].
     pub buckets: [u32; HIST_BUCKETS],
 }
 
 impl LatencyHist {
     /// An empty histogram.
     pub const ZERO: Self = Self {
-        count: 0,
         sum_ns: 0,
         max_ns: 0,
-        chunks: [0; HIST_CHUNKS],
+        touched: [0; TOUCHED_WORDS],
+        reserved: [0; 2],
         buckets: [0; HIST_BUCKETS],
     };
 
@@ -306,17 +378,21 @@ impl LatencyHist {
     /// [`MAX_TRACKABLE_NS`] and was counted in the last bucket.
     #[inline(always)]
     pub fn record(&mut self, ns: u64) -> bool {
-        self.count = self.count.wrapping_add(1);
-        self.sum_ns = self.sum_ns.wrapping_add(ns);
+        // Atomic: the agent swaps these to zero while programs add (see
+        // the type's doc); `max_ns` only the programs write.
+        // Safety (each call): a field of `self`, valid and aligned, which
+        // the agent touches only atomically.
+        unsafe { atomic::add_u64(&mut self.sum_ns, ns) };
         if ns > self.max_ns {
             self.max_ns = ns;
         }
         let index = bucket_index(ns);
         if let Some(bucket) = self.buckets.get_mut(index) {
-            *bucket = bucket.wrapping_add(1);
+            unsafe { atomic::add_u32(bucket, 1) };
         }
-        if let Some(chunk) = self.chunks.get_mut(index >> CHUNK_BITS) {
-            *chunk = chunk.wrapping_add(1);
+        let line = index >> LINE_BITS;
+        if let Some(word) = self.touched.get_mut(line / 64) {
+            unsafe { atomic::or_u64(word, 1 << (line % 64)) };
         }
         ns > MAX_TRACKABLE_NS
     }
@@ -607,11 +683,11 @@ mod pod {
 // The kernel and the agent must agree on these sizes; a change here means
 // both sides are rebuilt together (they are: the agent embeds the object).
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
-const _: () =
-    assert!(core::mem::size_of::<LatencyHist>() == 24 + 4 * HIST_CHUNKS + 4 * HIST_BUCKETS);
-// A multiple of 8: the array's element size, so a slot's histogram starts
-// at `slot * size_of` in the agent's mapping.
-const _: () = assert!(core::mem::size_of::<LatencyHist>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<LatencyHist>() == 64 + 4 * HIST_BUCKETS);
+// A multiple of 64: the array's element size, so a slot's histogram starts
+// at `slot * size_of` in the agent's mapping, on a cache line.
+const _: () = assert!(core::mem::size_of::<LatencyHist>().is_multiple_of(64));
+const _: () = assert!(core::mem::offset_of!(LatencyHist, buckets) == 64);
 const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
 const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
@@ -642,20 +718,31 @@ mod tests {
         assert_eq!(bucket_upper(HIST_BUCKETS - 1), MAX_TRACKABLE_NS);
     }
 
+    impl LatencyHist {
+        /// Durations recorded: what the agent's drain counts.
+        fn count(&self) -> u64 {
+            self.buckets.iter().map(|&c| u64::from(c)).sum()
+        }
+    }
+
     #[test]
-    fn chunks_count_what_their_buckets_record() {
+    fn touched_bits_name_exactly_the_lines_with_counts() {
         let mut h = LatencyHist::ZERO;
-        for v in [0, 63, 64, 5_000, 5_001, 1 << 40] {
+        for v in [0, 15, 16, 5_000, 5_001, 1 << 40] {
             h.record(v);
         }
-        assert_eq!(HIST_CHUNKS, 52);
-        for (c, &n) in h.chunks.iter().enumerate() {
-            let range = c * CHUNK_BUCKETS..((c + 1) * CHUNK_BUCKETS).min(HIST_BUCKETS);
-            let sum: u32 = h.buckets[range].iter().sum();
-            assert_eq!(n, sum, "chunk {c}");
+        assert_eq!((HIST_LINES, TOUCHED_WORDS), (208, 4));
+        for line in 0..HIST_LINES {
+            let counts = &h.buckets[line * LINE_BUCKETS..(line + 1) * LINE_BUCKETS];
+            let touched = h.touched[line / 64] & (1 << (line % 64)) != 0;
+            assert_eq!(touched, counts.iter().any(|&c| c != 0), "line {line}");
         }
-        assert_eq!(h.chunks.iter().sum::<u32>(), 6);
-        assert_eq!(h.chunks[HIST_CHUNKS - 1], 1, "the clamped value");
+        let bits: u32 = h.touched.iter().map(|w| w.count_ones()).sum();
+        assert_eq!(bits, 4, "lines 0 and 1, 5,000 ns's, the clamped value's");
+        assert_ne!(
+            h.touched[TOUCHED_WORDS - 1] & (1 << ((HIST_LINES - 1) % 64)),
+            0
+        );
     }
 
     #[test]
@@ -738,7 +825,7 @@ mod tests {
         assert!(!h.record(1_000));
         assert!(!h.record(3));
         assert!(h.record(MAX_TRACKABLE_NS + 10));
-        assert_eq!(h.count, 3);
+        assert_eq!(h.count(), 3);
         assert_eq!(h.sum_ns, 1_003 + MAX_TRACKABLE_NS + 10);
         assert_eq!(h.max_ns, MAX_TRACKABLE_NS + 10);
         assert_eq!(h.buckets[3], 1);
@@ -812,8 +899,11 @@ mod tests {
                 .recorded
         );
 
-        assert_eq!((runq.count, runq.sum_ns, runq.max_ns), (2, 1_000, 500));
-        assert_eq!((oncpu.count, oncpu.sum_ns, oncpu.max_ns), (2, 4_000, 3_000));
+        assert_eq!((runq.count(), runq.sum_ns, runq.max_ns), (2, 1_000, 500));
+        assert_eq!(
+            (oncpu.count(), oncpu.sum_ns, oncpu.max_ns),
+            (2, 4_000, 3_000)
+        );
         assert_eq!((c.voluntary, c.involuntary, c.wakeups), (1, 1, 1));
         assert_eq!(c.switch_ins, 3);
         assert_eq!(
@@ -838,7 +928,7 @@ mod tests {
             !s.on_switch_in(&mut c, &mut runq, sched(0, 0, 1, 100))
                 .recorded
         );
-        assert_eq!((runq.count, oncpu.count), (0, 0));
+        assert_eq!((runq.count(), oncpu.count()), (0, 0));
         assert_eq!(c.voluntary, 1);
         assert_eq!(s.on_kvm_entry(&mut c, 300), None);
         // A total of zero is a base like any other: a thread that never
@@ -852,8 +942,8 @@ mod tests {
             s.on_switch_in(&mut c, &mut runq, sched(0, 0, 600, 400))
                 .recorded
         );
-        assert_eq!((runq.count, runq.sum_ns, runq.buckets[0]), (1, 0, 1));
-        assert_eq!((oncpu.count, oncpu.sum_ns), (1, 300));
+        assert_eq!((runq.count(), runq.sum_ns, runq.buckets[0]), (1, 0, 1));
+        assert_eq!((oncpu.count(), oncpu.sum_ns), (1, 300));
     }
 
     /// A switch whose accounting could not be read records nothing, and
@@ -877,8 +967,8 @@ mod tests {
             s.on_switch_in(&mut c, &mut runq, sched(3_050, 0, 0, 90))
                 .recorded
         );
-        assert_eq!((runq.count, runq.sum_ns), (1, 50));
-        assert_eq!((oncpu.count, oncpu.sum_ns), (1, 20));
+        assert_eq!((runq.count(), runq.sum_ns), (1, 50));
+        assert_eq!((oncpu.count(), oncpu.sum_ns), (1, 20));
         assert_eq!(c.involuntary, 3);
     }
 
@@ -897,7 +987,7 @@ mod tests {
         s.on_run_delay_base(1);
         let wait = s.on_switch_in(&mut c, &mut runq, sched(4_050, 9_000, 9_150, 500));
         assert!(wait.recorded);
-        assert_eq!((runq.count, runq.sum_ns), (1, 200));
+        assert_eq!((runq.count(), runq.sum_ns), (1, 200));
     }
 
     #[test]

@@ -10,38 +10,41 @@
 //! asked for. Each slot's state names its thread, so an event still in
 //! flight for the slot's previous thread is dropped, not misattributed.
 //!
-//! # Reset by delta
+//! # Counters by delta, histograms drained
 //!
-//! The kernel's counts only grow; nothing here writes them back to zero,
-//! which would race with the programs. [`ThreadMaps::read`] keeps the
-//! previous read of each slot and returns the difference. Bucket counts are
-//! `u32` and wrap, so the difference is a wrapping one: right as long as a
-//! thread records fewer than 2^32 durations between two reads. The maximum
-//! of an interval is exact when it is a new maximum for the thread, and
-//! otherwise the upper bound of the highest bucket that grew (within
-//! 0.78%).
+//! The kernel's counters only grow; [`ThreadMaps::read`] keeps the
+//! previous read of each slot and returns the difference (wrapping).
+//!
+//! The histograms are drained instead ([`LatencyHist`] says how the
+//! programs and the agent share them): the agent swaps to zero the
+//! `touched` bits, the buckets of the lines they name and the sum, and
+//! what it took is the interval. It keeps no copy of a histogram, only its
+//! last maximum: the maximum of an interval is exact when it is a new
+//! maximum for the thread, and otherwise the upper bound of the highest
+//! bucket taken (within 0.78%).
 //!
 //! # Reading in place
 //!
-//! The counters and both histograms are read through read-only mappings
-//! of their arrays ([`MappedArray`]), not copied through the bpf syscall:
-//! a slot whose `switch_ins` (run queue) or switch-out count (on-CPU) did
+//! The counters and both histograms are accessed through shared mappings
+//! of their arrays ([`MappedArray`]), not copied through the bpf syscall.
+//! A slot whose `switch_ins` (run queue) or switch-out count (on-CPU) did
 //! not move is not looked at further, and of a histogram that did, only
-//! the 64-bucket chunks whose count moved are compared with the last read.
-//! Reading 1,024 busy threads so touches a few KiB each instead of 27 KiB.
-//! The programs count a chunk after its bucket and `switch_ins` after the
-//! histogram, and the agent reads in the opposite order, so what a read
-//! misses of an event still being written it finds at the next read.
+//! the cache lines its `touched` bits name: reading 1,024 busy threads so
+//! touches a few cache lines each. The programs count a switch after the
+//! histogram is written, and the agent reads in the opposite order, so
+//! what a read misses of an event still being written it finds at the
+//! next read.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use std::mem::{offset_of, size_of};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use hyper_stats_ebpf::{
-    CHUNK_BITS, CHUNK_BUCKETS, HIST_BUCKETS, HIST_CHUNKS, KvmExitKey, KvmExitStats, LatencyHist,
-    ThreadCounters, ThreadState, bucket_mid, bucket_upper,
+    KvmExitKey, KvmExitStats, LINE_BUCKETS, LatencyHist, TOUCHED_WORDS, ThreadCounters,
+    ThreadState, bucket_mid, bucket_upper,
 };
 
 use super::mmap::MappedArray;
@@ -85,13 +88,13 @@ pub(super) struct Watched {
     last: Snapshot,
 }
 
-/// What the last read of a slot saw: the base of the next delta. The
-/// histograms are allocated when the thread first records one.
+/// What the last read of a slot saw: the base of the next delta of the
+/// counters, and the histograms' maxima (their buckets are drained).
 #[derive(Clone)]
 struct Snapshot {
     counters: ThreadCounters,
-    runq: Option<Box<HistBase>>,
-    oncpu: Option<Box<HistBase>>,
+    runq_max_ns: u64,
+    oncpu_max_ns: u64,
     kvm: BTreeMap<u32, KvmExitStats>,
 }
 
@@ -99,8 +102,8 @@ impl Snapshot {
     fn zero() -> Self {
         Self {
             counters: ThreadCounters::default(),
-            runq: None,
-            oncpu: None,
+            runq_max_ns: 0,
+            oncpu_max_ns: 0,
             kvm: BTreeMap::new(),
         }
     }
@@ -152,40 +155,17 @@ pub struct HistDelta {
     pub buckets: Vec<(u32, u32)>,
 }
 
-/// A histogram's words as one read sees them: the thread's slot in a
-/// mapped array, or a plain value (tests). Chunks and buckets are loaded a
-/// slice at a time: per-word calls cost more than the words on a host with
-/// a thousand busy threads.
+/// A histogram's words, shared with the programs: the thread's slot in a
+/// mapped array, or a test's own.
 trait HistWords {
-    /// `(count, sum_ns, max_ns)`.
-    fn totals(&self) -> (u64, u64, u64);
-    /// Every chunk's count, into `out`.
-    fn load_chunks(&self, out: &mut [u32; HIST_CHUNKS]);
-    /// The buckets of `chunk` into `out`; returns how many there are (the
-    /// last chunk is short).
-    fn load_chunk(&self, chunk: usize, out: &mut [u32; CHUNK_BUCKETS]) -> usize;
-}
-
-/// The buckets `chunk` covers.
-fn chunk_range(chunk: usize) -> std::ops::Range<usize> {
-    let first = chunk << CHUNK_BITS;
-    first..(first + CHUNK_BUCKETS).min(HIST_BUCKETS)
-}
-
-/// A histogram read whole: the tests' way to drive [`HistDelta::advance`].
-#[cfg(test)]
-impl HistWords for LatencyHist {
-    fn totals(&self) -> (u64, u64, u64) {
-        (self.count, self.sum_ns, self.max_ns)
-    }
-    fn load_chunks(&self, out: &mut [u32; HIST_CHUNKS]) {
-        *out = self.chunks;
-    }
-    fn load_chunk(&self, chunk: usize, out: &mut [u32; CHUNK_BUCKETS]) -> usize {
-        let words = &self.buckets[chunk_range(chunk)];
-        out[..words.len()].copy_from_slice(words);
-        words.len()
-    }
+    /// `sum_ns`.
+    fn sum_ns(&self) -> &AtomicU64;
+    /// `max_ns`.
+    fn max_ns(&self) -> u64;
+    /// `touched`.
+    fn touched(&self) -> &[AtomicU64];
+    /// The buckets of line `line`.
+    fn line(&self, line: usize) -> &[AtomicU32];
 }
 
 /// Slot `slot` of a mapped [`LatencyHist`] array.
@@ -194,31 +174,40 @@ struct MappedHist<'a> {
     slot: u32,
 }
 
+impl MappedHist<'_> {
+    /// Prefetches the header: the `touched` words and the sum.
+    fn prefetch_header(&self) {
+        self.map.prefetch(self.slot, 0);
+    }
+
+    /// Prefetches the bucket lines `touched` names as it reads now.
+    fn prefetch_touched(&self) {
+        for (w, word) in self.touched().iter().enumerate() {
+            let mut bits = word.load(Relaxed);
+            while bits != 0 {
+                let line = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let offset = offset_of!(LatencyHist, buckets) + 4 * LINE_BUCKETS * line;
+                self.map.prefetch(self.slot, offset);
+            }
+        }
+    }
+}
+
 impl HistWords for MappedHist<'_> {
-    fn totals(&self) -> (u64, u64, u64) {
-        let word = |offset| self.map.u64(self.slot, offset);
-        (
-            word(offset_of!(LatencyHist, count)),
-            word(offset_of!(LatencyHist, sum_ns)),
-            word(offset_of!(LatencyHist, max_ns)),
-        )
+    fn sum_ns(&self) -> &AtomicU64 {
+        &self.map.u64s(self.slot, offset_of!(LatencyHist, sum_ns), 1)[0]
     }
-    fn load_chunks(&self, out: &mut [u32; HIST_CHUNKS]) {
-        let words = self
-            .map
-            .u32s(self.slot, offset_of!(LatencyHist, chunks), HIST_CHUNKS);
-        for (o, w) in out.iter_mut().zip(words) {
-            *o = w.load(Relaxed);
-        }
+    fn max_ns(&self) -> u64 {
+        self.map.u64s(self.slot, offset_of!(LatencyHist, max_ns), 1)[0].load(Relaxed)
     }
-    fn load_chunk(&self, chunk: usize, out: &mut [u32; CHUNK_BUCKETS]) -> usize {
-        let range = chunk_range(chunk);
-        let offset = offset_of!(LatencyHist, buckets) + 4 * range.start;
-        let words = self.map.u32s(self.slot, offset, range.len());
-        for (o, w) in out.iter_mut().zip(words) {
-            *o = w.load(Relaxed);
-        }
-        range.len()
+    fn touched(&self) -> &[AtomicU64] {
+        self.map
+            .u64s(self.slot, offset_of!(LatencyHist, touched), TOUCHED_WORDS)
+    }
+    fn line(&self, line: usize) -> &[AtomicU32] {
+        let offset = offset_of!(LatencyHist, buckets) + 4 * LINE_BUCKETS * line;
+        self.map.u32s(self.slot, offset, LINE_BUCKETS)
     }
 }
 
@@ -233,47 +222,54 @@ impl HistDelta {
         }
     }
 
-    /// What `now` recorded since `last`, which becomes `now` as far as it
-    /// was read: the totals, then the chunks, and the buckets of only the
-    /// chunks that moved.
-    fn advance(last: &mut HistBase, now: &impl HistWords) -> Self {
-        let (count, sum_ns, max_ns) = now.totals();
-        let mut chunks = [0; HIST_CHUNKS];
-        now.load_chunks(&mut chunks);
-        let mut words = [0; CHUNK_BUCKETS];
+    /// Takes what `now` recorded since it was last taken: the `touched`
+    /// bits, the buckets of the lines they name, then the sum (the reverse
+    /// of the order the programs write in). `last_max_ns` is the thread's
+    /// maximum as of the last interval that took buckets.
+    fn take(last_max_ns: &mut u64, now: &impl HistWords) -> Self {
         let mut buckets = Vec::new();
-        for (chunk, &moved) in chunks.iter().enumerate() {
-            if moved == last.chunks[chunk] {
+        for (w, word) in now.touched().iter().enumerate() {
+            if word.load(Relaxed) == 0 {
                 continue;
             }
-            last.chunks[chunk] = moved;
-            let len = now.load_chunk(chunk, &mut words);
-            last.advance_chunk(chunk, &words[..len], &mut buckets);
+            let mut bits = word.swap(0, Acquire);
+            while bits != 0 {
+                let line = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for (offset, bucket) in now.line(line).iter().enumerate() {
+                    if bucket.load(Relaxed) != 0 {
+                        let index = (line * LINE_BUCKETS + offset) as u32;
+                        buckets.push((index, bucket.swap(0, Acquire)));
+                    }
+                }
+            }
         }
-        let delta_count = count.wrapping_sub(last.count);
-        let delta_max = if delta_count == 0 && buckets.is_empty() {
-            None
-        } else if max_ns > last.max_ns {
-            Some(max_ns)
+        let sum = now.sum_ns();
+        let sum_ns = match sum.load(Relaxed) {
+            0 => 0,
+            _ => sum.swap(0, Acquire),
+        };
+        let Some(&(top, _)) = buckets.last() else {
+            return Self {
+                sum_ns,
+                ..Self::empty()
+            };
+        };
+        // Read after the buckets, so a new maximum whose bucket was taken
+        // is seen; one whose bucket was not is the next interval's.
+        let max_ns = now.max_ns();
+        let delta_max = if max_ns > *last_max_ns {
+            max_ns
         } else {
-            buckets
-                .last()
-                .map(|&(top, _)| bucket_upper(top as usize).min(max_ns))
+            bucket_upper(top as usize).min(max_ns)
         };
-        let delta = Self {
-            count: delta_count,
-            sum_ns: sum_ns.wrapping_sub(last.sum_ns),
-            max_ns: delta_max,
+        *last_max_ns = max_ns;
+        Self {
+            count: buckets.iter().map(|&(_, c)| u64::from(c)).sum(),
+            sum_ns,
+            max_ns: Some(delta_max),
             buckets,
-        };
-        (last.count, last.sum_ns, last.max_ns) = (count, sum_ns, max_ns);
-        delta
-    }
-
-    /// The difference between two reads of the same slot.
-    #[cfg(test)]
-    fn between(prev: &LatencyHist, now: &LatencyHist) -> Self {
-        HistDelta::advance(&mut HistBase::of(prev), now)
+        }
     }
 
     /// The mean, exact.
@@ -307,70 +303,6 @@ impl HistDelta {
             let i = i as usize;
             (hyper_stats_ebpf::bucket_lower(i), bucket_upper(i), c)
         })
-    }
-}
-
-/// The last read of one histogram: the base of the next delta. Bucket
-/// counts are kept per chunk, allocated when the chunk first moves (a
-/// thread's durations fill a handful of the 52 chunks), so the base costs
-/// a few KiB per thread instead of 13, and a moved chunk is compared with
-/// its base as one dense block.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct HistBase {
-    count: u64,
-    sum_ns: u64,
-    max_ns: u64,
-    chunks: [u32; HIST_CHUNKS],
-    /// Each chunk's bucket counts, once the chunk has moved.
-    buckets: [Option<Box<[u32; CHUNK_BUCKETS]>>; HIST_CHUNKS],
-}
-
-impl Default for HistBase {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            sum_ns: 0,
-            max_ns: 0,
-            chunks: [0; HIST_CHUNKS],
-            buckets: [const { None }; HIST_CHUNKS],
-        }
-    }
-}
-
-impl HistBase {
-    /// The base of a histogram read whole (tests).
-    #[cfg(test)]
-    fn of(h: &LatencyHist) -> Self {
-        let mut base = Self {
-            count: h.count,
-            sum_ns: h.sum_ns,
-            max_ns: h.max_ns,
-            chunks: h.chunks,
-            ..Self::default()
-        };
-        for (chunk, slot) in base.buckets.iter_mut().enumerate() {
-            let words = &h.buckets[chunk_range(chunk)];
-            if words.iter().any(|&c| c != 0) {
-                let mut block = Box::new([0; CHUNK_BUCKETS]);
-                block[..words.len()].copy_from_slice(words);
-                *slot = Some(block);
-            }
-        }
-        base
-    }
-
-    /// Takes in the buckets of `chunk` as `words` now holds them, pushing
-    /// what grew onto `grown` (ascending).
-    fn advance_chunk(&mut self, chunk: usize, words: &[u32], grown: &mut Vec<(u32, u32)>) {
-        let first = chunk << CHUNK_BITS;
-        let base = self.buckets[chunk].get_or_insert_with(|| Box::new([0; CHUNK_BUCKETS]));
-        for (offset, (b, &value)) in base.iter_mut().zip(words).enumerate() {
-            let grew = value.wrapping_sub(*b);
-            if grew != 0 {
-                grown.push(((first + offset) as u32, grew));
-                *b = value;
-            }
-        }
     }
 }
 
@@ -542,32 +474,34 @@ impl ThreadMaps {
         }
 
         let mapped = &self.mapped;
+        let hists = |slot| [&mapped.runq, &mapped.oncpu].map(|map| MappedHist { map, slot });
+        // The slots in reading order: the read looks ahead, fetching the
+        // counters and histogram headers of the thread `2 * AHEAD` on, and
+        // the touched lines of the one `AHEAD` on, whose header came in
+        // meanwhile.
+        let slots: Vec<u32> = self.threads.values().map(|w| w.slot).collect();
         let mut deltas = Vec::with_capacity(self.threads.len());
-        for (&tid, watched) in &mut self.threads {
+        for (i, (&tid, watched)) in self.threads.iter_mut().enumerate() {
+            if let Some(&ahead) = slots.get(i + 2 * AHEAD) {
+                mapped.counters.prefetch(ahead, 0);
+                hists(ahead).iter().for_each(MappedHist::prefetch_header);
+            }
+            if let Some(&ahead) = slots.get(i + AHEAD) {
+                hists(ahead).iter().for_each(MappedHist::prefetch_touched);
+            }
             let slot = watched.slot;
             let last = &mut watched.last;
+            let [runq, oncpu] = hists(slot);
             // The counters grow after the histograms are written (see
             // `ThreadCounters::switch_ins`): a histogram whose counter did
             // not move is not read, which is most of them on a dense host.
             let counters = read_counters(&mapped.counters, slot);
             let runq = match counters.switch_ins != last.counters.switch_ins {
-                true => advance(
-                    &mut last.runq,
-                    &MappedHist {
-                        map: &mapped.runq,
-                        slot,
-                    },
-                ),
+                true => HistDelta::take(&mut last.runq_max_ns, &runq),
                 false => HistDelta::empty(),
             };
             let oncpu = match switches_out(&counters) != switches_out(&last.counters) {
-                true => advance(
-                    &mut last.oncpu,
-                    &MappedHist {
-                        map: &mapped.oncpu,
-                        slot,
-                    },
-                ),
+                true => HistDelta::take(&mut last.oncpu_max_ns, &oncpu),
                 false => HistDelta::empty(),
             };
             let kvm = kvm_by_slot.remove(&slot).unwrap_or_default();
@@ -582,6 +516,11 @@ impl ThreadMaps {
         Ok(deltas)
     }
 }
+
+/// How many threads ahead [`ThreadMaps::read`] fetches the touched lines
+/// (and twice as far, the headers): far enough for a miss to arrive (a few
+/// hundred ns) while the threads in between are read.
+const AHEAD: usize = 8;
 
 /// The kernel ids of the maps that make up the watch set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -668,13 +607,6 @@ fn read_counters(map: &MappedArray, slot: u32) -> ThreadCounters {
     }
 }
 
-/// [`HistDelta::advance`] from `last`, allocated at the thread's first
-/// recorded duration.
-fn advance(last: &mut Option<Box<HistBase>>, now: &impl HistWords) -> HistDelta {
-    let last = last.get_or_insert_default();
-    HistDelta::advance(last, now)
-}
-
 /// The difference between two reads of one thread's counters and KVM
 /// exits (its histograms empty: they are read on their own).
 fn delta(
@@ -712,22 +644,66 @@ fn delta(
 mod tests {
     use super::*;
 
-    fn hist(values: &[u64]) -> Box<LatencyHist> {
-        let mut h = Box::new(LatencyHist::ZERO);
-        for &v in values {
-            h.record(v);
+    /// A histogram the test records into as the programs do and drains as
+    /// the agent does, through the same atomic words.
+    struct SharedHist(std::cell::UnsafeCell<LatencyHist>);
+
+    impl SharedHist {
+        fn new(values: &[u64]) -> Box<Self> {
+            let h = Box::new(Self(std::cell::UnsafeCell::new(LatencyHist::ZERO)));
+            for &v in values {
+                h.record(v);
+            }
+            h
         }
-        h
+
+        /// What the programs do: `LatencyHist::record`.
+        fn record(&self, v: u64) {
+            // Safety: single-threaded; no reference into the value lives.
+            unsafe { &mut *self.0.get() }.record(v);
+        }
+
+        /// A copy of the words as they are now.
+        fn now(&self) -> LatencyHist {
+            // Safety: as in `record`.
+            unsafe { *self.0.get() }
+        }
+
+        fn take(&self, last_max_ns: &mut u64) -> HistDelta {
+            HistDelta::take(last_max_ns, self)
+        }
+    }
+
+    impl HistWords for SharedHist {
+        fn sum_ns(&self) -> &AtomicU64 {
+            // Safety (each): a field of the value, aligned, accessed by
+            // the test only through these atomics while a take runs.
+            unsafe { AtomicU64::from_ptr(&raw mut (*self.0.get()).sum_ns) }
+        }
+        fn max_ns(&self) -> u64 {
+            unsafe { AtomicU64::from_ptr(&raw mut (*self.0.get()).max_ns) }.load(Relaxed)
+        }
+        fn touched(&self) -> &[AtomicU64] {
+            let words = unsafe { &raw mut (*self.0.get()).touched };
+            unsafe { std::slice::from_raw_parts(words.cast::<AtomicU64>(), TOUCHED_WORDS) }
+        }
+        fn line(&self, line: usize) -> &[AtomicU32] {
+            let buckets = unsafe { &raw mut (*self.0.get()).buckets }.cast::<u32>();
+            let first = unsafe { buckets.add(line * LINE_BUCKETS) };
+            unsafe { std::slice::from_raw_parts(first.cast::<AtomicU32>(), LINE_BUCKETS) }
+        }
     }
 
     #[test]
-    fn delta_of_two_reads_is_what_was_recorded_between_them() {
-        let before = hist(&[1_000, 5_000_000]);
-        let mut after = before.clone();
+    fn a_take_is_what_was_recorded_since_the_last() {
+        let h = SharedHist::new(&[1_000, 5_000_000]);
+        let mut max = 0;
+        let first = h.take(&mut max);
+        assert_eq!((first.count, first.sum_ns), (2, 5_001_000));
         for v in [2_000, 3_000, 4_000] {
-            after.record(v);
+            h.record(v);
         }
-        let d = HistDelta::between(&before, &after);
+        let d = h.take(&mut max);
         assert_eq!((d.count, d.sum_ns), (3, 9_000));
         // Not a new maximum: the top bucket's upper bound, 4000 +- 0.78%.
         let max = d.max_ns.unwrap();
@@ -741,15 +717,24 @@ mod tests {
     }
 
     #[test]
+    fn a_take_leaves_the_histogram_empty() {
+        let h = SharedHist::new(&[3, 1_000, 70_000, 1 << 40]);
+        let d = h.take(&mut 0);
+        assert_eq!(d.count, 4);
+        let left = h.now();
+        assert_eq!((left.sum_ns, left.touched), (0, [0; TOUCHED_WORDS]));
+        assert!(left.buckets.iter().all(|&c| c == 0));
+        assert_eq!(left.max_ns, 1 << 40, "the maximum is the thread's");
+    }
+
+    #[test]
     fn a_new_maximum_is_exact_and_an_empty_interval_has_none() {
-        let before = hist(&[1_000]);
-        let mut after = before.clone();
-        after.record(123_456_789);
-        assert_eq!(
-            HistDelta::between(&before, &after).max_ns,
-            Some(123_456_789)
-        );
-        let none = HistDelta::between(&after, &after);
+        let h = SharedHist::new(&[1_000]);
+        let mut max = 0;
+        h.take(&mut max);
+        h.record(123_456_789);
+        assert_eq!(h.take(&mut max).max_ns, Some(123_456_789));
+        let none = h.take(&mut max);
         assert_eq!(
             (none.count, none.max_ns, none.quantile_ns(0.99)),
             (0, None, None)
@@ -757,50 +742,32 @@ mod tests {
     }
 
     #[test]
-    fn bucket_deltas_survive_a_wrap() {
-        let mut before = Box::new(LatencyHist::ZERO);
-        before.buckets[10] = u32::MAX - 1;
-        before.chunks[0] = u32::MAX - 1;
-        before.count = 10;
-        let mut after = before.clone();
-        after.buckets[10] = 3; // wrapped after 5 more
-        after.chunks[0] = 3;
-        after.count = 15;
-        let d = HistDelta::between(&before, &after);
-        assert_eq!((d.buckets.clone(), d.count), (vec![(10, 5)], 5));
-    }
-
-    #[test]
-    fn only_chunks_that_moved_are_read_and_the_base_follows() {
-        let mut last = HistBase::default();
-        let mut now = LatencyHist::ZERO;
-        now.record(1_000);
-        now.record(1_000);
-        let d = HistDelta::advance(&mut last, &*Box::new(now));
-        assert_eq!((d.count, d.sum_ns, d.buckets.len()), (2, 2_000, 1));
-        assert_eq!(last, HistBase::of(&now), "the base is what was read");
-        // A bucket written without its chunk's count (an event still being
-        // recorded) is left for the read that sees the chunk move.
-        let mut partial = now;
-        partial.buckets[hyper_stats_ebpf::bucket_index(7_000_000)] += 1;
-        let d = HistDelta::advance(&mut last, &partial);
-        assert!(d.buckets.is_empty());
-        partial.chunks[hyper_stats_ebpf::bucket_index(7_000_000) >> CHUNK_BITS] += 1;
-        partial.count += 1;
-        partial.sum_ns += 7_000_000;
-        partial.max_ns = 7_000_000;
-        let d = HistDelta::advance(&mut last, &partial);
-        assert_eq!(
-            (d.count, d.sum_ns, d.max_ns),
-            (1, 7_000_000, Some(7_000_000))
-        );
-        assert_eq!(d.buckets.len(), 1);
+    fn an_event_half_recorded_is_taken_whole_by_the_next_read() {
+        let h = SharedHist::new(&[]);
+        let mut max = 0;
+        // The programs added the sum and the bucket, not yet the line's
+        // bit: this read takes the sum only...
+        let v = 7_000_000;
+        // Safety: single-threaded, no other reference lives.
+        let words = unsafe { &mut *h.0.get() };
+        words.sum_ns += v;
+        words.max_ns = v;
+        words.buckets[hyper_stats_ebpf::bucket_index(v)] += 1;
+        let d = h.take(&mut max);
+        assert_eq!((d.count, d.sum_ns, d.max_ns), (0, v, None));
+        // ...and the next, after the bit, takes the bucket, its maximum
+        // still exact.
+        let line = hyper_stats_ebpf::bucket_index(v) / LINE_BUCKETS;
+        let words = unsafe { &mut *h.0.get() };
+        words.touched[line / 64] |= 1 << (line % 64);
+        let d = h.take(&mut max);
+        assert_eq!((d.count, d.sum_ns, d.max_ns), (1, 0, Some(v)));
     }
 
     #[test]
     fn quantiles_walk_the_buckets() {
         let values: Vec<u64> = (1..=1000).map(|i| i * 1_000).collect();
-        let d = HistDelta::between(&LatencyHist::ZERO, &hist(&values));
+        let d = SharedHist::new(&values).take(&mut 0);
         for (q, want) in [
             (0.0, 1_000),
             (0.5, 500_000),
@@ -811,6 +778,50 @@ mod tests {
             let err = got.abs_diff(want) as f64 / want as f64;
             assert!(err < 0.01, "q{q}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn takes_racing_the_programs_lose_and_double_nothing() {
+        // One thread records as the programs would, another takes every
+        // few microseconds: every recorded duration is taken exactly once.
+        let h: &'static SharedHist = Box::leak(SharedHist::new(&[]));
+        struct Shared(&'static SharedHist);
+        // Safety: the words both threads touch are accessed atomically
+        // (record's adds and ors, take's swaps), but for `max_ns`, which
+        // the programs write plainly too.
+        unsafe impl Sync for Shared {}
+        unsafe impl Send for Shared {}
+        let shared = Shared(h);
+        let values: Vec<u64> = (0..200_000u64).map(|i| (i * 7_919) % 5_000_000).collect();
+        let want_sum: u64 = values.iter().sum();
+        let want_count = values.len() as u64;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (mut count, mut sum) = (0, 0);
+        std::thread::scope(|scope| {
+            let shared = &shared;
+            let done = &done;
+            scope.spawn(move || {
+                let h = shared.0;
+                for &v in &values {
+                    // What the programs do: `record` through the value's
+                    // pointer, its adds and ors atomic.
+                    // Safety: the taker touches only the words `record`
+                    // writes atomically (and reads `max_ns` atomically).
+                    unsafe { (*h.0.get()).record(v) };
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+            });
+            loop {
+                let finished = done.load(Acquire);
+                let d = shared.0.take(&mut 0);
+                count += d.count;
+                sum += d.sum_ns;
+                if finished {
+                    break;
+                }
+            }
+        });
+        assert_eq!((count, sum), (want_count, want_sum));
     }
 
     #[test]

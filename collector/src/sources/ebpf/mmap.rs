@@ -1,14 +1,15 @@
-//! Read-only mappings of the per-slot array maps the agent reads every
-//! second, so a slot's values are read in place instead of copied through
-//! the bpf syscall.
+//! Shared mappings of the per-slot array maps the agent reads every
+//! second, so a slot's values are read (and the histograms drained) in
+//! place instead of copied through the bpf syscall.
 //!
 //! The arrays are created with `BPF_F_MMAPABLE` (see
 //! [`hyper_stats_ebpf::MMAPABLE`]); the kernel lays their values out one
 //! after another, each rounded up to 8 bytes, from the start of the
-//! mapping. The programs write those values while the agent reads them, so
-//! every read here is an atomic load: the agent sees each word either
-//! before or after an update, never torn, and the deltas it takes of
-//! counts that only grow stay right (see `maps.rs`).
+//! mapping, which is the first value's page. The programs write those
+//! values while the agent reads them, so every access here is atomic: the
+//! agent sees each word either before or after an update, never torn, and
+//! its swaps of a histogram's words to zero lose none of the programs'
+//! atomic adds (see `maps.rs`).
 //!
 //! This is the one module with `unsafe` for the mappings: `mmap`/`munmap`
 //! and the views of mapped words as atomics.
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use aya::maps::MapData;
 
-/// A read-only mapping of an array map of `entries` values of `value_size`
+/// A shared, writable mapping of an array map of `entries` values of `value_size`
 /// bytes.
 pub(crate) struct MappedArray {
     /// Start of the mapping.
@@ -33,7 +34,7 @@ pub(crate) struct MappedArray {
     entries: u32,
 }
 
-// Safety: the mapping is shared memory only read through atomics; it is
+// Safety: the mapping is shared memory only accessed through atomics; it is
 // valid until `munmap` in `drop`, whichever thread owns the value.
 unsafe impl Send for MappedArray {}
 unsafe impl Sync for MappedArray {}
@@ -48,13 +49,13 @@ impl MappedArray {
         // array's memory.
         let len = stride * entries as usize;
         let fd = map.fd().as_fd();
-        // Safety: a fresh shared read-only mapping of the map's memory; the
-        // kernel checks the length against the map and fails otherwise.
+        // Safety: a fresh shared mapping of the map's memory; the kernel
+        // checks the length against the map and fails otherwise.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 std::os::fd::AsRawFd::as_raw_fd(&fd),
                 0,
@@ -94,6 +95,28 @@ impl MappedArray {
         // Safety: aligned (the mapping is page-aligned, the stride and the
         // offset multiples of 8), in bounds, and valid while `self` lives.
         unsafe { &*p }.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the CPU to fetch the cache line holding byte `offset` of value
+    /// `slot` for writing, without waiting for it: reading a thousand
+    /// threads' lines one miss after another costs their latency in a row,
+    /// while lines fetched ahead arrive together.
+    pub(crate) fn prefetch(&self, slot: u32, offset: usize) {
+        let p = self.at(slot, offset, 1, 1);
+        // Safety: SSE is part of x86_64; a prefetch never faults.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+
+    /// The `n` `u64`s from byte `offset` of value `slot`, as atomics.
+    pub(crate) fn u64s(&self, slot: u32, offset: usize, n: usize) -> &[AtomicU64] {
+        let p = self.at(slot, offset, 8 * n, 8).cast::<AtomicU64>();
+        // Safety: as in `u64`; `AtomicU64` has the layout of `u64`.
+        unsafe { std::slice::from_raw_parts(p, n) }
     }
 
     /// The `n` `u32`s from byte `offset` of value `slot`, as atomics.
