@@ -227,7 +227,13 @@ impl HistDelta {
     /// of the order the programs write in). `last_max_ns` is the thread's
     /// maximum as of the last interval that took buckets.
     fn take(last_max_ns: &mut u64, now: &impl HistWords) -> Self {
-        let mut buckets = Vec::new();
+        // Sized once: a busy thread's second has a bucket or two per line.
+        let lines: u32 = now
+            .touched()
+            .iter()
+            .map(|w| w.load(Relaxed).count_ones())
+            .sum();
+        let mut buckets = Vec::with_capacity(2 * lines as usize);
         for (w, word) in now.touched().iter().enumerate() {
             if word.load(Relaxed) == 0 {
                 continue;

@@ -172,11 +172,12 @@ pub(crate) fn rate_datapoints(
     kvm_attached: bool,
 ) -> Vec<Datapoint> {
     let secs = elapsed.as_secs_f64().max(1e-3);
+    let prefix = format!("vcpu.{}.", target.vcpu);
     let point = |name: &str, value: f64| Datapoint {
         ts,
         uuid: Arc::clone(&target.uuid),
         domain: Arc::clone(&target.name),
-        metric: format!("vcpu.{}.{name}", target.vcpu),
+        metric: [prefix.as_str(), name].concat(),
         value,
     };
     let mut points = vec![
