@@ -8,7 +8,12 @@
 //! slots to new threads (zeroing the slot's values first, then inserting
 //! the thread in `WATCHED`) and takes them back from threads no longer
 //! asked for. Each slot's state names its thread, so an event still in
-//! flight for the slot's previous thread is dropped, not misattributed.
+//! flight for the slot's previous thread is dropped, not misattributed; and
+//! a slot given back is handed out again at the next call at the earliest.
+//! The lowest free slot goes first, so the slots in use stay at the front
+//! of the arrays, and the histograms are mapped only as far as the highest
+//! slot handed out (in steps of [`MAP_STEP`]): the spare slots cost kernel
+//! memory only, not the agent's RSS.
 //!
 //! # Counters by delta, histograms drained
 //!
@@ -35,7 +40,7 @@
 //! what a read misses of an event still being written it finds at the
 //! next read.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -68,9 +73,8 @@ pub struct ThreadMaps {
     mapped: Mapped,
     /// The watched threads, with their slot and last read.
     pub(super) threads: BTreeMap<u32, Watched>,
-    /// Slots not handed out, in the order they are handed out: a slot given
-    /// back goes to the end, so it is reused last.
-    pub(super) free: VecDeque<u32>,
+    /// Slots not handed out; the lowest goes first.
+    pub(super) free: BTreeSet<u32>,
 }
 
 /// The arrays read every second, mapped.
@@ -337,15 +341,15 @@ impl ThreadMaps {
         kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
     ) -> std::io::Result<Self> {
         let mapped = Mapped {
-            counters: MappedArray::new(counters.map(), size_of::<ThreadCounters>())?,
-            runq: MappedArray::new(runq.map(), size_of::<LatencyHist>())?,
-            oncpu: MappedArray::new(oncpu.map(), size_of::<LatencyHist>())?,
+            counters: MappedArray::new(counters.map(), size_of::<ThreadCounters>(), u32::MAX)?,
+            runq: MappedArray::new(runq.map(), size_of::<LatencyHist>(), MAP_STEP)?,
+            oncpu: MappedArray::new(oncpu.map(), size_of::<LatencyHist>(), MAP_STEP)?,
         };
         let capacity = state
             .len()
-            .min(mapped.counters.entries())
-            .min(mapped.runq.entries())
-            .min(mapped.oncpu.entries());
+            .min(mapped.counters.max_entries())
+            .min(mapped.runq.max_entries())
+            .min(mapped.oncpu.max_entries());
         Ok(Self {
             watched,
             state,
@@ -397,6 +401,16 @@ impl ThreadMaps {
     /// Watches exactly `tids` (as far as slots go): stops watching threads
     /// not in the list, then starts watching the new ones.
     pub fn set_watched(&mut self, tids: &[u32]) -> Result<WatchChange, MapError> {
+        let mut released = Vec::new();
+        let result = self.rewatch(tids, &mut released);
+        // Free only now: an event in flight for a thread just removed finds
+        // its slot unchanged.
+        self.free.extend(released);
+        result
+    }
+
+    /// [`Self::set_watched`], leaving the slots it takes back in `released`.
+    fn rewatch(&mut self, tids: &[u32], released: &mut Vec<u32>) -> Result<WatchChange, MapError> {
         let wanted: BTreeSet<u32> = tids.iter().copied().collect();
         let mut change = WatchChange::default();
 
@@ -413,7 +427,7 @@ impl ThreadMaps {
                 Err(err) => return Err(err),
             }
             if let Some(w) = self.threads.remove(&tid) {
-                self.free.push_back(w.slot);
+                released.push(w.slot);
             }
             change.removed.push(tid);
         }
@@ -422,12 +436,12 @@ impl ThreadMaps {
             if self.threads.contains_key(&tid) {
                 continue;
             }
-            let Some(slot) = self.free.pop_front() else {
+            let Some(slot) = self.free.pop_first() else {
                 change.refused.push(tid);
                 continue;
             };
             if let Err(err) = self.claim(tid, slot) {
-                self.free.push_front(slot);
+                self.free.insert(slot);
                 return Err(err);
             }
             self.threads.insert(
@@ -442,8 +456,18 @@ impl ThreadMaps {
         Ok(change)
     }
 
-    /// Zeroes `slot`'s values, then points `tid` at it.
+    /// Maps `slot`'s histograms, zeroes its values, then points `tid` at it.
     fn claim(&mut self, tid: u32, slot: u32) -> Result<(), MapError> {
+        let cover = |mapped: &mut MappedArray, map: &MapData| {
+            mapped
+                .cover(map, slot, MAP_STEP)
+                .map_err(|io_error| aya::sys::SyscallError {
+                    call: "mmap",
+                    io_error,
+                })
+        };
+        cover(&mut self.mapped.runq, self.runq.map())?;
+        cover(&mut self.mapped.oncpu, self.oncpu.map())?;
         let state = ThreadState {
             tid,
             ..ThreadState::default()
@@ -522,6 +546,10 @@ impl ThreadMaps {
         Ok(deltas)
     }
 }
+
+/// Slots by which the histograms' mappings grow: 256 slots of two
+/// histograms are 6.5 MiB.
+const MAP_STEP: u32 = 256;
 
 /// How many threads ahead [`ThreadMaps::read`] fetches the touched lines
 /// (and twice as far, the headers): far enough for a miss to arrive (a few

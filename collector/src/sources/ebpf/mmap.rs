@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use aya::maps::MapData;
 
-/// A shared, writable mapping of an array map of `entries` values of `value_size`
-/// bytes.
+/// A shared, writable mapping of the first values of an array map, grown
+/// on demand: the kernel maps every page of a mapping at once, so mapping
+/// only the slots handed out keeps the spare ones out of the agent's RSS.
 pub(crate) struct MappedArray {
     /// Start of the mapping.
     ptr: NonNull<u8>,
@@ -30,8 +31,10 @@ pub(crate) struct MappedArray {
     len: usize,
     /// Bytes from one value to the next: the value size rounded up to 8.
     stride: usize,
-    /// Values in the map.
+    /// Values mapped.
     entries: u32,
+    /// Values in the map.
+    max_entries: u32,
 }
 
 // Safety: the mapping is shared memory only accessed through atomics; it is
@@ -40,42 +43,41 @@ unsafe impl Send for MappedArray {}
 unsafe impl Sync for MappedArray {}
 
 impl MappedArray {
-    /// Maps the array `map`, whose values are `value_size` bytes.
-    pub(crate) fn new(map: &MapData, value_size: usize) -> io::Result<Self> {
-        let info = map.info().map_err(io::Error::other)?;
-        let entries = info.max_entries();
+    /// Maps the first `entries` values (at most all) of the array `map`,
+    /// whose values are `value_size` bytes.
+    pub(crate) fn new(map: &MapData, value_size: usize, entries: u32) -> io::Result<Self> {
+        let max_entries = map.info().map_err(io::Error::other)?.max_entries();
         let stride = value_size.next_multiple_of(8);
-        // The kernel rounds the length up to whole pages, as it does the
-        // array's memory.
-        let len = stride * entries as usize;
-        let fd = map.fd().as_fd();
-        // Safety: a fresh shared mapping of the map's memory; the kernel
-        // checks the length against the map and fails otherwise.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+        let entries = entries.clamp(1, max_entries);
+        let (ptr, len) = map_values(map, stride, entries)?;
         Ok(Self {
             ptr,
             len,
             stride,
             entries,
+            max_entries,
         })
     }
 
     /// Values in the map.
-    pub(crate) fn entries(&self) -> u32 {
-        self.entries
+    pub(crate) fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// Grows the mapping of `map` (the one it was made from) to hold value
+    /// `slot`, by whole steps of `step` values; the old mapping is
+    /// unmapped.
+    pub(crate) fn cover(&mut self, map: &MapData, slot: u32, step: u32) -> io::Result<()> {
+        if slot < self.entries {
+            return Ok(());
+        }
+        let entries = (slot + 1).next_multiple_of(step).min(self.max_entries);
+        let (ptr, len) = map_values(map, self.stride, entries)?;
+        // Safety: the old mapping, unmapped once; no view of it outlives
+        // this `&mut self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        (self.ptr, self.len, self.entries) = (ptr, len, entries);
+        Ok(())
     }
 
     /// The address of byte `offset` of value `slot`, checked to hold
@@ -125,6 +127,31 @@ impl MappedArray {
         // Safety: as in `u64`; `AtomicU32` has the layout of `u32`.
         unsafe { std::slice::from_raw_parts(p, n) }
     }
+}
+
+/// Maps the first `entries` values of `map`, `stride` bytes apart.
+fn map_values(map: &MapData, stride: usize, entries: u32) -> io::Result<(NonNull<u8>, usize)> {
+    // The kernel rounds the length up to whole pages, as it does the
+    // array's memory.
+    let len = stride * entries as usize;
+    let fd = map.fd().as_fd();
+    // Safety: a fresh shared mapping of the map's memory; the kernel checks
+    // the length against the map and fails otherwise.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+    Ok((ptr, len))
 }
 
 impl Drop for MappedArray {
