@@ -102,8 +102,7 @@ pub const THREAD_COUNTERS: &str = "THREAD_COUNTERS";
 pub const RUNQ_HIST: &str = "RUNQ_HIST";
 /// `Array<LatencyHist>` by slot: on-CPU time per switch-in.
 pub const ONCPU_HIST: &str = "ONCPU_HIST";
-/// `HashMap<KvmExitKey, KvmExitStats>`: exit handling time per thread and
-/// exit reason.
+/// `Array<KvmExits>` by slot: exit handling time per exit reason.
 pub const KVM_EXITS: &str = "KVM_EXITS";
 /// Per-CPU array of `u64` counters, indexed by [`Stat`]: what the programs
 /// saw and what they had to drop. Per-CPU so the hot path never contends on
@@ -119,14 +118,14 @@ pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 /// loader that does not would get. Each slot costs two [`LatencyHist`] of
 /// 13 KiB of locked kernel memory.
 pub const DEFAULT_MAX_WATCHED: u32 = 256;
-/// `max_entries` of [`KVM_EXITS`] per slot: a thread sees a few dozen exit
-/// reasons at most, and the agent sizes the map at load time.
-pub const KVM_EXITS_PER_SLOT: u32 = 32;
-/// `max_entries` of [`KVM_EXITS`] compiled into the object, for
-/// [`DEFAULT_MAX_WATCHED`] slots.
-pub const KVM_EXITS_MAX: u32 = DEFAULT_MAX_WATCHED * KVM_EXITS_PER_SLOT;
+/// Exit reasons per slot in [`KVM_EXITS`]: a guest's vCPU sees a dozen or
+/// two (VMX: external interrupts, HLT, I/O, MSR access, EPT violations and
+/// misconfigurations, the preemption timer, ...); an exit of a reason
+/// beyond these is counted in [`Stat::KvmExitsFull`] and dropped.
+pub const KVM_REASONS: usize = 32;
 /// `map_flags` of the per-slot arrays the agent reads every second
-/// ([`THREAD_COUNTERS`], [`RUNQ_HIST`], [`ONCPU_HIST`]): `BPF_F_MMAPABLE`,
+/// ([`THREAD_COUNTERS`], [`RUNQ_HIST`], [`ONCPU_HIST`], [`KVM_EXITS`]):
+/// `BPF_F_MMAPABLE`,
 /// so the agent maps them into its memory and reads a slot's values in
 /// place, instead of copying 13 KiB per histogram through the bpf syscall
 /// (Linux 5.5 and later).
@@ -148,7 +147,8 @@ pub enum Stat {
     /// A watched thread's slot had no entry in a per-slot map (the agent
     /// handed out a slot beyond `max_entries`): the event was dropped.
     SlotMissing = 4,
-    /// [`KVM_EXITS`] was full: a new (thread, reason) pair was dropped.
+    /// A thread's [`KVM_EXITS`] table had no room for a new exit reason:
+    /// the exit was dropped.
     KvmExitsFull = 5,
     /// Durations above [`MAX_TRACKABLE_NS`], counted in the last bucket.
     Clamped = 6,
@@ -605,36 +605,90 @@ impl ThreadState {
         self.kvm_exit_reason = reason;
     }
 
-    /// `kvm_entry` on this thread: returns the reason and duration of the
-    /// exit it ends, if its start was seen.
+    /// `kvm_entry` on this thread: records the exit it ends in `exits`,
+    /// if its start was seen, then counts it in `counters` (so an
+    /// unchanged count tells the agent the table is unchanged too).
+    /// Returns `false` if the exit was dropped: its reason found no room.
     #[inline(always)]
     pub fn on_kvm_entry(
         &mut self,
         counters: &mut ThreadCounters,
+        exits: &mut KvmExits,
         now_ns: u64,
-    ) -> Option<(u32, u64)> {
+    ) -> bool {
         if self.kvm_exit_since_ns == 0 {
-            return None;
+            return true;
         }
         let ns = now_ns.saturating_sub(self.kvm_exit_since_ns);
         self.kvm_exit_since_ns = 0;
+        if !exits.record(self.kvm_exit_reason, ns) {
+            return false;
+        }
         counters.kvm_exits = counters.kvm_exits.wrapping_add(1);
-        Some((self.kvm_exit_reason, ns))
+        true
     }
 }
 
-/// Key of [`KVM_EXITS`].
+/// Value of [`KVM_EXITS`]: one thread's exits by reason, in the order the
+/// reasons were first seen. Only the thread's own `kvm_entry` writes it;
+/// its counts only grow, and the agent diffs two reads.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KvmExitKey {
-    /// The thread's slot.
-    pub slot: u32,
-    /// The exit reason as the `kvm_exit` tracepoint gives it (VMX basic
-    /// exit reason plus flags, or the SVM exit code).
-    pub reason: u32,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvmExits {
+    /// The reasons in use, as the `kvm_exit` tracepoint gives them (VMX
+    /// basic exit reason plus flags, or the SVM exit code): the first
+    /// `len`.
+    pub reasons: [u32; KVM_REASONS],
+    /// Reasons in use; raised after the new reason's entry is written.
+    pub len: u32,
+    /// Keeps `stats` 8-byte aligned.
+    pub reserved: u32,
+    /// The exits of `reasons[i]`.
+    pub stats: [KvmExitStats; KVM_REASONS],
 }
 
-/// Value of [`KVM_EXITS`]: exits of one thread for one reason. Only grows.
+impl KvmExits {
+    /// No exits.
+    pub const ZERO: Self = Self {
+        reasons: [0; KVM_REASONS],
+        len: 0,
+        reserved: 0,
+        stats: [KvmExitStats::ZERO; KVM_REASONS],
+    };
+
+    /// Records one exit of `reason` that took `ns`; `false` if the reason
+    /// is new and the table is full.
+    #[inline(always)]
+    pub fn record(&mut self, reason: u32, ns: u64) -> bool {
+        let len = self.len as usize;
+        for i in 0..KVM_REASONS {
+            if i >= len {
+                break;
+            }
+            if self.reasons.get(i) == Some(&reason) {
+                if let Some(stats) = self.stats.get_mut(i) {
+                    stats.record(ns);
+                }
+                return true;
+            }
+        }
+        let (Some(slot), Some(stats)) = (self.reasons.get_mut(len), self.stats.get_mut(len)) else {
+            return false;
+        };
+        *slot = reason;
+        *stats = KvmExitStats::first(ns);
+        self.len = len as u32 + 1;
+        true
+    }
+
+    /// The reasons in use with their stats.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, KvmExitStats)> + '_ {
+        let len = (self.len as usize).min(KVM_REASONS);
+        self.reasons[..len].iter().copied().zip(self.stats)
+    }
+}
+
+/// Exits of one thread for one reason (in [`KvmExits`]). Only grows.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KvmExitStats {
@@ -647,6 +701,13 @@ pub struct KvmExitStats {
 }
 
 impl KvmExitStats {
+    /// No exits.
+    pub const ZERO: Self = Self {
+        count: 0,
+        sum_ns: 0,
+        max_ns: 0,
+    };
+
     /// The stats of a first exit.
     #[inline(always)]
     pub const fn first(ns: u64) -> Self {
@@ -676,7 +737,7 @@ mod pod {
     unsafe impl aya::Pod for super::LatencyHist {}
     unsafe impl aya::Pod for super::ThreadCounters {}
     unsafe impl aya::Pod for super::ThreadState {}
-    unsafe impl aya::Pod for super::KvmExitKey {}
+    unsafe impl aya::Pod for super::KvmExits {}
     unsafe impl aya::Pod for super::KvmExitStats {}
 }
 
@@ -690,7 +751,7 @@ const _: () = assert!(core::mem::size_of::<LatencyHist>().is_multiple_of(64));
 const _: () = assert!(core::mem::offset_of!(LatencyHist, buckets) == 64);
 const _: () = assert!(core::mem::size_of::<ThreadCounters>() == 40);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 40);
-const _: () = assert!(core::mem::size_of::<KvmExitKey>() == 8);
+const _: () = assert!(core::mem::size_of::<KvmExits>() == 8 + 28 * KVM_REASONS);
 const _: () = assert!(core::mem::size_of::<KvmExitStats>() == 24);
 
 #[cfg(test)]
@@ -930,7 +991,9 @@ mod tests {
         );
         assert_eq!((runq.count(), oncpu.count()), (0, 0));
         assert_eq!(c.voluntary, 1);
-        assert_eq!(s.on_kvm_entry(&mut c, 300), None);
+        let mut exits = KvmExits::ZERO;
+        assert!(s.on_kvm_entry(&mut c, &mut exits, 300));
+        assert_eq!((exits.len, c.kvm_exits), (0, 0));
         // A total of zero is a base like any other: a thread that never
         // waited records its waits of zero.
         assert!(!s.needs_run_delay());
@@ -991,16 +1054,49 @@ mod tests {
     }
 
     #[test]
+    fn a_full_kvm_table_drops_new_reasons_only() {
+        let mut s = ThreadState::default();
+        let mut c = ThreadCounters::default();
+        let mut exits = KvmExits::ZERO;
+        for reason in 0..KVM_REASONS as u32 {
+            assert!(exits.record(reason, 10));
+        }
+        s.on_kvm_exit(1_000, 99);
+        assert!(!s.on_kvm_entry(&mut c, &mut exits, 1_500), "no room");
+        assert_eq!(c.kvm_exits, 0, "a dropped exit is not counted");
+        assert!(exits.record(0, 5), "a known reason still counts");
+        assert_eq!(
+            exits.iter().next(),
+            Some((
+                0,
+                KvmExitStats {
+                    count: 2,
+                    sum_ns: 15,
+                    max_ns: 10
+                }
+            ))
+        );
+    }
+
+    #[test]
     fn kvm_exit_then_entry_times_the_exit_by_reason() {
         let mut s = ThreadState::default();
         let mut c = ThreadCounters::default();
+        let mut exits = KvmExits::ZERO;
         s.on_kvm_exit(1_000, 30);
-        assert_eq!(s.on_kvm_entry(&mut c, 1_700), Some((30, 700)));
+        assert!(s.on_kvm_entry(&mut c, &mut exits, 1_700));
         // An entry without an exit (the first after watching) is ignored.
-        assert_eq!(s.on_kvm_entry(&mut c, 2_000), None);
+        assert!(s.on_kvm_entry(&mut c, &mut exits, 2_000));
         s.on_kvm_exit(3_000, 12);
-        assert_eq!(s.on_kvm_entry(&mut c, 3_050), Some((12, 50)));
-        assert_eq!(c.kvm_exits, 2);
+        assert!(s.on_kvm_entry(&mut c, &mut exits, 3_050));
+        s.on_kvm_exit(4_000, 30);
+        assert!(s.on_kvm_entry(&mut c, &mut exits, 4_100));
+        assert_eq!(c.kvm_exits, 3);
+        let by_reason: Vec<(u32, u64, u64)> = exits
+            .iter()
+            .map(|(r, st)| (r, st.count, st.sum_ns))
+            .collect();
+        assert_eq!(by_reason, [(30, 2, 800), (12, 1, 50)]);
 
         let mut stats = KvmExitStats::first(700);
         stats.record(50);

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use hyper_stats_ebpf::{
-    DEFAULT_MAX_WATCHED, KVM_EXITS_MAX, KernelOffsets, KvmExitKey, KvmExitStats, LatencyHist,
-    MMAPABLE, STATS_LEN, Stat, ThreadCounters, ThreadState,
+    DEFAULT_MAX_WATCHED, KernelOffsets, KvmExits, LatencyHist, MMAPABLE, STATS_LEN, Stat,
+    ThreadCounters, ThreadState,
 };
 
 /// See [`hyper_stats_ebpf::WATCHED`].
@@ -37,8 +37,8 @@ pub(crate) static ONCPU_HIST: Array<LatencyHist> =
 
 /// See [`hyper_stats_ebpf::KVM_EXITS`].
 #[map]
-pub(crate) static KVM_EXITS: HashMap<KvmExitKey, KvmExitStats> =
-    HashMap::with_max_entries(KVM_EXITS_MAX, 0);
+pub(crate) static KVM_EXITS: Array<KvmExits> =
+    Array::with_max_entries(DEFAULT_MAX_WATCHED, MMAPABLE);
 
 /// See [`hyper_stats_ebpf::STATS`].
 #[map]

@@ -2,8 +2,8 @@
 //! its map values, apply the library's state machine, count what had to be
 //! dropped. The hooks only read their tracepoint's fields.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
-use hyper_stats_ebpf::{KvmExitKey, KvmExitStats, Stat, ThreadCounters, ThreadState};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use hyper_stats_ebpf::{Stat, ThreadCounters, ThreadState};
 
 use super::maps::{
     KVM_EXITS, ONCPU_HIST, RUNQ_HIST, THREAD_COUNTERS, THREAD_STATE, count, watched_slot,
@@ -140,21 +140,13 @@ pub(crate) fn kvm_entry(tid: u32) {
     let Some((state, counters)) = slot_values(tid, slot) else {
         return;
     };
-    let Some((reason, ns)) = state.on_kvm_entry(counters, now_ns()) else {
+    let Some(exits) = KVM_EXITS.get_ptr_mut(slot) else {
+        count(Stat::SlotMissing);
         return;
     };
-    let key = KvmExitKey { slot, reason };
-    match KVM_EXITS.get_ptr_mut(key) {
-        // Safety: as in `slot_values`; the key includes the slot, so only
-        // this thread writes the value.
-        Some(stats) => unsafe { &mut *stats }.record(ns),
-        None => {
-            if KVM_EXITS
-                .insert(key, KvmExitStats::first(ns), u64::from(BPF_NOEXIST))
-                .is_err()
-            {
-                count(Stat::KvmExitsFull);
-            }
-        }
+    // Safety: as in `slot_values`.
+    let exits = unsafe { &mut *exits };
+    if !state.on_kvm_entry(counters, exits, now_ns()) {
+        count(Stat::KvmExitsFull);
     }
 }

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, MapError};
 use hyper_stats_ebpf::{
-    KvmExitKey, KvmExitStats, LINE_BUCKETS, LatencyHist, TOUCHED_WORDS, ThreadCounters,
+    KVM_REASONS, KvmExitStats, KvmExits, LINE_BUCKETS, LatencyHist, TOUCHED_WORDS, ThreadCounters,
     ThreadState, bucket_mid, bucket_upper,
 };
 
@@ -67,9 +67,9 @@ pub struct ThreadMaps {
     /// See [`hyper_stats_ebpf::ONCPU_HIST`].
     pub(super) oncpu: Array<MapData, LatencyHist>,
     /// See [`hyper_stats_ebpf::KVM_EXITS`].
-    pub(super) kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
-    /// `counters`, `runq` and `oncpu` mapped into the agent, read every
-    /// second in place.
+    pub(super) kvm_exits: Array<MapData, KvmExits>,
+    /// `counters`, `runq`, `oncpu` and `kvm_exits` mapped into the agent,
+    /// read every second in place.
     mapped: Mapped,
     /// The watched threads, with their slot and last read.
     pub(super) threads: BTreeMap<u32, Watched>,
@@ -82,6 +82,7 @@ struct Mapped {
     counters: MappedArray,
     runq: MappedArray,
     oncpu: MappedArray,
+    kvm_exits: MappedArray,
 }
 
 /// A watched thread.
@@ -338,18 +339,20 @@ impl ThreadMaps {
         counters: Array<MapData, ThreadCounters>,
         runq: Array<MapData, LatencyHist>,
         oncpu: Array<MapData, LatencyHist>,
-        kvm_exits: HashMap<MapData, KvmExitKey, KvmExitStats>,
+        kvm_exits: Array<MapData, KvmExits>,
     ) -> std::io::Result<Self> {
         let mapped = Mapped {
             counters: MappedArray::new(counters.map(), size_of::<ThreadCounters>(), u32::MAX)?,
             runq: MappedArray::new(runq.map(), size_of::<LatencyHist>(), MAP_STEP)?,
             oncpu: MappedArray::new(oncpu.map(), size_of::<LatencyHist>(), MAP_STEP)?,
+            kvm_exits: MappedArray::new(kvm_exits.map(), size_of::<KvmExits>(), MAP_STEP)?,
         };
         let capacity = state
             .len()
             .min(mapped.counters.max_entries())
             .min(mapped.runq.max_entries())
-            .min(mapped.oncpu.max_entries());
+            .min(mapped.oncpu.max_entries())
+            .min(mapped.kvm_exits.max_entries());
         Ok(Self {
             watched,
             state,
@@ -468,6 +471,7 @@ impl ThreadMaps {
         };
         cover(&mut self.mapped.runq, self.runq.map())?;
         cover(&mut self.mapped.oncpu, self.oncpu.map())?;
+        cover(&mut self.mapped.kvm_exits, self.kvm_exits.map())?;
         let state = ThreadState {
             tid,
             ..ThreadState::default()
@@ -476,33 +480,13 @@ impl ThreadMaps {
         self.counters.set(slot, ThreadCounters::default(), 0)?;
         self.runq.set(slot, LatencyHist::ZERO, 0)?;
         self.oncpu.set(slot, LatencyHist::ZERO, 0)?;
-        let stale: Vec<KvmExitKey> = self
-            .kvm_exits
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.slot == slot)
-            .collect();
-        for key in stale {
-            match self.kvm_exits.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(err) => return Err(err),
-            }
-        }
+        self.kvm_exits.set(slot, KvmExits::ZERO, 0)?;
         self.watched.insert(tid, slot, 0)
     }
 
     /// Reads every watched thread and returns what changed since the last
     /// read (or since it was watched).
     pub fn read(&mut self) -> Result<Vec<ThreadDelta>, MapError> {
-        let mut kvm_by_slot: BTreeMap<u32, BTreeMap<u32, KvmExitStats>> = BTreeMap::new();
-        for entry in self.kvm_exits.iter() {
-            let (key, stats) = entry?;
-            kvm_by_slot
-                .entry(key.slot)
-                .or_default()
-                .insert(key.reason, stats);
-        }
-
         let mapped = &self.mapped;
         let hists = |slot| [&mapped.runq, &mapped.oncpu].map(|map| MappedHist { map, slot });
         // The slots in reading order: the read looks ahead, fetching the
@@ -534,14 +518,25 @@ impl ThreadMaps {
                 true => HistDelta::take(&mut last.oncpu_max_ns, &oncpu),
                 false => HistDelta::empty(),
             };
-            let kvm = kvm_by_slot.remove(&slot).unwrap_or_default();
+            // Like the histograms: the table is read when its count moved.
+            let kvm = (counters.kvm_exits != last.counters.kvm_exits)
+                .then(|| read_kvm_exits(&mapped.kvm_exits, slot));
             deltas.push(ThreadDelta {
                 tid,
                 runq,
                 oncpu,
-                ..delta(tid, &last.counters, &last.kvm, &counters, &kvm)
+                ..delta(
+                    tid,
+                    &last.counters,
+                    &last.kvm,
+                    &counters,
+                    kvm.as_ref().unwrap_or(&last.kvm),
+                )
             });
-            (last.counters, last.kvm) = (counters, kvm);
+            last.counters = counters;
+            if let Some(kvm) = kvm {
+                last.kvm = kvm;
+            }
         }
         Ok(deltas)
     }
@@ -627,6 +622,26 @@ impl KernelWatch {
 /// Switches out: every on-CPU slice recorded is one.
 fn switches_out(c: &ThreadCounters) -> u64 {
     c.voluntary.wrapping_add(c.involuntary)
+}
+
+/// Slot `slot` of the mapped KVM exit tables, by reason.
+fn read_kvm_exits(map: &MappedArray, slot: u32) -> BTreeMap<u32, KvmExitStats> {
+    let len = map.u32s(slot, offset_of!(KvmExits, len), 1)[0].load(Relaxed) as usize;
+    let len = len.min(KVM_REASONS);
+    let reasons = map.u32s(slot, offset_of!(KvmExits, reasons), len);
+    let stats = map.u64s(slot, offset_of!(KvmExits, stats), 3 * len);
+    reasons
+        .iter()
+        .zip(stats.chunks_exact(3))
+        .map(|(reason, words)| {
+            let stats = KvmExitStats {
+                count: words[0].load(Relaxed),
+                sum_ns: words[1].load(Relaxed),
+                max_ns: words[2].load(Relaxed),
+            };
+            (reason.load(Relaxed), stats)
+        })
+        .collect()
 }
 
 /// Slot `slot` of the mapped counters.

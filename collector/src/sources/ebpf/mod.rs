@@ -35,8 +35,8 @@ use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
 use aya::programs::{RawTracePointRunOptions, TestRun as _};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader, Endianness};
 use hyper_stats_ebpf::{
-    DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, KVM_EXITS_PER_SLOT, ONCPU_HIST, RUNQ_HIST,
-    STATS, Stat, THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
+    DEFAULT_MAX_WATCHED, KERNEL_OFFSETS, KVM_EXITS, ONCPU_HIST, RUNQ_HIST, STATS, Stat,
+    THREAD_COUNTERS, THREAD_STATE, WATCHED, program,
 };
 use thiserror::Error;
 
@@ -315,13 +315,10 @@ impl Probes {
             THREAD_COUNTERS,
             RUNQ_HIST,
             ONCPU_HIST,
+            KVM_EXITS,
         ] {
             loader.map_max_entries(map, options.max_watched);
         }
-        loader.map_max_entries(
-            KVM_EXITS,
-            options.max_watched.saturating_mul(KVM_EXITS_PER_SLOT),
-        );
         let mut ebpf = loader
             .load(object)
             .map_err(|source| ProbesOff::Load { source })?;
