@@ -243,6 +243,10 @@ pub struct Rollup {
     /// Scratch space for the coarse window buckets that close each second,
     /// kept so that closing allocates no 26 KiB array per series.
     merger: Merger,
+    /// Scratch space for one domain's summaries in `close_second`, which
+    /// follow its vCPUs': kept so that closing allocates nothing per
+    /// domain.
+    domain_summaries: Vec<(&'static str, u64, Summary<{ PERCENTILES.len() }>)>,
     /// Whether each vCPU's per-second summaries are emitted as datapoints
     /// (`vcpu.N.<metric>_us.*`), or only the domain's: off when no sink
     /// would keep them (the query socket reads windows, not datapoints,
@@ -274,6 +278,7 @@ impl Rollup {
             domain_gone,
             clamped: stats.counter("rollup.clamped_values"),
             merger: Merger::default(),
+            domain_summaries: Vec::new(),
             per_vcpu_summaries: true,
             next_phase: 0,
         }
@@ -472,28 +477,33 @@ impl Rollup {
         let idle_limit = self.domain_gone.as_secs();
         for domain in self.domains.values_mut() {
             // Domain aggregates are rebuilt from this second's vCPUs, in
-            // one merger per metric (a domain has one or two metrics).
-            let mut merged: Vec<(&'static str, u64)> = Vec::new();
-            let sampled = domain.latency.iter().filter(|(_, s)| s.sampled);
-            for ((name, _), s) in sampled {
-                match merged.iter_mut().find(|(m, _)| m == name) {
-                    Some((_, sum)) => *sum = sum.saturating_add(s.current_sum_ns),
-                    None => merged.push((name, s.current_sum_ns)),
+            // one pass: the series are sorted by metric, so each metric's
+            // vCPUs are adjacent and go through the merger together. The
+            // domain's summaries follow all of the vCPUs'.
+            self.domain_summaries.clear();
+            let mut open: Option<(&'static str, u64)> = None;
+            for ((name, _), s) in domain.latency.iter().filter(|(_, s)| s.sampled) {
+                match &mut open {
+                    Some((m, sum)) if m == name => *sum = sum.saturating_add(s.current_sum_ns),
+                    _ => {
+                        if let Some((m, sum)) = open.take() {
+                            let summary = self.merger.finish_summary(QUANTILES);
+                            self.domain_summaries.push((m, sum, summary));
+                        }
+                        open = Some((name, s.current_sum_ns));
+                    }
                 }
+                self.merger.add(&s.current);
                 if self.per_vcpu_summaries {
                     let summary = s.current.summary(QUANTILES);
                     summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
                 }
             }
-            for (name, sum) in merged {
-                let sampled = domain
-                    .latency
-                    .iter()
-                    .filter(|((m, _), s)| *m == name && s.sampled);
-                for (_, s) in sampled {
-                    self.merger.add(&s.current);
-                }
+            if let Some((m, sum)) = open {
                 let summary = self.merger.finish_summary(QUANTILES);
+                self.domain_summaries.push((m, sum, summary));
+            }
+            for &(name, sum, summary) in &self.domain_summaries {
                 let prefix = metric::histogram_name(name);
                 summarize(&mut batch, domain, ts, &prefix, summary, sum);
                 domain.latency_ts.insert(name, now);
@@ -508,8 +518,10 @@ impl Rollup {
             // A series nobody samples any more (its thread is no longer
             // watched, the vCPU was unplugged) ends with the domain's grace.
             domain.latency.retain(|_, s| s.idle_s <= idle_limit);
-            let metrics: Vec<&'static str> = domain.latency.keys().map(|(m, _)| *m).collect();
-            domain.latency_ts.retain(|m, _| metrics.contains(m));
+            let latency = &domain.latency;
+            domain
+                .latency_ts
+                .retain(|m, _| latency.range((*m, 0)..=(*m, u32::MAX)).next().is_some());
         }
         batch
     }
