@@ -295,6 +295,8 @@ impl GaugeSet {
                 if self.last >= i && !self.entries.is_empty() {
                     self.last += 1;
                 }
+                // Series are added once and kept: no room to spare.
+                self.entries.reserve_exact(1);
                 self.entries.insert(
                     i,
                     GaugeEntry {
@@ -328,6 +330,7 @@ impl GaugeSet {
     }
 
     /// Whether there is no series.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
