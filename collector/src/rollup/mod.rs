@@ -63,7 +63,7 @@ use tokio::sync::mpsc;
 
 use crate::sample::{Batch, Datapoint, Latency, Sample, Samples};
 use crate::self_stats::{Counter, Registry};
-use gauge::GaugeWindow;
+use gauge::GaugeSet;
 use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger, Summary};
 use hyper_stats_ebpf::HIST_BUCKETS;
 use window::Windows;
@@ -137,7 +137,7 @@ pub(crate) struct DomainSeries {
     /// `runq_latency` (the age of the histogram data).
     latency_ts: BTreeMap<&'static str, f64>,
     /// Gauge series by full metric name.
-    gauges: BTreeMap<String, GaugeWindow>,
+    gauges: GaugeSet,
 }
 
 impl DomainSeries {
@@ -157,7 +157,7 @@ impl DomainSeries {
     }
 
     /// The gauge series, by name.
-    pub(crate) fn gauges(&self) -> &BTreeMap<String, GaugeWindow> {
+    pub(crate) fn gauges(&self) -> &GaugeSet {
         &self.gauges
     }
 
@@ -215,22 +215,8 @@ impl DomainSeries {
                     + s.windows.heap_bytes()
             })
             .sum();
-        latency + gauges_heap_bytes(&self.gauges)
+        latency + self.gauges.heap_bytes()
     }
-}
-
-/// Heap bytes of a map of gauge windows, keys and nodes included.
-fn gauges_heap_bytes(gauges: &BTreeMap<String, GaugeWindow>) -> usize {
-    gauges
-        .iter()
-        .map(|(name, w)| {
-            size_of::<String>()
-                + size_of::<GaugeWindow>()
-                + name.capacity()
-                + 2 * ALLOC_OVERHEAD_BYTES
-                + w.heap_bytes()
-        })
-        .sum()
 }
 
 /// The rollup, written by its stage and read by the query sink.
@@ -240,7 +226,7 @@ pub(crate) type SharedRollup = Arc<RwLock<Rollup>>;
 pub struct Rollup {
     domains: HashMap<Arc<str>, DomainSeries>,
     /// The agent's own series (`agent.*`), which belong to no domain.
-    agent: BTreeMap<String, GaugeWindow>,
+    agent: GaugeSet,
     /// Time of the newest sample of any domain.
     newest_ts: Option<f64>,
     /// The start of the rollup's own clock: every time it keeps (window
@@ -257,6 +243,10 @@ pub struct Rollup {
     /// Scratch space for the coarse window buckets that close each second,
     /// kept so that closing allocates no 26 KiB array per series.
     merger: Merger,
+    /// Scratch space for one domain's summaries in `close_second`, which
+    /// follow its vCPUs': kept so that closing allocates nothing per
+    /// domain.
+    domain_summaries: Vec<(&'static str, u64, Summary<{ PERCENTILES.len() }>)>,
     /// Whether each vCPU's per-second summaries are emitted as datapoints
     /// (`vcpu.N.<metric>_us.*`), or only the domain's: off when no sink
     /// would keep them (the query socket reads windows, not datapoints,
@@ -282,12 +272,13 @@ impl Rollup {
     pub(crate) fn new(domain_gone: Duration, stats: &Registry) -> Rollup {
         Rollup {
             domains: HashMap::new(),
-            agent: BTreeMap::new(),
+            agent: GaugeSet::default(),
             newest_ts: None,
             epoch: Instant::now(),
             domain_gone,
             clamped: stats.counter("rollup.clamped_values"),
             merger: Merger::default(),
+            domain_summaries: Vec::new(),
             per_vcpu_summaries: true,
             next_phase: 0,
         }
@@ -323,28 +314,43 @@ impl Rollup {
             .count();
         let mut out = Batch::with_capacity(gauges);
         let mut second: Option<f64> = None;
-        for sample in samples {
-            match sample {
-                Sample::Gauge(p) => {
-                    let gauges = match p.is_agent() {
-                        true => &mut self.agent,
-                        false => &mut self.domain_mut(&p.uuid, &p.domain, now).gauges,
+        let mut samples = samples.into_iter().peekable();
+        while let Some(sample) = samples.next() {
+            let (uuid, name) = match &sample {
+                Sample::Retired(uuid) => {
+                    self.retire(uuid);
+                    continue;
+                }
+                Sample::Gauge(p) if p.is_agent() => {
+                    self.agent.push(&p.metric, now, p.value);
+                    let Sample::Gauge(p) = sample else {
+                        unreachable!()
                     };
-                    match gauges.get_mut(&p.metric) {
-                        Some(w) => w.push(now, p.value),
-                        None => {
-                            let mut w = GaugeWindow::default();
-                            w.push(now, p.value);
-                            gauges.insert(p.metric.clone(), w);
-                        }
-                    }
                     out.push(p);
+                    continue;
                 }
-                Sample::Latency(l) => {
-                    second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
-                    self.record_latency(l, now);
+                Sample::Gauge(Datapoint { uuid, domain, .. })
+                | Sample::Latency(Latency { uuid, domain, .. }) => {
+                    (Arc::clone(uuid), Arc::clone(domain))
                 }
-                Sample::Retired(uuid) => self.retire(&uuid),
+            };
+            // Sources send a domain's samples together: the domain is
+            // looked up once for the run, not hashed for every sample.
+            let domain = domain_mut(&mut self.domains, &mut self.newest_ts, &uuid, &name, now);
+            let mut next = Some(sample);
+            while let Some(sample) = next {
+                match sample {
+                    Sample::Gauge(p) => {
+                        domain.gauges.push(&p.metric, now, p.value);
+                        out.push(p);
+                    }
+                    Sample::Latency(l) => {
+                        second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
+                        record_latency(domain, &mut self.next_phase, &self.clamped, l);
+                    }
+                    Sample::Retired(_) => unreachable!("a run holds no retirement"),
+                }
+                next = samples.next_if(|s| same_domain(s, &uuid, &name));
             }
         }
         if let Some(ts) = second {
@@ -399,7 +405,7 @@ impl Rollup {
     }
 
     /// The agent's own series, by name.
-    pub(crate) fn agent(&self) -> &BTreeMap<String, GaugeWindow> {
+    pub(crate) fn agent(&self) -> &GaugeSet {
         &self.agent
     }
 
@@ -431,55 +437,20 @@ impl Rollup {
             })
             .sum();
         let table = self.domains.capacity() * size_of::<(Arc<str>, DomainSeries)>();
-        domains + table + gauges_heap_bytes(&self.agent) + HIST_BUCKETS * size_of::<u64>()
+        domains + table + self.agent.heap_bytes() + HIST_BUCKETS * size_of::<u64>()
     }
 
-    /// The domain `uuid`, created on first use, renamed if `name` changed;
-    /// its newest time moves to `ts`.
-    fn domain_mut(&mut self, uuid: &Arc<str>, name: &Arc<str>, ts: f64) -> &mut DomainSeries {
-        self.newest_ts = Some(self.newest_ts.map_or(ts, |t| t.max(ts)));
-        let domain = self
-            .domains
-            .entry(Arc::clone(uuid))
-            .or_insert_with(|| DomainSeries {
-                name: Arc::clone(name),
-                uuid: Arc::clone(uuid),
-                newest_ts: ts,
-                latency: BTreeMap::new(),
-                latency_ts: BTreeMap::new(),
-                gauges: BTreeMap::new(),
-            });
-        if domain.name != *name {
-            domain.name = Arc::clone(name);
-        }
-        domain.newest_ts = domain.newest_ts.max(ts);
-        domain
-    }
-
-    /// Records one vCPU's interval: its values into the histogram, its
-    /// exact sum into the series' sum. An empty interval still creates the
-    /// series, so it reports `count` 0.
+    /// Records one vCPU's interval (see [`record_latency`]).
+    #[cfg(test)]
     fn record_latency(&mut self, l: Latency, now: f64) {
-        let phase = (self.next_phase + 1) % window::PHASES;
-        let mut created = false;
-        let s = self
-            .domain_mut(&l.uuid, &l.domain, now)
-            .latency
-            .entry((l.metric, l.vcpu))
-            .or_insert_with(|| {
-                created = true;
-                Series::new(l.metric, l.vcpu, phase)
-            });
-        s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
-        s.sampled = true;
-        // The sample's pairs become the histogram where they are: no copy,
-        // no allocation on this path.
-        let (h, clamped) = LatencyHistogram::from_pairs(l.values);
-        s.current.absorb(h);
-        self.clamped.add(clamped);
-        if created {
-            self.next_phase = phase;
-        }
+        let domain = domain_mut(
+            &mut self.domains,
+            &mut self.newest_ts,
+            &l.uuid,
+            &l.domain,
+            now,
+        );
+        record_latency(domain, &mut self.next_phase, &self.clamped, l);
     }
 
     /// Ends a domain's series.
@@ -506,28 +477,33 @@ impl Rollup {
         let idle_limit = self.domain_gone.as_secs();
         for domain in self.domains.values_mut() {
             // Domain aggregates are rebuilt from this second's vCPUs, in
-            // one merger per metric (a domain has one or two metrics).
-            let mut merged: Vec<(&'static str, u64)> = Vec::new();
-            let sampled = domain.latency.iter().filter(|(_, s)| s.sampled);
-            for ((name, _), s) in sampled {
-                match merged.iter_mut().find(|(m, _)| m == name) {
-                    Some((_, sum)) => *sum = sum.saturating_add(s.current_sum_ns),
-                    None => merged.push((name, s.current_sum_ns)),
+            // one pass: the series are sorted by metric, so each metric's
+            // vCPUs are adjacent and go through the merger together. The
+            // domain's summaries follow all of the vCPUs'.
+            self.domain_summaries.clear();
+            let mut open: Option<(&'static str, u64)> = None;
+            for ((name, _), s) in domain.latency.iter().filter(|(_, s)| s.sampled) {
+                match &mut open {
+                    Some((m, sum)) if m == name => *sum = sum.saturating_add(s.current_sum_ns),
+                    _ => {
+                        if let Some((m, sum)) = open.take() {
+                            let summary = self.merger.finish_summary(QUANTILES);
+                            self.domain_summaries.push((m, sum, summary));
+                        }
+                        open = Some((name, s.current_sum_ns));
+                    }
                 }
+                self.merger.add(&s.current);
                 if self.per_vcpu_summaries {
                     let summary = s.current.summary(QUANTILES);
                     summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
                 }
             }
-            for (name, sum) in merged {
-                let sampled = domain
-                    .latency
-                    .iter()
-                    .filter(|((m, _), s)| *m == name && s.sampled);
-                for (_, s) in sampled {
-                    self.merger.add(&s.current);
-                }
+            if let Some((m, sum)) = open {
                 let summary = self.merger.finish_summary(QUANTILES);
+                self.domain_summaries.push((m, sum, summary));
+            }
+            for &(name, sum, summary) in &self.domain_summaries {
                 let prefix = metric::histogram_name(name);
                 summarize(&mut batch, domain, ts, &prefix, summary, sum);
                 domain.latency_ts.insert(name, now);
@@ -542,10 +518,76 @@ impl Rollup {
             // A series nobody samples any more (its thread is no longer
             // watched, the vCPU was unplugged) ends with the domain's grace.
             domain.latency.retain(|_, s| s.idle_s <= idle_limit);
-            let metrics: Vec<&'static str> = domain.latency.keys().map(|(m, _)| *m).collect();
-            domain.latency_ts.retain(|m, _| metrics.contains(m));
+            let latency = &domain.latency;
+            domain
+                .latency_ts
+                .retain(|m, _| latency.range((*m, 0)..=(*m, u32::MAX)).next().is_some());
         }
         batch
+    }
+}
+
+/// Whether `sample` belongs to the run of domain `uuid` named `name`
+/// that [`Rollup::ingest_at`] is recording: a domain's gauge or latency
+/// under the same name (a renamed domain starts a run of its own).
+fn same_domain(sample: &Sample, uuid: &Arc<str>, name: &Arc<str>) -> bool {
+    let (u, n) = match sample {
+        Sample::Gauge(p) if !p.is_agent() => (&p.uuid, &p.domain),
+        Sample::Latency(l) => (&l.uuid, &l.domain),
+        _ => return false,
+    };
+    // `Arc<str>` equality compares pointers before bytes.
+    u == uuid && n == name
+}
+
+/// The domain `uuid` of `domains`, created on first use, renamed if
+/// `name` changed; its newest time, and the rollup's (`newest`), move to
+/// `ts`.
+fn domain_mut<'a>(
+    domains: &'a mut HashMap<Arc<str>, DomainSeries>,
+    newest: &mut Option<f64>,
+    uuid: &Arc<str>,
+    name: &Arc<str>,
+    ts: f64,
+) -> &'a mut DomainSeries {
+    *newest = Some(newest.map_or(ts, |t| t.max(ts)));
+    let domain = domains
+        .entry(Arc::clone(uuid))
+        .or_insert_with(|| DomainSeries {
+            name: Arc::clone(name),
+            uuid: Arc::clone(uuid),
+            newest_ts: ts,
+            latency: BTreeMap::new(),
+            latency_ts: BTreeMap::new(),
+            gauges: GaugeSet::default(),
+        });
+    if domain.name != *name {
+        domain.name = Arc::clone(name);
+    }
+    domain.newest_ts = domain.newest_ts.max(ts);
+    domain
+}
+
+/// Records one vCPU's interval into `domain`: its values into the
+/// histogram, its exact sum into the series' sum, values past the range
+/// into `clamped`. An empty interval still creates the series, so it
+/// reports `count` 0; a new series takes the phase after `next_phase`.
+fn record_latency(domain: &mut DomainSeries, next_phase: &mut u64, clamped: &Counter, l: Latency) {
+    let phase = (*next_phase + 1) % window::PHASES;
+    let mut created = false;
+    let s = domain.latency.entry((l.metric, l.vcpu)).or_insert_with(|| {
+        created = true;
+        Series::new(l.metric, l.vcpu, phase)
+    });
+    s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
+    s.sampled = true;
+    // The sample's pairs become the histogram where they are: no copy,
+    // no allocation on this path.
+    let (h, over) = LatencyHistogram::from_pairs(l.values);
+    s.current.absorb(h);
+    clamped.add(over);
+    if created {
+        *next_phase = phase;
     }
 }
 

@@ -22,10 +22,8 @@ use hyper_stats_query::{
     VcpuValues, metric, metric_matches,
 };
 
-use std::collections::BTreeMap;
-
 use crate::rollup::Rollup;
-use crate::rollup::gauge::GaugeWindow;
+use crate::rollup::gauge::GaugeSet;
 use crate::rollup::histogram::LatencyHistogram;
 
 /// Answers one query asked at `now`.
@@ -49,7 +47,7 @@ fn list(rollup: &Rollup, now: f64) -> ListAnswer {
             uuid: d.uuid().to_string(),
             domain: d.name().to_string(),
             age_s: (now - d.newest_ts()).max(0.0),
-            metrics: d.gauges().keys().cloned().collect(),
+            metrics: d.gauges().names().map(str::to_owned).collect(),
         })
         .collect();
     domains.sort_by(|a, b| a.domain.cmp(&b.domain).then(a.uuid.cmp(&b.uuid)));
@@ -57,7 +55,7 @@ fn list(rollup: &Rollup, now: f64) -> ListAnswer {
         newest_age_s: newest_age(rollup, now),
         histograms: histogram_names(rollup),
         domains,
-        agent: rollup.agent().keys().cloned().collect(),
+        agent: rollup.agent().names().map(str::to_owned).collect(),
     }
 }
 
@@ -71,18 +69,14 @@ fn histogram_names(rollup: &Rollup) -> Vec<String> {
 }
 
 /// The series of `gauges` that `q` asks for, summarized at `now`.
-fn gauge_series(
-    gauges: &BTreeMap<String, GaugeWindow>,
-    q: &GaugeQuery,
-    now: f64,
-) -> Vec<GaugeSeries> {
+fn gauge_series(gauges: &GaugeSet, q: &GaugeQuery, now: f64) -> Vec<GaugeSeries> {
     gauges
         .iter()
         .filter(|(m, _)| metric_matches(&q.metric, m))
         .map(|(m, window)| {
             let s = window.summary(now, q.window_s);
             GaugeSeries {
-                metric: m.clone(),
+                metric: m.to_owned(),
                 samples: s.samples,
                 avg: s.avg,
                 max: s.max,
