@@ -5,12 +5,12 @@
 //! # Buckets and error
 //! The buckets are the eBPF programs' ([`hyper_stats_ebpf::bucket_index`]):
 //! values below 256 ns have one bucket each, above that each power of two
-//! is split into 128 linear sub-buckets, up to [`MAX_LATENCY_NS`] (2^32 ns,
+//! is split into 64 linear sub-buckets, up to [`MAX_LATENCY_NS`] (2^32 ns,
 //! 4.29 s). The eBPF source sends every bucket that grew as its midpoint
 //! with a count, so recording here lands each count in the very bucket the
 //! kernel counted it in: the rollup adds no error of its own. Every answer
 //! (a percentile, the minimum, the maximum) is the midpoint of a bucket,
-//! within half a bucket of every value in it: 1/256 (0.39%) of the value
+//! within half a bucket of every value in it: 1/128 (0.78%) of the value
 //! (`ERROR_BOUND`, which the tests hold every answer to). Merging adds
 //! counts, so merged seconds and windows keep the same bound. Values above
 //! [`MAX_LATENCY_NS`] go to the last bucket and are reported as clamped
@@ -21,7 +21,7 @@
 //! - [`LatencyHistogram`]: sorted `(bucket, count)` pairs of the non-empty
 //!   buckets, for the second being recorded, merges and query answers.
 //!   A second of 200 waits is about 200 pairs, where a dense array of the
-//!   kernel's 3,328 buckets would take 26 KiB.
+//!   kernel's 1,728 buckets would take 14 KiB.
 //! - [`Frozen`]: a closed histogram as a bit string (see [`Frozen`] for
 //!   the format), 3 to 12 bits per non-empty bucket: the windows keep 105
 //!   of them per series, and closed buckets never change.
@@ -38,11 +38,11 @@ use hyper_stats_ebpf::{HIST_BUCKETS, MAX_TRACKABLE_NS, bucket_index, bucket_mid}
 pub(crate) const MAX_LATENCY_NS: u64 = MAX_TRACKABLE_NS;
 
 /// The largest relative error of any answer against any value in its
-/// bucket: half a bucket, and a bucket is at most 1/128 of its lower
-/// bound wide (values below 256 ns are exact). The tests hold every
+/// bucket: half a bucket, and a bucket is at most 1/64 of its lower
+/// bound wide (values below 128 ns are exact). The tests hold every
 /// answer to it.
 #[cfg(test)]
-pub(crate) const ERROR_BOUND: f64 = 1.0 / 256.0;
+pub(crate) const ERROR_BOUND: f64 = 1.0 / 128.0;
 
 /// Malloc's own cost per allocation, counted by the `heap_bytes` methods
 /// so that they estimate resident memory, not only what was asked for:
@@ -54,7 +54,7 @@ pub(crate) const ALLOC_OVERHEAD_BYTES: usize = 16;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LatencyHistogram {
     /// `(bucket, count)`, sorted by bucket, no zero counts: sparse because
-    /// a second of one vCPU touches a few hundred of the 3,328 buckets.
+    /// a second of one vCPU touches a few hundred of the 1,728 buckets.
     /// Buckets are `u64` so that the source's `(value_ns, count)` pairs
     /// become a histogram in place (see [`LatencyHistogram::from_pairs`]).
     buckets: Vec<(u64, u64)>,
@@ -865,7 +865,7 @@ pub(crate) mod tests {
             (5, 1),
             (9, 4_000_000_000),
             (200, 7),
-            (3_000, 1),
+            (1_500, 1),
             (HIST_BUCKETS - 1, MAX_FROZEN_COUNT),
         ] {
             h.record(bucket_mid(b), c);

@@ -25,7 +25,7 @@
 //! `sum` and `mean` are exact (the sum of the recorded durations, not of
 //! bucket midpoints), so summing `sum` over seconds gives a thread's total
 //! wait to the nanosecond; the percentiles and `max` are bucket midpoints,
-//! within 0.39% of the values they stand for (see [`histogram`]).
+//! within 0.78% of the values they stand for (see [`histogram`]).
 //!
 //! # Memory
 //! Only the vCPU series keep windows. A domain's window is merged from its

@@ -289,7 +289,7 @@ impl HistDelta {
     }
 
     /// The `q` quantile (0.0 to 1.0), as the midpoint of the bucket it
-    /// falls in: within 0.4% of a recorded value.
+    /// falls in: within 0.8% of a recorded value.
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
         let total: u64 = self.buckets.iter().map(|&(_, c)| u64::from(c)).sum();
         if total == 0 {

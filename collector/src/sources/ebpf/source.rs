@@ -137,7 +137,7 @@ fn insert_threads(
 }
 
 /// One thread's interval as latency samples: each bucket that grew, at
-/// the bucket's midpoint (within 0.4% of every value in it), and the
+/// the bucket's midpoint (within 0.8% of every value in it), and the
 /// kernel's exact sum. A vCPU without events still gets its (empty)
 /// samples, so it reports `count` 0.
 pub(crate) fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> [Sample; 2] {
