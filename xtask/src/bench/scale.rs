@@ -258,13 +258,13 @@ fn size_case(
         &mut out,
         &format!(
             "- RSS per watched thread <= {GOAL_RSS_KIB_PER_THREAD} KiB after {LARGE_MINUTES} min: \
-             {own_kib:.1} KiB without the kernel's map pages mapped for reading \
-             ({rss_kib:.1} KiB of VmRSS with them, {:.1} MiB / {threads}) after {minutes} min: {}",
+             {rss_kib:.1} KiB of VmRSS ({:.1} MiB / {threads}), the kernel's map pages the agent \
+             maps for reading included ({own_kib:.1} KiB without them) after {minutes} min: {}",
             plain.rss_end_kib as f64 / 1024.0,
             if !steady {
                 "not judged (run shorter than 16 min, windows not yet full)".to_owned()
             } else {
-                verdict(own_kib <= GOAL_RSS_KIB_PER_THREAD)
+                verdict(rss_kib <= GOAL_RSS_KIB_PER_THREAD)
             }
         ),
     );
