@@ -80,28 +80,7 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc the
-/// `mimalloc` crate builds (v3, `libmimalloc-sys` 0.1.49: `mimalloc.h`).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-unsafe extern "C" {
-    /// mimalloc's option setter (`mimalloc.h`).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// Tells mimalloc to keep the memory it frees instead of returning it to
-/// the kernel after its default second: the agent frees and allocates
-/// about the same memory every second, so returning it meant faulting in
-/// and zeroing fresh pages each second, a fifth of the agent's CPU at
-/// 1,024 watched threads, for no saving in steady-state RSS.
-fn keep_freed_memory() {
-    // Safety: sets a plain integer option; mimalloc reads it when it next
-    // considers purging.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
