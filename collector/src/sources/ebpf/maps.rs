@@ -173,6 +173,20 @@ trait HistWords {
     fn line(&self, line: usize) -> &[AtomicU32];
 }
 
+/// The lines that the bits of `touched` word `w` name, ascending.
+fn touched_lines(w: usize, mut bits: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+        bits &= bits - 1;
+        Some(w * 64 + bit)
+    })
+}
+
+/// The byte offset of bucket line `line` in a [`LatencyHist`].
+fn line_offset(line: usize) -> usize {
+    offset_of!(LatencyHist, buckets) + 4 * LINE_BUCKETS * line
+}
+
 /// Slot `slot` of a mapped [`LatencyHist`] array.
 struct MappedHist<'a> {
     map: &'a MappedArray,
@@ -188,12 +202,8 @@ impl MappedHist<'_> {
     /// Prefetches the bucket lines `touched` names as it reads now.
     fn prefetch_touched(&self) {
         for (w, word) in self.touched().iter().enumerate() {
-            let mut bits = word.load(Relaxed);
-            while bits != 0 {
-                let line = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let offset = offset_of!(LatencyHist, buckets) + 4 * LINE_BUCKETS * line;
-                self.map.prefetch(self.slot, offset);
+            for line in touched_lines(w, word.load(Relaxed)) {
+                self.map.prefetch(self.slot, line_offset(line));
             }
         }
     }
@@ -211,8 +221,7 @@ impl HistWords for MappedHist<'_> {
             .u64s(self.slot, offset_of!(LatencyHist, touched), TOUCHED_WORDS)
     }
     fn line(&self, line: usize) -> &[AtomicU32] {
-        let offset = offset_of!(LatencyHist, buckets) + 4 * LINE_BUCKETS * line;
-        self.map.u32s(self.slot, offset, LINE_BUCKETS)
+        self.map.u32s(self.slot, line_offset(line), LINE_BUCKETS)
     }
 }
 
@@ -243,10 +252,7 @@ impl HistDelta {
             if word.load(Relaxed) == 0 {
                 continue;
             }
-            let mut bits = word.swap(0, Acquire);
-            while bits != 0 {
-                let line = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for line in touched_lines(w, word.swap(0, Acquire)) {
                 for (offset, bucket) in now.line(line).iter().enumerate() {
                     if bucket.load(Relaxed) != 0 {
                         let index = (line * LINE_BUCKETS + offset) as u32;
