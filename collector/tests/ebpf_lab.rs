@@ -175,6 +175,33 @@ fn bracket(samples: &[KernelSample], ts: f64) -> (KernelSample, KernelSample) {
     (*before, *after)
 }
 
+/// On-CPU time of the slices a thread had finished by the agent's read at
+/// `ts`, bracketed: the agent counts a slice when it ends, schedstat's
+/// field 1 while it runs (a vCPU alone on a host CPU can run for hundreds
+/// of ms without a switch). A slice ended at the thread's last switch-out,
+/// so the finished slices' time at a sample lies between the CPU time of
+/// the two samples around the last change of its switch count.
+fn finished_oncpu_ns(samples: &[KernelSample], ts: f64) -> (u64, u64) {
+    let at_last_switch_out = |i: usize| -> (u64, u64) {
+        let switches = samples[i].switches;
+        let first_same = samples[..=i]
+            .iter()
+            .rposition(|s| s.switches != switches)
+            .map_or(0, |j| j + 1);
+        let before = first_same.saturating_sub(1);
+        (samples[before].exec_ns, samples[first_same].exec_ns)
+    };
+    let before = samples
+        .iter()
+        .rposition(|s| s.end <= ts - READ_BEFORE_TS_S)
+        .expect("a kernel sample before the agent's read");
+    let after = samples
+        .iter()
+        .position(|s| s.start >= ts)
+        .expect("a kernel sample after the agent's read");
+    (at_last_switch_out(before).0, at_last_switch_out(after).1)
+}
+
 /// How far `value` lies outside `[lo, hi]`, relative to the middle of the
 /// range; 0 inside.
 fn off_by(value: f64, lo: f64, hi: f64) -> f64 {
@@ -336,9 +363,12 @@ fn agent_runq_oncpu_and_switches_match_the_kernel_over_30s() {
             runq_off * 100.0,
             sw_off * 100.0,
         );
-        // On-CPU time: the slices the kernel charged, schedstat field 1.
-        let exec_lo = b1.exec_ns.saturating_sub(a0.exec_ns) as f64;
-        let exec_hi = (a1.exec_ns - b0.exec_ns) as f64;
+        // On-CPU time: the slices the kernel charged, schedstat field 1,
+        // counting those finished inside the window as the agent does.
+        let (first_lo, first_hi) = finished_oncpu_ns(kernel, first);
+        let (last_lo, last_hi) = finished_oncpu_ns(kernel, last);
+        let exec_lo = last_lo.saturating_sub(first_hi) as f64;
+        let exec_hi = (last_hi - first_lo) as f64;
         let exec_off = off_by(agent_oncpu_ns, exec_lo, exec_hi);
         eprintln!(
             "    on-CPU agent {agent_oncpu_ns:.0} ns, kernel {exec_lo:.0}..{exec_hi:.0} ns \
