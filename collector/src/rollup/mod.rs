@@ -68,7 +68,7 @@ use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger, Summary};
 use hyper_stats_ebpf::HIST_BUCKETS;
 use window::Windows;
 
-use hyper_stats_query::metric::{self, PERCENTILES};
+use hyper_stats_query::metric::{self, PERCENTILES, SUMMARIES};
 
 /// The shortest time a domain may be silent before its series end: 15
 /// polls at the default 1 s.
@@ -91,9 +91,9 @@ pub(crate) fn domain_gone(intervals: impl IntoIterator<Item = Duration>) -> Dura
 /// One latency series: the histogram of the current second, its exact
 /// sum, and the windows.
 struct Series {
-    /// The summaries' name prefix, e.g. `vcpu.3.runq_latency_us`: made
-    /// once, not formatted again every second.
-    prefix: Box<str>,
+    /// The summaries' names, e.g. `vcpu.3.runq_latency_us.p99`: shared by
+    /// every guest's series of this metric and vCPU, made once.
+    names: Arc<SummaryNames>,
     /// The current second's values; handed to the windows (and freed)
     /// when the second closes, so a closed series holds no open histogram.
     current: LatencyHistogram,
@@ -110,11 +110,11 @@ struct Series {
 }
 
 impl Series {
-    /// A new series of `metric` of `vcpu`, whose coarse windows close at
-    /// `phase` (see [`Windows::with_phase`]).
-    fn new(metric: &str, vcpu: u32, phase: u64) -> Series {
+    /// A new series named `names`, whose coarse windows close at `phase`
+    /// (see [`Windows::with_phase`]).
+    fn new(names: Arc<SummaryNames>, phase: u64) -> Series {
         Series {
-            prefix: format!("vcpu.{vcpu}.{}", metric::histogram_name(metric)).into(),
+            names,
             current: LatencyHistogram::default(),
             current_sum_ns: 0,
             sampled: false,
@@ -209,8 +209,6 @@ impl DomainSeries {
             .values()
             .map(|s| {
                 node(size_of::<(&str, u32)>(), size_of::<Series>())
-                    + s.prefix.len()
-                    + ALLOC_OVERHEAD_BYTES
                     + s.current.heap_bytes()
                     + s.windows.heap_bytes()
             })
@@ -258,6 +256,8 @@ pub struct Rollup {
     /// thousand vCPUs pays for a sixtieth of its minute buckets each
     /// second, not all of them in one.
     next_phase: u64,
+    /// The names of the summaries.
+    names: Names,
 }
 
 impl Default for Rollup {
@@ -281,6 +281,7 @@ impl Rollup {
             domain_summaries: Vec::new(),
             per_vcpu_summaries: true,
             next_phase: 0,
+            names: Names::default(),
         }
     }
 
@@ -346,7 +347,13 @@ impl Rollup {
                     }
                     Sample::Latency(l) => {
                         second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
-                        record_latency(domain, &mut self.next_phase, &self.clamped, l);
+                        record_latency(
+                            domain,
+                            &mut self.names,
+                            &mut self.next_phase,
+                            &self.clamped,
+                            l,
+                        );
                     }
                     Sample::Retired(_) => unreachable!("a run holds no retirement"),
                 }
@@ -450,7 +457,13 @@ impl Rollup {
             &l.domain,
             now,
         );
-        record_latency(domain, &mut self.next_phase, &self.clamped, l);
+        record_latency(
+            domain,
+            &mut self.names,
+            &mut self.next_phase,
+            &self.clamped,
+            l,
+        );
     }
 
     /// Ends a domain's series.
@@ -496,7 +509,7 @@ impl Rollup {
                 self.merger.add(&s.current);
                 if self.per_vcpu_summaries {
                     let summary = s.current.summary(QUANTILES);
-                    summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
+                    summarize(&mut batch, domain, ts, &s.names, summary, s.current_sum_ns);
                 }
             }
             if let Some((m, sum)) = open {
@@ -504,8 +517,8 @@ impl Rollup {
                 self.domain_summaries.push((m, sum, summary));
             }
             for &(name, sum, summary) in &self.domain_summaries {
-                let prefix = metric::histogram_name(name);
-                summarize(&mut batch, domain, ts, &prefix, summary, sum);
+                let names = self.names.get(name, None);
+                summarize(&mut batch, domain, ts, &names, summary, sum);
                 domain.latency_ts.insert(name, now);
             }
             for s in domain.latency.values_mut() {
@@ -572,12 +585,18 @@ fn domain_mut<'a>(
 /// histogram, its exact sum into the series' sum, values past the range
 /// into `clamped`. An empty interval still creates the series, so it
 /// reports `count` 0; a new series takes the phase after `next_phase`.
-fn record_latency(domain: &mut DomainSeries, next_phase: &mut u64, clamped: &Counter, l: Latency) {
+fn record_latency(
+    domain: &mut DomainSeries,
+    names: &mut Names,
+    next_phase: &mut u64,
+    clamped: &Counter,
+    l: Latency,
+) {
     let phase = (*next_phase + 1) % window::PHASES;
     let mut created = false;
     let s = domain.latency.entry((l.metric, l.vcpu)).or_insert_with(|| {
         created = true;
-        Series::new(l.metric, l.vcpu, phase)
+        Series::new(names.get(l.metric, Some(l.vcpu)), phase)
     });
     s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
     s.sampled = true;
@@ -602,38 +621,63 @@ const QUANTILES: [f64; PERCENTILES.len()] = {
     out
 };
 
+/// The names of one histogram's per-second summaries, in
+/// [`metric::SUMMARIES`] order (`<prefix>.count` to `<prefix>.max`).
+pub(crate) struct SummaryNames([Arc<str>; SUMMARIES.len()]);
+
+/// The summary names of every `(metric, vCPU)` (`None`: a domain's), made
+/// on first use and shared by every domain: thousands of datapoints a
+/// second then allocate no name.
+#[derive(Default)]
+struct Names(HashMap<(&'static str, Option<u32>), Arc<SummaryNames>>);
+
+impl Names {
+    fn get(&mut self, metric: &'static str, vcpu: Option<u32>) -> Arc<SummaryNames> {
+        let names = self.0.entry((metric, vcpu)).or_insert_with(|| {
+            let base = metric::histogram_name(metric);
+            let prefix = match vcpu {
+                Some(v) => format!("vcpu.{v}.{base}"),
+                None => base,
+            };
+            Arc::new(SummaryNames(
+                SUMMARIES.map(|s| Arc::from([prefix.as_str(), ".", s].concat())),
+            ))
+        });
+        Arc::clone(names)
+    }
+}
+
 /// Appends the summary datapoints of a histogram summarized as `h`, whose
-/// values sum to `sum_ns`, under `prefix`.
+/// values sum to `sum_ns`, under `names`.
 fn summarize(
     batch: &mut Batch,
     domain: &DomainSeries,
     ts: f64,
-    prefix: &str,
+    names: &SummaryNames,
     h: Summary<{ PERCENTILES.len() }>,
     sum_ns: u64,
 ) {
-    let mut put = |suffix: &str, value: f64| {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let [count, sum, mean, quantiles @ .., max] = &names.0;
+    let mut put = |name: &Arc<str>, value: f64| {
         batch.push(Datapoint {
             ts,
             uuid: Arc::clone(&domain.uuid),
             domain: Arc::clone(&domain.name),
-            // Not `format!`: thousands of names a second, each allocated
-            // once at its size.
-            metric: [prefix, ".", suffix].concat(),
+            metric: Arc::clone(name),
             value,
         })
     };
-    put("count", h.count as f64);
-    let us = |ns: u64| ns as f64 / 1000.0;
-    put("sum", us(sum_ns));
+    put(count, h.count as f64);
+    put(sum, us(sum_ns));
     if h.count == 0 {
         return;
     }
-    put("mean", us(sum_ns) / h.count as f64);
-    for ((_, name), value) in PERCENTILES.iter().zip(h.quantiles) {
+    put(mean, us(sum_ns) / h.count as f64);
+    for (name, value) in quantiles.iter().zip(h.quantiles) {
         put(name, us(value));
     }
-    put("max", us(h.max));
+    put(max, us(h.max));
 }
 
 /// The stage: takes the sources' batches until they all stop, updates
@@ -709,7 +753,7 @@ mod tests {
     fn get(batch: &Batch, metric: &str) -> f64 {
         batch
             .iter()
-            .find(|p| p.metric == metric)
+            .find(|p| &*p.metric == metric)
             .unwrap_or_else(|| panic!("no {metric}"))
             .value
     }
@@ -743,7 +787,7 @@ mod tests {
         let b = r.close_second(101.0, 101.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 0.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 0.0);
-        assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
+        assert!(!b.iter().any(|p| &*p.metric == "vcpu.0.runq_latency_us.p99"));
 
         let w = r
             .domain("u1")
@@ -832,7 +876,7 @@ mod tests {
             vec![at(100.0, 0), gauge(100.0, "u1"), gauge(100.0, "u2")],
             r.at(100.0),
         );
-        assert_eq!(out[0].metric, "cpu.time_percent");
+        assert_eq!(&*out[0].metric, "cpu.time_percent");
         assert_eq!(&*out[1].uuid, "u2");
         assert_eq!(get(&out, "vcpu.0.runq_latency_us.count"), 2.0);
         assert!(out.iter().skip(2).all(|p| p.ts == 100.0));
@@ -1080,7 +1124,7 @@ mod tests {
                         ts,
                         uuid: "u1".into(),
                         domain: "web".into(),
-                        metric: format!("vcpu.{vcpu}.{name}"),
+                        metric: format!("vcpu.{vcpu}.{name}").into(),
                         value: rng.unit() * 1000.0,
                     }));
                 }
