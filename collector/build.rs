@@ -42,6 +42,7 @@ enum Mode {
 }
 
 fn main() -> ExitCode {
+    embed_dashboard();
     println!("cargo::rustc-check-cfg=cfg(hyper_stats_ebpf_object)");
     println!("cargo::rerun-if-env-changed={MODE_VAR}");
     println!("cargo::rerun-if-changed=build.rs");
@@ -167,4 +168,53 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .ok_or(())
+}
+
+/// The dashboard's files, served as `/assets/NAME` (and `index.html` at
+/// `/`): each name, MIME type and path under the repository root.
+const DASHBOARD_FILES: &[(&str, &str, &str)] = &[
+    ("index.html", "text/html; charset=utf-8", "dashboard/index.html"),
+    ("app.js", "text/javascript; charset=utf-8", "dashboard/app.js"),
+    ("style.css", "text/css; charset=utf-8", "dashboard/style.css"),
+    (
+        "d3.min.js",
+        "text/javascript; charset=utf-8",
+        "dashboard/node_modules/d3/dist/d3.min.js",
+    ),
+];
+
+/// What the page runs instead of d3 when `npm ci` had not run before the
+/// build: it says so on the page rather than failing the build, so that a
+/// plain `cargo build` works on any machine.
+const D3_MISSING: &str = "document.addEventListener('DOMContentLoaded', () => { \
+    document.body.textContent = 'hyper-stats was built without d3: run cargo xtask setup \
+    (npm ci in dashboard/) and rebuild.'; });";
+
+/// Writes `$OUT_DIR/dashboard_assets.rs`, the table of embedded files
+/// `src/dashboard/assets.rs` includes.
+fn embed_dashboard() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest.parent().expect("the collector is in the workspace");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));
+    let mut table = String::from("pub(crate) static ASSETS: &[Asset] = &[\n");
+    for (name, mime, rel) in DASHBOARD_FILES {
+        let path = root.join(rel);
+        println!("cargo::rerun-if-changed={}", path.display());
+        let body = if path.exists() {
+            format!("include_bytes!({:?})", path.display().to_string())
+        } else if *name == "d3.min.js" {
+            println!(
+                "cargo::warning=dashboard: {} is missing, the dashboard will say so; run `cargo xtask setup` (npm ci in dashboard/)",
+                path.display()
+            );
+            format!("{:?}.as_bytes()", D3_MISSING)
+        } else {
+            panic!("dashboard asset {} is missing from the checkout", path.display());
+        };
+        table.push_str(&format!(
+            "    Asset {{ name: {name:?}, content_type: {mime:?}, body: {body} }},\n"
+        ));
+    }
+    table.push_str("];\n");
+    std::fs::write(out.join("dashboard_assets.rs"), table).expect("OUT_DIR is writable");
 }

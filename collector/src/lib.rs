@@ -8,6 +8,7 @@
 pub(crate) mod backoff;
 pub(crate) mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod domains;
 pub(crate) mod episode;
 pub mod graphios;

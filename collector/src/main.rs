@@ -71,6 +71,9 @@ enum Command {
     /// spinners and compare with the kernel's own accounting (no libvirt
     /// needed). Exit 0 when every check agrees within 2%.
     Selftest(hyper_stats::selftest::Args),
+    /// Serve the browser dashboard over graphite-web (fleet and guest
+    /// views, latency heatmaps).
+    Dashboard(hyper_stats::dashboard::Args),
 }
 
 /// The agent's allocator: mimalloc, not glibc's malloc. The rollup and
@@ -113,6 +116,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
         }),
+        // Reads Graphite only: no config, no libvirt.
+        Command::Dashboard(args) => {
+            hyper_stats::dashboard::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             connect,
             output,
