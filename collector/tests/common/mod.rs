@@ -3,8 +3,11 @@
 //! and, in their own files, the agent runner and its [`Point`]s
 //! (`agent.rs`), daemons stopped by their pid (`daemon.rs`), the Nagios
 //! core fixture (`nagios.rs`), a fixture shared by the cases of one test
-//! binary and stopped at its exit (`shared.rs`), free ports (`ports.rs`)
-//! and the unix clock (`clock.rs`).
+//! binary and stopped at its exit (`shared.rs`), free ports (`ports.rs`),
+//! the unix clock (`clock.rs`), and for the dashboard a Graphite of the
+//! test's own (`graphite.rs`), whisper files written directly
+//! (`whisper.rs`), a loopback HTTP client (`http.rs`) and Chromium through
+//! WebDriver (`webdriver.rs`).
 //!
 //! Each test target compiles this module on its own and uses part of it
 //! (hence the allows: a target leaves some helpers and re-exports unused).
@@ -15,9 +18,13 @@ use std::process::Command;
 mod agent;
 mod clock;
 mod daemon;
+pub mod graphite;
+pub mod http;
 mod nagios;
 mod ports;
 mod shared;
+pub mod webdriver;
+pub mod whisper;
 
 pub use agent::{Agent, AgentBuilder, Finished, Point};
 pub use clock::now_unix;
