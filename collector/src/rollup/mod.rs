@@ -68,7 +68,9 @@ use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger, Summary};
 use hyper_stats_ebpf::HIST_BUCKETS;
 use window::Windows;
 
-use hyper_stats_query::metric::{self, PERCENTILES, SUMMARIES};
+use hyper_stats_query::metric::{
+    self, HEATMAP_BOUNDS_US, HEATMAP_COMPONENT, PERCENTILES, SUMMARIES,
+};
 
 /// The shortest time a domain may be silent before its series end: 15
 /// polls at the default 1 s.
@@ -258,6 +260,9 @@ pub struct Rollup {
     next_phase: u64,
     /// The names of the summaries.
     names: Names,
+    /// Whether the summaries include the heatmap buckets
+    /// (`<histogram>.buckets.<bound>`): off when no sink would keep them.
+    heatmap_buckets: bool,
 }
 
 impl Default for Rollup {
@@ -282,12 +287,18 @@ impl Rollup {
             per_vcpu_summaries: true,
             next_phase: 0,
             names: Names::default(),
+            heatmap_buckets: true,
         }
     }
 
     /// Emits (or not) each vCPU's per-second summaries as datapoints.
     pub(crate) fn set_per_vcpu_summaries(&mut self, emit: bool) {
         self.per_vcpu_summaries = emit;
+    }
+
+    /// Emits (or not) the heatmap buckets with the summaries.
+    pub(crate) fn set_heatmap_buckets(&mut self, emit: bool) {
+        self.heatmap_buckets = emit;
     }
 
     /// The same rollup with its clock started at `epoch`, so that batches
@@ -509,16 +520,18 @@ impl Rollup {
                 self.merger.add(&s.current);
                 if self.per_vcpu_summaries {
                     let summary = s.current.summary(QUANTILES);
-                    summarize(&mut batch, domain, ts, &s.names, summary, s.current_sum_ns);
+                    let names = (&*s.names, self.heatmap_buckets);
+                    summarize(&mut batch, domain, ts, names, &summary, s.current_sum_ns);
                 }
             }
             if let Some((m, sum)) = open {
                 let summary = self.merger.finish_summary(QUANTILES);
                 self.domain_summaries.push((m, sum, summary));
             }
-            for &(name, sum, summary) in &self.domain_summaries {
+            for (name, sum, summary) in &self.domain_summaries {
                 let names = self.names.get(name, None);
-                summarize(&mut batch, domain, ts, &names, summary, sum);
+                let names = (&*names, self.heatmap_buckets);
+                summarize(&mut batch, domain, ts, names, summary, *sum);
                 domain.latency_ts.insert(name, now);
             }
             for s in domain.latency.values_mut() {
@@ -621,9 +634,13 @@ const QUANTILES: [f64; PERCENTILES.len()] = {
     out
 };
 
-/// The names of one histogram's per-second summaries, in
-/// [`metric::SUMMARIES`] order (`<prefix>.count` to `<prefix>.max`).
-pub(crate) struct SummaryNames([Arc<str>; SUMMARIES.len()]);
+/// The names of one histogram's per-second summaries.
+pub(crate) struct SummaryNames {
+    /// In [`metric::SUMMARIES`] order: `<prefix>.count` to `<prefix>.max`.
+    summaries: [Arc<str>; SUMMARIES.len()],
+    /// Per heatmap bucket: `<prefix>.buckets.<bound>`.
+    buckets: [Arc<str>; HEATMAP_BOUNDS_US.len()],
+}
 
 /// The summary names of every `(metric, vCPU)` (`None`: a domain's), made
 /// on first use and shared by every domain: thousands of datapoints a
@@ -639,26 +656,29 @@ impl Names {
                 Some(v) => format!("vcpu.{v}.{base}"),
                 None => base,
             };
-            Arc::new(SummaryNames(
-                SUMMARIES.map(|s| Arc::from([prefix.as_str(), ".", s].concat())),
-            ))
+            Arc::new(SummaryNames {
+                summaries: SUMMARIES.map(|s| Arc::from([prefix.as_str(), ".", s].concat())),
+                buckets: HEATMAP_BOUNDS_US
+                    .map(|bound| Arc::from(format!("{prefix}.{HEATMAP_COMPONENT}.{bound}"))),
+            })
         });
         Arc::clone(names)
     }
 }
 
 /// Appends the summary datapoints of a histogram summarized as `h`, whose
-/// values sum to `sum_ns`, under `names`.
+/// values sum to `sum_ns`, under `names`; with `heatmap`, its heatmap
+/// buckets that have values too.
 fn summarize(
     batch: &mut Batch,
     domain: &DomainSeries,
     ts: f64,
-    names: &SummaryNames,
-    h: Summary<{ PERCENTILES.len() }>,
+    (names, heatmap): (&SummaryNames, bool),
+    h: &Summary<{ PERCENTILES.len() }>,
     sum_ns: u64,
 ) {
     let us = |ns: u64| ns as f64 / 1000.0;
-    let [count, sum, mean, quantiles @ .., max] = &names.0;
+    let [count, sum, mean, quantiles @ .., max] = &names.summaries;
     let mut put = |name: &Arc<str>, value: f64| {
         batch.push(Datapoint {
             ts,
@@ -678,6 +698,13 @@ fn summarize(
         put(name, us(value));
     }
     put(max, us(h.max));
+    if heatmap {
+        for (name, &n) in names.buckets.iter().zip(&h.heatmap) {
+            if n > 0 {
+                put(name, n as f64);
+            }
+        }
+    }
 }
 
 /// The stage: takes the sources' batches until they all stop, updates
@@ -808,6 +835,51 @@ mod tests {
 
     /// Samples decoded from kernel buckets stand at bucket midpoints; the
     /// sum and mean come from the kernel's exact sum instead.
+    /// Heatmap buckets: each value in the bucket its bound says, per vCPU
+    /// and merged, summing to the second's `count`; none when turned off.
+    #[test]
+    fn heatmap_buckets_count_every_value_once() {
+        let mut r = Rollup::default();
+        let d = ("u1", "web");
+        // 0.9 µs is under the first bound (1 µs, which itself lands in its
+        // kernel bucket's midpoint, just above); 1.5 µs in the second
+        // bucket (1-2 µs); 30 ms in 20-50 ms; 4 s in the last.
+        let values = [(900, 3), (1_500, 2), (30_000_000, 4), (4_000_000_000, 1)];
+        let sum = values.iter().map(|(v, n)| v * n).sum();
+        r.record_latency(latency("u1", "web", 0, "runq_latency", &values, sum), 0.0);
+        record(&mut r, d, 1, "runq_latency", 30_000_000, 5);
+        let b = r.close_second(100.0, 100.0);
+        let buckets = |prefix: &str| -> Vec<(u64, f64)> {
+            b.iter()
+                .filter_map(|p| {
+                    let bound = p.metric.strip_prefix(prefix)?.parse().ok()?;
+                    Some((bound, p.value))
+                })
+                .collect()
+        };
+        assert_eq!(
+            buckets("vcpu.0.runq_latency_us.buckets."),
+            vec![(1, 3.0), (2, 2.0), (50_000, 4.0), (5_000_000, 1.0)]
+        );
+        assert_eq!(
+            buckets("vcpu.1.runq_latency_us.buckets."),
+            vec![(50_000, 5.0)]
+        );
+        let merged = buckets("runq_latency_us.buckets.");
+        assert_eq!(
+            merged,
+            vec![(1, 3.0), (2, 2.0), (50_000, 9.0), (5_000_000, 1.0)]
+        );
+        let total: f64 = merged.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, get(&b, "runq_latency_us.count"));
+
+        r.set_heatmap_buckets(false);
+        record(&mut r, d, 0, "runq_latency", 30_000_000, 5);
+        let b = r.close_second(101.0, 101.0);
+        assert_eq!(get(&b, "runq_latency_us.count"), 5.0);
+        assert!(!b.iter().any(|p| p.metric.contains(".buckets.")), "{b:?}");
+    }
+
     #[test]
     fn without_per_vcpu_summaries_only_the_domain_is_emitted_and_windows_stay() {
         let mut r = Rollup::default();
