@@ -173,9 +173,21 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 /// The dashboard's files, served as `/assets/NAME` (and `index.html` at
 /// `/`): each name, MIME type and path under the repository root.
 const DASHBOARD_FILES: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", "dashboard/index.html"),
-    ("app.js", "text/javascript; charset=utf-8", "dashboard/app.js"),
-    ("style.css", "text/css; charset=utf-8", "dashboard/style.css"),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        "dashboard/index.html",
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        "dashboard/app.js",
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        "dashboard/style.css",
+    ),
     (
         "d3.min.js",
         "text/javascript; charset=utf-8",
@@ -194,7 +206,9 @@ const D3_MISSING: &str = "document.addEventListener('DOMContentLoaded', () => { 
 /// `src/dashboard/assets.rs` includes.
 fn embed_dashboard() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("the collector is in the workspace");
+    let root = manifest
+        .parent()
+        .expect("the collector is in the workspace");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));
     let mut table = String::from("pub(crate) static ASSETS: &[Asset] = &[\n");
     for (name, mime, rel) in DASHBOARD_FILES {
@@ -209,7 +223,10 @@ fn embed_dashboard() {
             );
             format!("{:?}.as_bytes()", D3_MISSING)
         } else {
-            panic!("dashboard asset {} is missing from the checkout", path.display());
+            panic!(
+                "dashboard asset {} is missing from the checkout",
+                path.display()
+            );
         };
         table.push_str(&format!(
             "    Asset {{ name: {name:?}, content_type: {mime:?}, body: {body} }},\n"

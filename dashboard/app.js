@@ -110,6 +110,11 @@ const fmt = {
   rate: (v) => (v == null ? '–' : `${d3.format('.3~s')(v)}B/s`),
 };
 
+/** Time axis labels in 24-hour time, with the date once the range spans days. */
+function timeTicks(w) {
+  return d3.utcFormat(w.until - w.from > 86400 ? '%b %d %H:%M' : '%H:%M');
+}
+
 function boundLabel(i) {
   return `(${i === 0 ? '0' : fmtUs(BOUNDS[i - 1])}, ${fmtUs(BOUNDS[i])}]`;
 }
@@ -163,12 +168,12 @@ function lineChart(container, rendered, f, w) {
   const width = Math.max(container.clientWidth - 20, 300);
   const height = 150;
   const m = { top: 8, right: 10, bottom: 20, left: 58 };
-  const x = d3.scaleTime().domain([new Date(w.from * 1000), new Date(w.until * 1000)]).range([m.left, width - m.right]);
+  const x = d3.scaleUtc().domain([new Date(w.from * 1000), new Date(w.until * 1000)]).range([m.left, width - m.right]);
   const all = series.flatMap((s) => s.datapoints.filter((p) => p[0] != null).map((p) => p[0]));
   const y = d3.scaleLinear().domain([0, d3.max(all) || 1]).nice().range([height - m.bottom, m.top]);
   const colour = d3.scaleOrdinal(d3.schemeTableau10);
   const svg = d3.create('svg').attr('width', width).attr('height', height);
-  svg.append('g').attr('class', 'axis').attr('transform', `translate(0,${height - m.bottom})`).call(d3.axisBottom(x).ticks(width / 90));
+  svg.append('g').attr('class', 'axis').attr('transform', `translate(0,${height - m.bottom})`).call(d3.axisBottom(x).ticks(width / 90).tickFormat(timeTicks(w)));
   svg.append('g').attr('class', 'axis').attr('transform', `translate(${m.left},0)`).call(d3.axisLeft(y).ticks(4).tickFormat(f));
   const line = d3.line().defined((p) => p[0] != null).x((p) => x(new Date(p[1] * 1000))).y((p) => y(p[0]));
   for (const s of series) {
@@ -195,7 +200,7 @@ function heatmap(container, data, what, w) {
   const iw = width - m.left - m.right;
   const ih = height - m.top - m.bottom;
   const x = d3.scaleLinear().domain([w.from, w.until]).range([0, iw]);
-  const xt = d3.scaleTime().domain([new Date(w.from * 1000), new Date(w.until * 1000)]).range([0, iw]);
+  const xt = d3.scaleUtc().domain([new Date(w.from * 1000), new Date(w.until * 1000)]).range([0, iw]);
   const y = d3.scaleLog().domain([0.5, BOUNDS[BOUNDS.length - 1]]).range([ih, 0]);
   const lo = (i) => (i === 0 ? 0.5 : BOUNDS[i - 1]);
   const maxCount = d3.max(data.columns, (c) => d3.max(c.counts)) || 1;
@@ -222,7 +227,7 @@ function heatmap(container, data, what, w) {
 
   const svg = d3.create('svg').attr('width', width).attr('height', height);
   const g = svg.append('g').attr('transform', `translate(${m.left},${m.top})`);
-  g.append('g').attr('class', 'axis').attr('transform', `translate(0,${ih})`).call(d3.axisBottom(xt).ticks(width / 100));
+  g.append('g').attr('class', 'axis').attr('transform', `translate(0,${ih})`).call(d3.axisBottom(xt).ticks(width / 100).tickFormat(timeTicks(w)));
   g.append('g').attr('class', 'axis').call(d3.axisLeft(y).tickValues(BOUNDS.filter((b) => /^[15]/.test(String(b)))).tickFormat(fmtUs));
   const lineColour = { p50: '#00e5ff', p99: '#39ff14', max: '#ffffff' };
   const line = d3.line().defined((p) => p[0] != null && p[0] > 0).x((p) => x(p[1] + data.step / 2)).y((p) => y(Math.max(p[0], 0.5)));
@@ -239,7 +244,7 @@ function heatmap(container, data, what, w) {
     const c = byT.get(t);
     const count = c ? c.counts[i] : 0;
     const cum = c && c.total ? (100 * d3.sum(c.counts.slice(0, i + 1))) / c.total : 0;
-    showTip(ev, `<b>${d3.timeFormat('%Y-%m-%d %H:%M:%S')(new Date(t * 1000))}</b> (${data.step} s)<br>` +
+    showTip(ev, `<b>${d3.utcFormat('%Y-%m-%d %H:%M:%S UTC')(new Date(t * 1000))}</b> (${data.step} s)<br>` +
       `${what} ${boundLabel(i)}<br>count <b class="tip-count">${count}</b> of ${c ? c.total : 0}<br>` +
       `cumulative <b class="tip-cum">${d3.format('.1f')(cum)} %</b>`);
   }).on('mouseleave', hideTip);
@@ -249,6 +254,16 @@ function heatmap(container, data, what, w) {
   for (const n of ['p50', 'p99', 'max']) legend.append(el('span', {}, el('i', { class: `l-${n}` }), `${n} (highest in a column) `));
   legend.append(el('span', {}, `colour: count per ${data.step} s and bucket, 1 to ${maxCount} (log scale); ${d3.sum(data.columns, (c) => c.total)} in range`));
   container.append(legend);
+  // Where cell (column t, bucket i) is on screen, for the tests' hover.
+  return (t, i) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: r.left + x(t) + cw / 2, y: r.top + (y(BOUNDS[i]) + y(lo(i))) / 2 };
+  };
+}
+
+/** Resolves after the browser has painted what is in the DOM now. */
+function painted() {
+  return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
 }
 
 // ---------- fleet view ----------
@@ -322,6 +337,7 @@ async function fleetView(v, root, gen) {
   });
   if (!guests.length) tbody.append(el('tr', {}, el('td', { colSpan: 6, class: 'empty' }, 'no guest has run-queue data in this range')));
   window.hyperStats.fleet = { from: w.from, until: w.until, rows };
+  await painted();
   performance.mark('hs-fleet-ready');
   document.body.dataset.ready = 'fleet';
 
@@ -331,7 +347,7 @@ async function fleetView(v, root, gen) {
   const hosts = hostNodes.map((h, i) => [h, children[i].filter((n) => !n.leaf && n.text !== 'agent').map((n) => n.text).sort(d3.ascending)])
     .sort((a, b) => d3.ascending(a[0], b[0]));
   const nGuests = d3.sum(hosts, (h) => h[1].length);
-  summary.textContent = `${hosts.length} host${hosts.length === 1 ? '' : 's'}, ${nGuests} guest${nGuests === 1 ? '' : 's'} in Graphite; ${d3.timeFormat('%Y-%m-%d %H:%M')(new Date(w.from * 1000))} to ${d3.timeFormat('%H:%M')(new Date(w.until * 1000))}`;
+  summary.textContent = `${hosts.length} host${hosts.length === 1 ? '' : 's'}, ${nGuests} guest${nGuests === 1 ? '' : 's'} in Graphite; ${d3.utcFormat('%Y-%m-%d %H:%M')(new Date(w.from * 1000))} to ${d3.utcFormat('%Y-%m-%d %H:%M UTC')(new Date(w.until * 1000))}`;
   const list = el('div', { class: 'hosts' });
   for (const [host, paths] of hosts) {
     const ul = el('ul');
@@ -342,6 +358,8 @@ async function fleetView(v, root, gen) {
   }
   hostsSection.append(list);
   window.hyperStats.fleet.hosts = hosts.map(([h, ps]) => ({ host: h, guests: ps }));
+  await painted();
+  performance.mark('hs-fleet-all');
   document.body.dataset.ready = 'fleet-all';
 }
 
@@ -374,10 +392,13 @@ async function guestView(v, root, gen) {
   const w = windowOf(v);
   const P = `${state.prefix}.${v.host}.${v.guest}`;
   root.append(el('h1', {}, v.guest, el('small', {}, ` on ${v.host}`)));
-  const vcpus = await find(`${P}.vcpu.*.runq_latency_us.buckets`).catch(() => []);
+  // The vCPUs with series of their own (the agent's carbon.per_vcpu):
+  // find names a wildcard's matches by their last component only.
+  const vcpus = (await find(`${P}.vcpu.*`).catch(() => []))
+    .filter((n) => !n.leaf && /^[0-9]+$/.test(n.text)).map((n) => n.text);
   if (gen !== state.generation) return;
   const nav = el('nav', { class: 'vcpus' }, 'vCPU: ');
-  const ids = ['merged', ...vcpus.map((n) => n.id.split('.')[4]).sort((a, b) => a - b)];
+  const ids = ['merged', ...vcpus.sort((a, b) => a - b)];
   for (const id of ids) {
     const a = el('a', { href: hashFor({ ...v, vcpu: id }) }, id === 'merged' ? 'all (merged)' : `vCPU ${id}`);
     if (id === v.vcpu) a.className = 'current';
@@ -402,11 +423,12 @@ async function guestView(v, root, gen) {
   await Promise.all(Object.entries(hm).map(async ([key, h]) => {
     const data = await heatmapData(base, h.metric, w, step);
     if (gen !== state.generation) return;
-    window.hyperStats.heatmaps[key] = { ...data, from: w.from, until: w.until, base };
     if (!data.columns.length) h.panel.append(el('p', { class: 'empty' }, `no ${h.metric}.buckets series for ${base} in this range`));
-    heatmap(h.panel, data, h.what, w);
+    const cellCenter = heatmap(h.panel, data, h.what, w);
+    window.hyperStats.heatmaps[key] = { ...data, from: w.from, until: w.until, base, cellCenter };
   }));
   if (gen !== state.generation) return;
+  await painted();
   performance.mark('hs-guest-ready');
   document.body.dataset.ready = 'guest';
 

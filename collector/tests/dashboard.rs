@@ -15,7 +15,9 @@
 //! - the browser console holds no error.
 //!
 //! With `HYPER_STATS_SCREENSHOTS=DIR` the two views are saved there as
-//! `fleet.png` and `guest.png` (how the README's screenshots are made).
+//! `fleet.png` and `guest.png`; the README's were made with
+//! `HYPER_STATS_DASHBOARD_MINUTES=8` (the agent runs 8 whole minutes
+//! before the views are checked, instead of one).
 //!
 //! Needs the lab (`cargo xtask lab up`) and `cargo xtask setup`'s
 //! graphite-carbon, graphite-web, chromium and chromium-driver, and the
@@ -134,13 +136,26 @@ fn save_screenshot(browser: &Browser, name: &str) {
 
 /// Checks that heatmap `key`'s cells for minute `[minute, minute + 60)`
 /// sum to the `count` series of that minute; returns the sum.
-fn check_minute(web: &GraphiteWeb, browser: &Browser, key: &str, count_path: &str, minute: i64, until: i64) -> f64 {
+fn check_minute(
+    web: &GraphiteWeb,
+    browser: &Browser,
+    key: &str,
+    count_path: &str,
+    minute: i64,
+    until: i64,
+) -> f64 {
     let hm = browser.eval(
         &format!("const h = window.hyperStats.heatmaps['{key}']; return h && {{step: h.step, columns: h.columns}};"),
         json!([]),
     );
-    let step = hm["step"].as_i64().unwrap_or_else(|| panic!("no heatmap {key}: {hm}"));
-    assert_eq!(60 % step, 0, "heatmap {key}'s step {step} s does not divide a minute");
+    let step = hm["step"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no heatmap {key}: {hm}"));
+    assert_eq!(
+        60 % step,
+        0,
+        "heatmap {key}'s step {step} s does not divide a minute"
+    );
     let shown: f64 = hm["columns"]
         .as_array()
         .unwrap()
@@ -156,8 +171,14 @@ fn check_minute(web: &GraphiteWeb, browser: &Browser, key: &str, count_path: &st
         .filter_map(|(_, v)| v)
         .sum();
     eprintln!("{key} ({count_path}): heatmap {shown}, count series {counted} in minute {minute}");
-    assert!(counted > 0.0, "{count_path} has no counts in minute {minute}");
-    assert_eq!(shown, counted, "heatmap {key} for minute {minute} vs {count_path}");
+    assert!(
+        counted > 0.0,
+        "{count_path} has no counts in minute {minute}"
+    );
+    assert_eq!(
+        shown, counted,
+        "heatmap {key} for minute {minute} vs {count_path}"
+    );
     counted
 }
 
@@ -167,7 +188,11 @@ fn dashboard_shows_what_graphite_holds() {
     let guests = lab_guests();
     let dir = tempfile::tempdir().unwrap();
     let carbon = Carbon::start(&dir.path().join("carbon"));
-    let web = GraphiteWeb::start(&dir.path().join("web"), &carbon.whisper, Some(carbon.query_port));
+    let web = GraphiteWeb::start(
+        &dir.path().join("web"),
+        &carbon.whisper,
+        Some(carbon.query_port),
+    );
     let dash = Dashboard::start(Path::new(env!("CARGO_BIN_EXE_hyper-stats")), web.port);
     let browser = Browser::start(1400, 1100);
 
@@ -181,9 +206,16 @@ fn dashboard_shows_what_graphite_holds() {
         .discard_stdout()
         .keep_log()
         .start();
-    // One whole minute the agent covered from its first second to its
-    // last, plus a few seconds for the last points to reach the cache.
-    let minute = (started + 5 + 59) / 60 * 60;
+    // Whole minutes the agent covered from their first second to their
+    // last (one, or HYPER_STATS_DASHBOARD_MINUTES for fuller
+    // screenshots), plus a few seconds for the last points to reach the
+    // cache; the last of them is checked.
+    let minutes: i64 = std::env::var("HYPER_STATS_DASHBOARD_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 14);
+    let minute = (started + 5 + 59) / 60 * 60 + (minutes - 1) * 60;
     let until = minute + 64;
     while (now_unix() as i64) < until {
         std::thread::sleep(Duration::from_millis(500));
@@ -205,7 +237,10 @@ fn dashboard_shows_what_graphite_holds() {
         json!([]),
     );
     let value = |row: &Value, k: &str| -> Option<f64> {
-        row["values"][k].as_str().filter(|s| !s.is_empty()).map(|s| s.parse().unwrap())
+        row["values"][k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
     };
     for guest in &guests {
         assert!(
@@ -220,11 +255,25 @@ fn dashboard_shows_what_graphite_holds() {
             .unwrap_or_else(|| panic!("{guest} not in the fleet table: {rows}"));
         assert_eq!(row["host"], json!(NODE));
         let want = expected(&web, guest, from, until);
-        eprintln!("{guest}: page {}, render API p99 {:?} steal {:?} disk {:?} net {:?}", row["values"], want.p99, want.steal, want.disk, want.net);
-        assert!(want.p99.is_some(), "{guest} has no run-queue p99 in Graphite");
-        for (k, want) in [("p99", want.p99), ("steal", want.steal), ("disk", want.disk), ("net", want.net)] {
+        eprintln!(
+            "{guest}: page {}, render API p99 {:?} steal {:?} disk {:?} net {:?}",
+            row["values"], want.p99, want.steal, want.disk, want.net
+        );
+        assert!(
+            want.p99.is_some(),
+            "{guest} has no run-queue p99 in Graphite"
+        );
+        for (k, want) in [
+            ("p99", want.p99),
+            ("steal", want.steal),
+            ("disk", want.disk),
+            ("net", want.net),
+        ] {
             let got = value(row, k);
-            assert!(close(got, want), "{guest} {k}: page {got:?}, render API {want:?}");
+            assert!(
+                close(got, want),
+                "{guest} {k}: page {got:?}, render API {want:?}"
+            );
             let text = row["text"][k].as_str().unwrap();
             assert!(
                 want.is_none() || text.chars().any(|c| c.is_ascii_digit()),
@@ -240,14 +289,36 @@ fn dashboard_shows_what_graphite_holds() {
     wait_ready(&browser, "guest-all");
     let url = browser.url();
     assert!(
-        url.contains("view=guest") && url.contains(&format!("guest={guest}")) && url.contains(&format!("until={until}")),
+        url.contains("view=guest")
+            && url.contains(&format!("guest={guest}"))
+            && url.contains(&format!("until={until}")),
         "clicking {guest} opened {url}"
     );
-    let title = browser.eval("return document.querySelector('main h1').textContent;", json!([]));
-    assert!(title.as_str().unwrap().starts_with(guest.as_str()), "guest view titled {title}");
+    let title = browser.eval(
+        "return document.querySelector('main h1').textContent;",
+        json!([]),
+    );
+    assert!(
+        title.as_str().unwrap().starts_with(guest.as_str()),
+        "guest view titled {title}"
+    );
     let p = format!("hyperstats.{NODE}.{guest}");
-    let runq = check_minute(&web, &browser, "runq", &format!("{p}.runq_latency_us.count"), minute, until);
-    check_minute(&web, &browser, "oncpu", &format!("{p}.oncpu_us.count"), minute, until);
+    let runq = check_minute(
+        &web,
+        &browser,
+        "runq",
+        &format!("{p}.runq_latency_us.count"),
+        minute,
+        until,
+    );
+    check_minute(
+        &web,
+        &browser,
+        "oncpu",
+        &format!("{p}.oncpu_us.count"),
+        minute,
+        until,
+    );
 
     // Hover the minute's fullest cell: the tooltip names its count.
     let cell = browser.eval(
@@ -261,7 +332,11 @@ fn dashboard_shows_what_graphite_holds() {
         json!([]),
     );
     browser.hover(cell["x"].as_f64().unwrap(), cell["y"].as_f64().unwrap());
-    let tip = browser.wait_for("the heatmap's tooltip", Duration::from_secs(5), "const t = document.getElementById('tooltip'); return !t.hidden && t.textContent;");
+    let tip = browser.wait_for(
+        "the heatmap's tooltip",
+        Duration::from_secs(5),
+        "const t = document.getElementById('tooltip'); return !t.hidden && t.textContent;",
+    );
     let tip = tip.as_str().unwrap();
     assert!(
         tip.contains(&format!("count {} of", cell["n"])) && tip.contains("cumulative"),
@@ -272,13 +347,26 @@ fn dashboard_shows_what_graphite_holds() {
     // vCPU 0's own heatmap.
     browser.click("nav.vcpus a[href*=\"vcpu=0\"]");
     wait_ready(&browser, "guest-all");
-    let vcpu0 = check_minute(&web, &browser, "runq", &format!("{p}.vcpu.0.runq_latency_us.count"), minute, until);
-    assert!(vcpu0 <= runq, "vCPU 0 waited {vcpu0} times, the guest {runq}");
+    let vcpu0 = check_minute(
+        &web,
+        &browser,
+        "runq",
+        &format!("{p}.vcpu.0.runq_latency_us.count"),
+        minute,
+        until,
+    );
+    assert!(
+        vcpu0 <= runq,
+        "vCPU 0 waited {vcpu0} times, the guest {runq}"
+    );
 
     let errors: Vec<_> = browser
         .console()
         .into_iter()
         .filter(|(level, _)| level == "SEVERE")
         .collect();
-    assert!(errors.is_empty(), "errors in the browser console: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "errors in the browser console: {errors:?}"
+    );
 }

@@ -10,7 +10,9 @@
 //! was down before. `scale` (`bench/scale.rs`) needs no lab: it watches
 //! a synthetic load of 256 and then 1,024 vCPU threads and measures the
 //! agent's memory, CPU and output at that size, and the libvirt side
-//! against 250 test-driver domains.
+//! against 250 test-driver domains. `dashboard`
+//! (`collector/benches/dashboard.rs`) needs no lab either: the fleet view
+//! over 2,000 synthetic guests in graphite-web, in headless Chromium.
 //!
 //! Each run's output goes to `bench/runs/<unix time>-<bench>.txt`, headed
 //! with the date, kernel and CPU, so numbers from different days and
@@ -40,6 +42,10 @@ pub enum Suite {
     /// threads of a synthetic load, and with 250 libvirt test domains (no
     /// lab needed).
     Scale(scale::Args),
+    /// The dashboard's fleet view over 2,000 synthetic guests on 50 hosts
+    /// (whisper files written directly, graphite-web, headless Chromium):
+    /// time to first useful paint, against its 2 s goal (no lab needed).
+    Dashboard,
 }
 
 /// Lab sizes the poll bench runs at.
@@ -50,6 +56,11 @@ pub fn run(suite: Suite) -> Result<()> {
         Suite::Poll => poll(),
         Suite::Probes => probes::run(),
         Suite::Scale(args) => scale::run(&args),
+        Suite::Dashboard => {
+            let out = cargo_bench("dashboard")?;
+            print!("{out}");
+            save("dashboard", &format!("{}\n{out}", header()?))
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! - The nightly toolchain's `rust-src`, for building the eBPF crate.
 //! - `bpf-linker` [`BPF_LINKER_VERSION`], built against Debian's LLVM 22.
 //! - A tracefs mount at `/sys/kernel/tracing`.
+//! - The dashboard's npm packages (d3) in `dashboard/node_modules`, with
+//!   `npm ci` from its lock file (Debian's `nodejs` and `npm` if no npm is
+//!   there), which the agent's build embeds.
 //! - The lab guests' boot image (kernel and initramfs) in `target/lab/`, so
 //!   a later `cargo xtask lab up` does not wait for a download.
 //!
@@ -63,6 +66,19 @@ const PACKAGES: &[(&str, &str)] = &[
     // Graphite: the Carbon sink's integration tests run a carbon-cache.
     ("graphite-carbon", "carbon-cache for the Carbon tests"),
     ("python3-whisper", "whisper-fetch reads what Carbon stored"),
+    // The dashboard's test and bench: graphite-web behind it, a real browser.
+    (
+        "graphite-web",
+        "graphite-web's render API for the dashboard",
+    ),
+    (
+        "chromium",
+        "the browser the dashboard's test and bench drive",
+    ),
+    (
+        "chromium-driver",
+        "chromedriver: WebDriver for the dashboard's test",
+    ),
     // eBPF tooling and references.
     ("bpftool", "inspects loaded eBPF programs"),
     (
@@ -97,6 +113,7 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     tracefs()?;
+    dashboard_npm()?;
     let image = image::ensure(&state_dir())?;
     println!(
         "setup: lab guest image ready (kernel {})",
@@ -314,4 +331,40 @@ fn tracefs() -> Result<()> {
         .context("failed to mount tracefs; the eBPF probes read tracepoint formats from it")?;
     println!("setup: mounted tracefs at /sys/kernel/tracing");
     Ok(())
+}
+
+/// Installs the dashboard's npm packages with `npm ci` (exactly what
+/// `dashboard/package-lock.json` pins) unless the locked d3 is there.
+fn dashboard_npm() -> Result<()> {
+    let dir = crate::util::workspace_root().join("dashboard");
+    let version_of = |path: std::path::PathBuf, key: &str| -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let v = if key.is_empty() {
+            &json["version"]
+        } else {
+            &json["packages"][key]["version"]
+        };
+        v.as_str().map(str::to_owned)
+    };
+    let locked = version_of(dir.join("package-lock.json"), "node_modules/d3")
+        .context("dashboard/package-lock.json names no d3 version")?;
+    let installed = version_of(dir.join("node_modules/d3/package.json"), "");
+    if installed.as_deref() == Some(locked.as_str())
+        && dir.join("node_modules/d3/dist/d3.min.js").exists()
+    {
+        println!("setup: dashboard npm packages installed (d3 {locked})");
+        return Ok(());
+    }
+    if cmd::find_program("npm").is_none() {
+        println!("setup: installing nodejs npm");
+        cmd::run_shown(apt_get().args(["install", "--no-install-recommends", "nodejs", "npm"]))?;
+    }
+    println!("setup: npm ci in dashboard/ (d3 {locked})");
+    cmd::run_shown(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
+    )
+    .context("npm ci failed in dashboard/; the agent's build embeds d3 from there")
 }

@@ -34,6 +34,7 @@ const LAB_TESTS: &[&str] = &[
     "shared_dirs",
     "stale",
     "scale",
+    "dashboard",
 ];
 
 /// Guests the integration tests run against.

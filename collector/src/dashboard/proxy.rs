@@ -146,10 +146,7 @@ impl Upstream {
 
     /// Sends `request` and reads the whole answer, at most
     /// [`MAX_RESPONSE_BYTES`].
-    async fn fetch(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Full<Bytes>>, String> {
+    async fn fetch(&self, request: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, String> {
         let response = self
             .client
             .request(request)
@@ -204,8 +201,17 @@ mod tests {
     fn graphite_urls() {
         assert_eq!(upstream("http://g:8080").unwrap().base, "http://g:8080");
         assert_eq!(upstream("http://g:8080/").unwrap().base, "http://g:8080");
-        assert_eq!(upstream("http://g/graphite/").unwrap().base, "http://g/graphite");
-        for bad in ["https://g", "g:8080", "http://", "http://g/?x=1", "http://u@g/"] {
+        assert_eq!(
+            upstream("http://g/graphite/").unwrap().base,
+            "http://g/graphite"
+        );
+        for bad in [
+            "https://g",
+            "g:8080",
+            "http://",
+            "http://g/?x=1",
+            "http://u@g/",
+        ] {
             let err = upstream(bad).err().expect(bad).to_string();
             assert!(err.starts_with("invalid --graphite"), "{bad}: {err}");
         }
@@ -229,12 +235,48 @@ mod tests {
             ("admin", Method::GET, "", 0, StatusCode::NOT_FOUND),
             ("../render", Method::GET, "", 0, StatusCode::NOT_FOUND),
             ("composer", Method::GET, "", 0, StatusCode::NOT_FOUND),
-            ("metrics/find", Method::POST, "", 0, StatusCode::METHOD_NOT_ALLOWED),
-            ("render", Method::DELETE, "", 0, StatusCode::METHOD_NOT_ALLOWED),
-            ("render", Method::GET, "x", MAX_QUERY_BYTES + 1, StatusCode::URI_TOO_LONG),
-            ("render", Method::POST, "", MAX_BODY_BYTES + 1, StatusCode::PAYLOAD_TOO_LARGE),
-            ("render", Method::GET, "target=a", 0, StatusCode::BAD_GATEWAY),
-            ("metrics/find", Method::GET, "query=*", 0, StatusCode::BAD_GATEWAY),
+            (
+                "metrics/find",
+                Method::POST,
+                "",
+                0,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "render",
+                Method::DELETE,
+                "",
+                0,
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "render",
+                Method::GET,
+                "x",
+                MAX_QUERY_BYTES + 1,
+                StatusCode::URI_TOO_LONG,
+            ),
+            (
+                "render",
+                Method::POST,
+                "",
+                MAX_BODY_BYTES + 1,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                "render",
+                Method::GET,
+                "target=a",
+                0,
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                "metrics/find",
+                Method::GET,
+                "query=*",
+                0,
+                StatusCode::BAD_GATEWAY,
+            ),
         ];
         for (path, method, query, size, want) in cases {
             let query = if *method == Method::GET && *size > 0 {

@@ -53,7 +53,9 @@ struct State {
 /// Serves on `listen` until SIGINT or SIGTERM.
 pub(crate) async fn serve(listen: SocketAddr, upstream: Upstream, prefix: String) -> Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| {
-        format!("failed to listen on {listen}\n(is another dashboard running? pick one with --listen)")
+        format!(
+            "failed to listen on {listen}\n(is another dashboard running? pick one with --listen)"
+        )
     })?;
     let state = Arc::new(State {
         upstream,
@@ -137,8 +139,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     let mut r = Response::new(Full::new(body));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
     // Everything the page loads comes from here: no CDN, no inline script.
     h.insert(
         header::CONTENT_SECURITY_POLICY,

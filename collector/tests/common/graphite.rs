@@ -19,11 +19,31 @@ use super::http;
 use super::ports::{free_port, free_ports};
 
 /// The README's storage-aggregation.conf, first match wins.
-const AGGREGATION: &str = "\
-[hyperstats_percentiles]\npattern = ^hyperstats\\..*\\.(p50|p90|p99|p999|max)$\nxFilesFactor = 0\naggregationMethod = max\n\n\
-[hyperstats_buckets]\npattern = ^hyperstats\\..*\\.buckets\\.\nxFilesFactor = 0\naggregationMethod = sum\n\n\
-[hyperstats_counts]\npattern = ^hyperstats\\..*\\.(count|sum|sent_points|dropped_points|reconnects)$\nxFilesFactor = 0\naggregationMethod = sum\n\n\
-[hyperstats]\npattern = ^hyperstats\\.\nxFilesFactor = 0.1\naggregationMethod = average\n";
+const AGGREGATION: &str = r"[hyperstats_buckets]
+pattern = ^hyperstats\..*_us\.buckets\.[0-9]+$
+xFilesFactor = 0
+aggregationMethod = sum
+
+[hyperstats_percentiles]
+pattern = ^hyperstats\..*\.(p50|p90|p99|p999|max)$
+xFilesFactor = 0
+aggregationMethod = max
+
+[hyperstats_counts]
+pattern = ^hyperstats\..*\.(count|sum|sent_points|dropped_points|reconnects)$
+xFilesFactor = 0
+aggregationMethod = sum
+
+[hyperstats_state]
+pattern = ^hyperstats\..*\.state\.(code|reason)$
+xFilesFactor = 0
+aggregationMethod = last
+
+[hyperstats]
+pattern = ^hyperstats\.
+xFilesFactor = 0.1
+aggregationMethod = average
+";
 
 /// A carbon-cache of the test's own.
 pub struct Carbon {
@@ -170,7 +190,12 @@ impl GraphiteWeb {
 
     /// `/render` of `target` over `from..until` as JSON: (timestamp,
     /// value) of each series, in graphite-web's order.
-    pub fn render(&self, target: &str, from: i64, until: i64) -> Vec<(String, Vec<(i64, Option<f64>)>)> {
+    pub fn render(
+        &self,
+        target: &str,
+        from: i64,
+        until: i64,
+    ) -> Vec<(String, Vec<(i64, Option<f64>)>)> {
         let r = http::get(
             self.port,
             &format!(
@@ -223,8 +248,9 @@ impl Dashboard {
             .stdout(Stdio::null())
             .spawn()
             .expect("hyper-stats dashboard starts");
+        let d = Dashboard { port, child };
         wait_listening("the dashboard", port);
-        Dashboard { port, child }
+        d
     }
 
     /// The page's URL with `fragment` (after `#`).

@@ -1,6 +1,6 @@
 //! A small blocking HTTP/1.1 client for the daemons the tests start on
 //! 127.0.0.1 (graphite-web, chromedriver, the dashboard): one request per
-//! connection (`Connection: close`), read to the end. Enough for JSON APIs
+//! connection, its answer read by its length. Enough for JSON APIs
 //! on loopback; not a general client.
 
 use std::io::{Read, Write};
@@ -49,23 +49,53 @@ pub fn request(
     );
     s.write_all(head.as_bytes())?;
     s.write_all(body)?;
+    // Read up to the end of the head, then by Content-Length (or the
+    // last chunk, or the end of the stream): a server may keep the
+    // connection open whatever the request said.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers in the response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut buf = [0u8; 64 * 1024];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "connection closed before the end of the headers",
+            ));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    let mut body = raw.split_off(split + 4);
+    loop {
+        let done = match length {
+            Some(len) => body.len() >= len,
+            None if chunked => body.windows(5).any(|w| w == b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    if let Some(len) = length {
+        body.truncate(len);
+    } else if chunked {
         body = dechunk(&body);
     }
     Ok(Response { status, body })
@@ -79,15 +109,25 @@ pub fn get(port: u16, path: &str) -> Response {
 
 /// `POST path` with a JSON body, panicking if the connection fails.
 pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> Response {
-    request(port, "POST", path, "application/json", body.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("POST 127.0.0.1:{port}{path}: {e}"))
+    request(
+        port,
+        "POST",
+        path,
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("POST 127.0.0.1:{port}{path}: {e}"))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap().trim(),
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
             16,
         )
         .unwrap_or(0);
