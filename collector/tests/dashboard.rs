@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::graphite::{Carbon, Dashboard, GraphiteWeb};
+use common::graphite::{Carbon, Dashboard, GraphiteWeb, Series};
 use common::webdriver::Browser;
 use common::{Agent, lab_guests, now_unix};
 
@@ -68,10 +68,7 @@ struct Expected {
 
 /// Per timestamp, `f` over the series' non-null values at it; then the
 /// mean over timestamps that had any.
-fn mean_of_combined(
-    series: &[(String, Vec<(i64, Option<f64>)>)],
-    f: fn(&[f64]) -> f64,
-) -> Option<f64> {
+fn mean_of_combined(series: &[Series], f: fn(&[f64]) -> f64) -> Option<f64> {
     let mut by_t: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
     for (_, points) in series {
         for (t, v) in points {
@@ -342,7 +339,14 @@ fn dashboard_shows_what_graphite_holds() {
         tip.contains(&format!("count {} of", cell["n"])) && tip.contains("cumulative"),
         "hovering {cell} shows {tip:?}"
     );
-    save_screenshot(&browser, "guest.png");
+    if std::env::var_os("HYPER_STATS_SCREENSHOTS").is_some() {
+        // Tall enough for the libvirt panels under the heatmaps; the
+        // pointer stays on the cell, so the tooltip shows.
+        browser.resize(1400, 1750);
+        std::thread::sleep(Duration::from_millis(300));
+        save_screenshot(&browser, "guest.png");
+        browser.resize(1400, 1100);
+    }
 
     // vCPU 0's own heatmap.
     browser.click("nav.vcpus a[href*=\"vcpu=0\"]");

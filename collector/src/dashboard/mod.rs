@@ -61,5 +61,8 @@ pub fn run(args: &Args) -> Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    runtime.block_on(server::serve(args.listen, upstream, args.prefix.clone()))
+    runtime.block_on(async {
+        let listener = server::bind(args.listen).await?;
+        server::serve(listener, upstream, args.prefix.clone()).await
+    })
 }

@@ -50,13 +50,17 @@ struct State {
     config_json: Bytes,
 }
 
-/// Serves on `listen` until SIGINT or SIGTERM.
-pub(crate) async fn serve(listen: SocketAddr, upstream: Upstream, prefix: String) -> Result<()> {
-    let listener = TcpListener::bind(listen).await.with_context(|| {
+/// Binds `listen`.
+pub(crate) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(listen).await.with_context(|| {
         format!(
-            "failed to listen on {listen}\n(is another dashboard running? pick one with --listen)"
+            "failed to listen on {listen}\n(is another dashboard running? pick another address with --listen)"
         )
-    })?;
+    })
+}
+
+/// Serves on `listener` until SIGINT or SIGTERM.
+pub(crate) async fn serve(listener: TcpListener, upstream: Upstream, prefix: String) -> Result<()> {
     let state = Arc::new(State {
         upstream,
         config_json: Bytes::from(serde_json::json!({ "prefix": prefix }).to_string()),
@@ -155,4 +159,132 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         ),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    use super::*;
+
+    /// A fake graphite-web: answers every request with a JSON body naming
+    /// the request line and body it received.
+    fn fake_graphite() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in l.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let answer = serde_json::json!({
+                    "line": line.trim_end(),
+                    "body": String::from_utf8_lossy(&body),
+                })
+                .to_string();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .unwrap();
+            }
+        });
+        port
+    }
+
+    /// Sends one request to the dashboard on `port`: (status, content
+    /// type, body).
+    async fn ask(port: u16, method: Method, path: &str, body: &str) -> (u16, String, String) {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let r = client.request(req).await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn routes_assets_and_forwards_only_graphite_queries() {
+        let graphite = fake_graphite();
+        let upstream = Upstream::parse(
+            &format!("http://127.0.0.1:{graphite}/graphite-web"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve(listener, upstream, "hs".into()));
+
+        let (status, ct, body) = ask(port, Method::GET, "/", "").await;
+        assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
+        assert!(body.contains("/assets/app.js"));
+        let (status, ct, _) = ask(port, Method::GET, "/assets/d3.min.js", "").await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (200, "text/javascript; charset=utf-8")
+        );
+        let (status, _, body) = ask(port, Method::GET, "/config.json", "").await;
+        assert_eq!((status, body.as_str()), (200, r#"{"prefix":"hs"}"#));
+        for path in [
+            "/assets/../Cargo.toml",
+            "/nothing",
+            "/graphite/composer/",
+            "/graphite/",
+        ] {
+            assert_eq!(ask(port, Method::GET, path, "").await.0, 404, "{path}");
+        }
+        assert_eq!(ask(port, Method::POST, "/", "x").await.0, 405);
+
+        // Forwarded under the base path, query and form body unchanged.
+        let (status, _, body) = ask(
+            port,
+            Method::GET,
+            "/graphite/metrics/find?query=hs.*&format=treejson",
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["line"],
+            "GET /graphite-web/metrics/find?query=hs.*&format=treejson HTTP/1.1"
+        );
+        let (status, _, body) = ask(
+            port,
+            Method::POST,
+            "/graphite/render",
+            "target=a.b&format=json",
+        )
+        .await;
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["line"], "POST /graphite-web/render HTTP/1.1");
+        assert_eq!(v["body"], "target=a.b&format=json");
+    }
 }

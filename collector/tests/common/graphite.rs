@@ -45,6 +45,9 @@ xFilesFactor = 0.1
 aggregationMethod = average
 ";
 
+/// One rendered series: its name and its (timestamp, value) points.
+pub type Series = (String, Vec<(i64, Option<f64>)>);
+
 /// A carbon-cache of the test's own.
 pub struct Carbon {
     /// Its line-protocol port.
@@ -190,12 +193,7 @@ impl GraphiteWeb {
 
     /// `/render` of `target` over `from..until` as JSON: (timestamp,
     /// value) of each series, in graphite-web's order.
-    pub fn render(
-        &self,
-        target: &str,
-        from: i64,
-        until: i64,
-    ) -> Vec<(String, Vec<(i64, Option<f64>)>)> {
+    pub fn render(&self, target: &str, from: i64, until: i64) -> Vec<Series> {
         let r = http::get(
             self.port,
             &format!(

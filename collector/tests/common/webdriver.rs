@@ -177,6 +177,15 @@ impl Browser {
         );
     }
 
+    /// Resizes the browser's window (the viewport follows).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session_call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self) -> Vec<u8> {
         let b64 = self.session_call("GET", "/screenshot", None);
