@@ -19,6 +19,13 @@ for (let d = 1; d <= 1e6; d *= 10) for (const m of [1, 2, 5]) BOUNDS.push(m * d)
 /** Column widths (s) a heatmap or chart may use, all dividing a minute or a multiple of it. */
 const STEPS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200];
 
+/**
+ * The range a view shows unless the URL says otherwise: the last 15 min,
+ * what an operator looking at the fleet wants first, and what Graphite
+ * ranks 2,000 guests in quickly enough (see the README's Dashboard).
+ */
+const DEFAULT_RANGE_S = 900;
+
 /** How many guests the fleet view's table shows by default. */
 const DEFAULT_TOP = 20;
 
@@ -31,7 +38,7 @@ function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
   return {
     view: p.get('view') === 'guest' ? 'guest' : 'fleet',
-    range: Number(p.get('range')) || 3600,
+    range: Number(p.get('range')) || DEFAULT_RANGE_S,
     until: p.get('until') ? Number(p.get('until')) : null,
     host: p.get('host') || '',
     guest: p.get('guest') || '',
@@ -279,10 +286,10 @@ async function fleetView(v, root, gen) {
   const table = el('table', { class: 'fleet', 'data-from': String(w.from), 'data-until': String(w.until) });
   table.append(el('thead', {}, el('tr', {},
     el('th', {}, 'guest'), el('th', {}, 'host'),
-    el('th', { title: 'highest per-second p99 of the vCPUs\u2019 run-queue waits in the range' }, 'run-queue wait p99, max'),
-    el('th', { title: 'mean % of one host CPU the guest\u2019s vCPUs were runnable but waiting (steal): run-queue wait per second / 10,000' }, 'vCPU steal, mean'),
-    el('th', { title: 'mean write latency of the slowest disk' }, 'disk write latency, mean'),
-    el('th', { title: 'received + sent bytes per second over every interface' }, 'network, mean'))));
+    el('th', { class: 'num', title: 'highest per-second p99 of the vCPUs\u2019 run-queue waits in the range' }, 'run-queue wait p99, max'),
+    el('th', { class: 'num', title: 'mean % of one host CPU the guest\u2019s vCPUs were runnable but waiting (steal): run-queue wait per second / 10,000' }, 'vCPU steal, mean'),
+    el('th', { class: 'num', title: 'mean write latency of the slowest disk' }, 'disk write latency, mean'),
+    el('th', { class: 'num', title: 'received + sent bytes per second over every interface' }, 'network, mean'))));
   const tbody = el('tbody');
   table.append(tbody);
   section.append(table);

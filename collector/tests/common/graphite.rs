@@ -121,6 +121,8 @@ impl Carbon {
 pub struct GraphiteWeb {
     /// Its HTTP port.
     pub port: u16,
+    /// Its settings, database and logs.
+    dir: PathBuf,
     /// The process.
     child: Child,
 }
@@ -148,7 +150,7 @@ impl GraphiteWeb {
                  STORAGE_DIR = '{d}/'\nWHISPER_DIR = '{w}/'\nSTANDARD_DIRS = [WHISPER_DIR]\n\
                  LOG_DIR = '{d}/log/'\nINDEX_FILE = '{d}/index'\n\
                  DATABASES = {{'default': {{'NAME': '{d}/graphite.db', 'ENGINE': 'django.db.backends.sqlite3'}}}}\n\
-                 CARBONLINK_HOSTS = {carbonlink}\nDEFAULT_XFILES_FACTOR = 0\nLOG_ROTATION = False\n",
+                 CARBONLINK_HOSTS = {carbonlink}\nFETCH_TIMEOUT = 60\nFIND_TIMEOUT = 30\nDEFAULT_XFILES_FACTOR = 0\nLOG_ROTATION = False\n",
                 w = whisper.display()
             ),
         )
@@ -176,7 +178,11 @@ impl GraphiteWeb {
             .stderr(log)
             .spawn()
             .expect("graphite-manage runserver starts");
-        let g = GraphiteWeb { port, child };
+        let g = GraphiteWeb {
+            port,
+            dir: dir.to_path_buf(),
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !http::request(port, "GET", "/metrics/find?query=*", "text/plain", b"")
             .is_ok_and(|r| r.status == 200)
@@ -221,6 +227,16 @@ impl GraphiteWeb {
 
 impl Drop for GraphiteWeb {
     fn drop(&mut self) {
+        // A failed check may be graphite-web's: show its last exception.
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.join("log/exception.log"))
+        {
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("graphite-web's exception.log ends:");
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
