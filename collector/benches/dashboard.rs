@@ -105,7 +105,16 @@ fn write_fleet(root: &Path, start: u32) -> usize {
     files
 }
 
+/// The machine's load average, for the report: other work on a 2-core
+/// machine moves these numbers more than anything the page does.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
+    println!("load average at start: {}", loadavg());
     let dir = tempfile::tempdir().unwrap();
     // A carbon-cache as in production, empty: graphite-web asks it for
     // unwritten points of each series (without one, graphite-web logs a
@@ -171,6 +180,7 @@ fn main() {
         severe.is_empty(),
         "errors in the browser console: {severe:?}"
     );
+    println!("load average at end: {}", loadavg());
     for (range, median, worst) in summary {
         let goal = if range == RANGES_S[0] {
             format!(
