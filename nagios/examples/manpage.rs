@@ -3,8 +3,6 @@
 //! the same clap definitions as `--help`.
 
 fn main() -> std::io::Result<()> {
-    let dir = std::env::args_os()
-        .nth(1)
-        .expect("usage: manpage OUT_DIR");
+    let dir = std::env::args_os().nth(1).expect("usage: manpage OUT_DIR");
     clap_mangen::generate_to(hyper_stats_nagios::cli::command(), dir)
 }
