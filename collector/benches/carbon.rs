@@ -136,7 +136,7 @@ fn batches(count: usize, per_batch: usize) -> Vec<Arc<Batch>> {
                         ts: (start + b as i64) as f64 + 0.003,
                         uuid: format!("uuid-{}", i % DOMAINS).into(),
                         domain: format!("bench-vm-{}", i % DOMAINS).into(),
-                        metric: format!("group.metric_{}.value_percent", i / DOMAINS),
+                        metric: format!("group.metric_{}.value_percent", i / DOMAINS).into(),
                         value: (b * 7 + i) as f64 / 3.0,
                     })
                     .collect(),

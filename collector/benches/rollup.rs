@@ -56,6 +56,10 @@ const GAUGES: [&str; 9] = [
     "halted",
 ];
 
+/// The agent's allocator: what the rollup costs depends on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -156,8 +160,8 @@ fn main() {
             )
         })
         .collect();
-    let gauge_names: Vec<String> = (0..VCPUS)
-        .flat_map(|v| GAUGES.iter().map(move |g| format!("vcpu.{v}.{g}")))
+    let gauge_names: Vec<Arc<str>> = (0..VCPUS)
+        .flat_map(|v| GAUGES.iter().map(move |g| format!("vcpu.{v}.{g}").into()))
         .collect();
 
     let rss_before = rss_bytes();

@@ -54,6 +54,10 @@ pub struct RunArgs {
 /// rollup emits them.
 const PER_VCPU_SUMMARY: &str = "vcpu.0.runq_latency_us.p99";
 
+/// A heatmap bucket's name: whether a sink keeps it decides whether the
+/// rollup emits them.
+const HEATMAP_BUCKET: &str = "runq_latency_us.buckets.1";
+
 /// Runs the agent until `args.duration` has passed (if given) or a signal
 /// asks it to stop.
 pub async fn run(config: &Config, args: &RunArgs) -> Result<()> {
@@ -81,10 +85,12 @@ pub async fn run(config: &Config, args: &RunArgs) -> Result<()> {
     let sinks = sinks::build(config, outputs, &rollup, &stats)?;
     // Each vCPU's per-second summaries are made only if a sink keeps them.
     let per_vcpu = sinks.iter().any(|s| s.keeps_metric(PER_VCPU_SUMMARY));
-    rollup
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .set_per_vcpu_summaries(per_vcpu);
+    let heatmap = sinks.iter().any(|s| s.keeps_metric(HEATMAP_BUCKET));
+    {
+        let mut rollup = rollup.write().unwrap_or_else(|e| e.into_inner());
+        rollup.set_per_vcpu_summaries(per_vcpu);
+        rollup.set_heatmap_buckets(heatmap);
+    }
     for sink in sinks {
         let (tx, rx) = mpsc::channel::<Arc<Batch>>(SINK_QUEUE_BATCHES);
         let name = sink.name();

@@ -26,8 +26,10 @@ pub struct Datapoint {
     /// for the agent's own series.
     #[serde(skip_serializing_if = "is_empty")]
     pub domain: Arc<str>,
-    /// Dotted metric name with its unit, e.g. `vcpu.0.delay_percent`.
-    pub metric: String,
+    /// Dotted metric name with its unit, e.g. `vcpu.0.delay_percent`:
+    /// shared, so that a source or the rollup names a series once and
+    /// every second's datapoint of it costs no allocation.
+    pub metric: Arc<str>,
     /// The value, in the unit the metric name gives.
     pub value: f64,
 }
@@ -35,7 +37,7 @@ pub struct Datapoint {
 impl Datapoint {
     /// A datapoint of the agent's own series `metric` (`agent.*`), which
     /// belongs to no domain.
-    pub(crate) fn agent(ts: f64, metric: String, value: f64) -> Datapoint {
+    pub(crate) fn agent(ts: f64, metric: Arc<str>, value: f64) -> Datapoint {
         Datapoint {
             ts,
             uuid: Arc::from(""),

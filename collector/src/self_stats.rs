@@ -92,7 +92,7 @@ enum Series {
 /// The agent's series, by full name.
 #[derive(Debug, Default)]
 pub struct Registry {
-    series: Mutex<Vec<(String, Series)>>,
+    series: Mutex<Vec<(Arc<str>, Series)>>,
 }
 
 impl Registry {
@@ -114,7 +114,7 @@ impl Registry {
         self.series
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((format!("{AGENT_PREFIX}{name}"), series));
+            .push((format!("{AGENT_PREFIX}{name}").into(), series));
     }
 }
 
@@ -155,7 +155,7 @@ impl Reporter {
                     }
                     Series::Gauge(g) => g.0.load(Ordering::Relaxed),
                 };
-                Datapoint::agent(ts, name.clone(), value as f64)
+                Datapoint::agent(ts, Arc::clone(name), value as f64)
             })
             .collect()
     }
@@ -197,7 +197,7 @@ mod tests {
         drops.add(3);
         queued.set(7);
         let b = r.report(10.0);
-        let got: Vec<(&str, f64)> = b.iter().map(|p| (p.metric.as_str(), p.value)).collect();
+        let got: Vec<(&str, f64)> = b.iter().map(|p| (&*p.metric, p.value)).collect();
         assert_eq!(
             got,
             [

@@ -355,7 +355,7 @@ fn lab_source_emits_vcpu_latency_series() {
     let first_domain = &domains[0].name;
     let value = |metric: &str| {
         last.iter()
-            .find(|d| d.domain == *first_domain && d.metric == metric)
+            .find(|d| d.domain == *first_domain && &*d.metric == metric)
             .map(|d| d.value)
     };
     for d in last.iter().filter(|d| d.metric.starts_with("vcpu.0.")) {

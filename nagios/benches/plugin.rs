@@ -168,7 +168,7 @@ fn main() {
                     ts,
                     uuid: Arc::clone(uuid),
                     domain: Arc::clone(name),
-                    metric: m.clone(),
+                    metric: m.as_str().into(),
                     value: (g * 7 + k + s as usize % 5) as f64 / 10.0,
                 }));
             }

@@ -25,6 +25,30 @@ pub const PERCENTILES: [(f64, &str); 4] =
 /// sum exact, from the kernel), the rest only when the second had values.
 pub const SUMMARIES: [&str; 8] = ["count", "sum", "mean", "p50", "p90", "p99", "p999", "max"];
 
+/// The upper bounds, in µs, of the heatmap buckets each histogram's second
+/// is also sent as (`<histogram>.buckets.<bound>`, e.g.
+/// `runq_latency_us.buckets.50`): a 1-2-5 ladder from 1 µs to 5 s, which
+/// covers the kernel's range (4.29 s). A bucket counts the second's values
+/// above the previous bound up to its own (the first from 0), so a
+/// second's buckets sum to its `count`; only buckets with values are sent.
+/// Numeric last components are what Grafana's heatmap ("time series
+/// buckets") and the dashboard read as bounds.
+pub const HEATMAP_BOUNDS_US: [u64; 21] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000,
+    200_000, 500_000, 1_000_000, 2_000_000, 5_000_000,
+];
+
+/// The component between a histogram's name and a heatmap bucket's bound.
+pub const HEATMAP_COMPONENT: &str = "buckets";
+
+/// The heatmap bucket (index into [`HEATMAP_BOUNDS_US`]) of a value of
+/// `ns` nanoseconds; values past the last bound go to the last bucket.
+pub fn heatmap_bucket(ns: u64) -> usize {
+    HEATMAP_BOUNDS_US
+        .partition_point(|&bound| bound * 1000 < ns)
+        .min(HEATMAP_BOUNDS_US.len() - 1)
+}
+
 /// The histogram metric named `what` (`runq_latency` → `runq_latency_us`).
 pub fn histogram_name(what: &str) -> String {
     format!("{what}{HISTOGRAM_SUFFIX}")
@@ -192,5 +216,20 @@ mod tests {
         for (_, name) in PERCENTILES {
             assert!(SUMMARIES.contains(&name));
         }
+    }
+
+    #[test]
+    fn heatmap_buckets_take_values_up_to_their_bound() {
+        assert_eq!(heatmap_bucket(0), 0);
+        assert_eq!(heatmap_bucket(1_000), 0, "1 µs is the first bound");
+        assert_eq!(heatmap_bucket(1_001), 1);
+        assert_eq!(heatmap_bucket(2_000), 1);
+        assert_eq!(heatmap_bucket(2_001), 2);
+        assert_eq!(heatmap_bucket(50_000), 5);
+        assert_eq!(heatmap_bucket(4_999_999_999), HEATMAP_BOUNDS_US.len() - 1);
+        assert_eq!(heatmap_bucket(u64::MAX / 2000), HEATMAP_BOUNDS_US.len() - 1);
+        assert!(HEATMAP_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
+        // The last bound covers the kernel's range (2^32 ns).
+        assert!(HEATMAP_BOUNDS_US[HEATMAP_BOUNDS_US.len() - 1] * 1000 >= 1 << 32);
     }
 }

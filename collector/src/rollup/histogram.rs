@@ -30,6 +30,7 @@
 //!   it so merging many histograms costs one pass over each.
 
 use hyper_stats_ebpf::{HIST_BUCKETS, MAX_TRACKABLE_NS, bucket_index, bucket_mid};
+use hyper_stats_query::metric::{HEATMAP_BOUNDS_US, heatmap_bucket};
 
 /// The largest latency with a bucket of its own: the kernel's, 2^32 - 1 ns
 /// (4.29 s). A longer wait is recorded in the last bucket (and counted as
@@ -182,10 +183,15 @@ impl LatencyHistogram {
     /// What the per-second summaries need: the count, the values at
     /// quantiles `qs` (which must ascend) and the maximum, in one pass.
     pub(crate) fn summary<const N: usize>(&self, qs: [f64; N]) -> Summary<N> {
+        let mut heatmap = [0; HEATMAP_BOUNDS_US.len()];
+        for &(b, c) in &self.buckets {
+            heatmap[heatmap_bucket(bucket_mid(b as usize))] += c;
+        }
         Summary {
             count: self.count,
             quantiles: self.values_at_quantiles(qs),
             max: self.max(),
+            heatmap,
         }
     }
 
@@ -224,8 +230,8 @@ impl LatencyHistogram {
     }
 }
 
-/// A histogram's count, values at some quantiles and maximum (0 when
-/// empty): what a second's summary datapoints are made of.
+/// A histogram's count, values at some quantiles, maximum (0 when empty)
+/// and heatmap counts: what a second's summary datapoints are made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Summary<const N: usize> {
     /// Values recorded.
@@ -234,6 +240,10 @@ pub(crate) struct Summary<const N: usize> {
     pub(crate) quantiles: [u64; N],
     /// The largest value, in ns.
     pub(crate) max: u64,
+    /// Values per heatmap bucket ([`HEATMAP_BOUNDS_US`]), each bucket of
+    /// the histogram counted at its midpoint: a value within 0.8% of a
+    /// bound may land in the next bucket up or down.
+    pub(crate) heatmap: [u64; HEATMAP_BOUNDS_US.len()],
 }
 
 /// The 1-based rank of the value at quantile `q` among `total` sorted
@@ -542,6 +552,7 @@ impl Merger {
             count: 0,
             quantiles: [0; N],
             max: 0,
+            heatmap: [0; HEATMAP_BOUNDS_US.len()],
         };
         let Some((lo, hi)) = self.touched.take() else {
             return out;
@@ -552,10 +563,12 @@ impl Merger {
         let (mut seen, mut next, mut top) = (0u64, 0, lo as u64);
         for (b, c) in non_empty(slice, lo) {
             seen = seen.saturating_add(c);
+            let mid = bucket_mid(b as usize);
             while next < N && seen >= ranks[next] {
-                out.quantiles[next] = bucket_mid(b as usize);
+                out.quantiles[next] = mid;
                 next += 1;
             }
+            out.heatmap[heatmap_bucket(mid)] += c;
             top = b;
         }
         out.max = bucket_mid(top as usize);

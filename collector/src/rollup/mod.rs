@@ -68,7 +68,9 @@ use histogram::{ALLOC_OVERHEAD_BYTES, LatencyHistogram, Merger, Summary};
 use hyper_stats_ebpf::HIST_BUCKETS;
 use window::Windows;
 
-use hyper_stats_query::metric::{self, PERCENTILES};
+use hyper_stats_query::metric::{
+    self, HEATMAP_BOUNDS_US, HEATMAP_COMPONENT, PERCENTILES, SUMMARIES,
+};
 
 /// The shortest time a domain may be silent before its series end: 15
 /// polls at the default 1 s.
@@ -91,9 +93,9 @@ pub(crate) fn domain_gone(intervals: impl IntoIterator<Item = Duration>) -> Dura
 /// One latency series: the histogram of the current second, its exact
 /// sum, and the windows.
 struct Series {
-    /// The summaries' name prefix, e.g. `vcpu.3.runq_latency_us`: made
-    /// once, not formatted again every second.
-    prefix: Box<str>,
+    /// The summaries' names, e.g. `vcpu.3.runq_latency_us.p99`: shared by
+    /// every guest's series of this metric and vCPU, made once.
+    names: Arc<SummaryNames>,
     /// The current second's values; handed to the windows (and freed)
     /// when the second closes, so a closed series holds no open histogram.
     current: LatencyHistogram,
@@ -110,11 +112,11 @@ struct Series {
 }
 
 impl Series {
-    /// A new series of `metric` of `vcpu`, whose coarse windows close at
-    /// `phase` (see [`Windows::with_phase`]).
-    fn new(metric: &str, vcpu: u32, phase: u64) -> Series {
+    /// A new series named `names`, whose coarse windows close at `phase`
+    /// (see [`Windows::with_phase`]).
+    fn new(names: Arc<SummaryNames>, phase: u64) -> Series {
         Series {
-            prefix: format!("vcpu.{vcpu}.{}", metric::histogram_name(metric)).into(),
+            names,
             current: LatencyHistogram::default(),
             current_sum_ns: 0,
             sampled: false,
@@ -209,8 +211,6 @@ impl DomainSeries {
             .values()
             .map(|s| {
                 node(size_of::<(&str, u32)>(), size_of::<Series>())
-                    + s.prefix.len()
-                    + ALLOC_OVERHEAD_BYTES
                     + s.current.heap_bytes()
                     + s.windows.heap_bytes()
             })
@@ -258,6 +258,11 @@ pub struct Rollup {
     /// thousand vCPUs pays for a sixtieth of its minute buckets each
     /// second, not all of them in one.
     next_phase: u64,
+    /// The names of the summaries.
+    names: Names,
+    /// Whether the summaries include the heatmap buckets
+    /// (`<histogram>.buckets.<bound>`): off when no sink would keep them.
+    heatmap_buckets: bool,
 }
 
 impl Default for Rollup {
@@ -281,12 +286,19 @@ impl Rollup {
             domain_summaries: Vec::new(),
             per_vcpu_summaries: true,
             next_phase: 0,
+            names: Names::default(),
+            heatmap_buckets: true,
         }
     }
 
     /// Emits (or not) each vCPU's per-second summaries as datapoints.
     pub(crate) fn set_per_vcpu_summaries(&mut self, emit: bool) {
         self.per_vcpu_summaries = emit;
+    }
+
+    /// Emits (or not) the heatmap buckets with the summaries.
+    pub(crate) fn set_heatmap_buckets(&mut self, emit: bool) {
+        self.heatmap_buckets = emit;
     }
 
     /// The same rollup with its clock started at `epoch`, so that batches
@@ -346,7 +358,13 @@ impl Rollup {
                     }
                     Sample::Latency(l) => {
                         second = Some(second.map_or(l.ts, |t: f64| t.max(l.ts)));
-                        record_latency(domain, &mut self.next_phase, &self.clamped, l);
+                        record_latency(
+                            domain,
+                            &mut self.names,
+                            &mut self.next_phase,
+                            &self.clamped,
+                            l,
+                        );
                     }
                     Sample::Retired(_) => unreachable!("a run holds no retirement"),
                 }
@@ -450,7 +468,13 @@ impl Rollup {
             &l.domain,
             now,
         );
-        record_latency(domain, &mut self.next_phase, &self.clamped, l);
+        record_latency(
+            domain,
+            &mut self.names,
+            &mut self.next_phase,
+            &self.clamped,
+            l,
+        );
     }
 
     /// Ends a domain's series.
@@ -496,16 +520,18 @@ impl Rollup {
                 self.merger.add(&s.current);
                 if self.per_vcpu_summaries {
                     let summary = s.current.summary(QUANTILES);
-                    summarize(&mut batch, domain, ts, &s.prefix, summary, s.current_sum_ns);
+                    let names = (&*s.names, self.heatmap_buckets);
+                    summarize(&mut batch, domain, ts, names, &summary, s.current_sum_ns);
                 }
             }
             if let Some((m, sum)) = open {
                 let summary = self.merger.finish_summary(QUANTILES);
                 self.domain_summaries.push((m, sum, summary));
             }
-            for &(name, sum, summary) in &self.domain_summaries {
-                let prefix = metric::histogram_name(name);
-                summarize(&mut batch, domain, ts, &prefix, summary, sum);
+            for (name, sum, summary) in &self.domain_summaries {
+                let names = self.names.get(name, None);
+                let names = (&*names, self.heatmap_buckets);
+                summarize(&mut batch, domain, ts, names, summary, *sum);
                 domain.latency_ts.insert(name, now);
             }
             for s in domain.latency.values_mut() {
@@ -572,12 +598,18 @@ fn domain_mut<'a>(
 /// histogram, its exact sum into the series' sum, values past the range
 /// into `clamped`. An empty interval still creates the series, so it
 /// reports `count` 0; a new series takes the phase after `next_phase`.
-fn record_latency(domain: &mut DomainSeries, next_phase: &mut u64, clamped: &Counter, l: Latency) {
+fn record_latency(
+    domain: &mut DomainSeries,
+    names: &mut Names,
+    next_phase: &mut u64,
+    clamped: &Counter,
+    l: Latency,
+) {
     let phase = (*next_phase + 1) % window::PHASES;
     let mut created = false;
     let s = domain.latency.entry((l.metric, l.vcpu)).or_insert_with(|| {
         created = true;
-        Series::new(l.metric, l.vcpu, phase)
+        Series::new(names.get(l.metric, Some(l.vcpu)), phase)
     });
     s.current_sum_ns = s.current_sum_ns.saturating_add(l.sum_ns);
     s.sampled = true;
@@ -602,38 +634,77 @@ const QUANTILES: [f64; PERCENTILES.len()] = {
     out
 };
 
+/// The names of one histogram's per-second summaries.
+pub(crate) struct SummaryNames {
+    /// In [`metric::SUMMARIES`] order: `<prefix>.count` to `<prefix>.max`.
+    summaries: [Arc<str>; SUMMARIES.len()],
+    /// Per heatmap bucket: `<prefix>.buckets.<bound>`.
+    buckets: [Arc<str>; HEATMAP_BOUNDS_US.len()],
+}
+
+/// The summary names of every `(metric, vCPU)` (`None`: a domain's), made
+/// on first use and shared by every domain: thousands of datapoints a
+/// second then allocate no name.
+#[derive(Default)]
+struct Names(HashMap<(&'static str, Option<u32>), Arc<SummaryNames>>);
+
+impl Names {
+    fn get(&mut self, metric: &'static str, vcpu: Option<u32>) -> Arc<SummaryNames> {
+        let names = self.0.entry((metric, vcpu)).or_insert_with(|| {
+            let base = metric::histogram_name(metric);
+            let prefix = match vcpu {
+                Some(v) => format!("vcpu.{v}.{base}"),
+                None => base,
+            };
+            Arc::new(SummaryNames {
+                summaries: SUMMARIES.map(|s| Arc::from([prefix.as_str(), ".", s].concat())),
+                buckets: HEATMAP_BOUNDS_US
+                    .map(|bound| Arc::from(format!("{prefix}.{HEATMAP_COMPONENT}.{bound}"))),
+            })
+        });
+        Arc::clone(names)
+    }
+}
+
 /// Appends the summary datapoints of a histogram summarized as `h`, whose
-/// values sum to `sum_ns`, under `prefix`.
+/// values sum to `sum_ns`, under `names`; with `heatmap`, its heatmap
+/// buckets that have values too.
 fn summarize(
     batch: &mut Batch,
     domain: &DomainSeries,
     ts: f64,
-    prefix: &str,
-    h: Summary<{ PERCENTILES.len() }>,
+    (names, heatmap): (&SummaryNames, bool),
+    h: &Summary<{ PERCENTILES.len() }>,
     sum_ns: u64,
 ) {
-    let mut put = |suffix: &str, value: f64| {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let [count, sum, mean, quantiles @ .., max] = &names.summaries;
+    let mut put = |name: &Arc<str>, value: f64| {
         batch.push(Datapoint {
             ts,
             uuid: Arc::clone(&domain.uuid),
             domain: Arc::clone(&domain.name),
-            // Not `format!`: thousands of names a second, each allocated
-            // once at its size.
-            metric: [prefix, ".", suffix].concat(),
+            metric: Arc::clone(name),
             value,
         })
     };
-    put("count", h.count as f64);
-    let us = |ns: u64| ns as f64 / 1000.0;
-    put("sum", us(sum_ns));
+    put(count, h.count as f64);
+    put(sum, us(sum_ns));
     if h.count == 0 {
         return;
     }
-    put("mean", us(sum_ns) / h.count as f64);
-    for ((_, name), value) in PERCENTILES.iter().zip(h.quantiles) {
+    put(mean, us(sum_ns) / h.count as f64);
+    for (name, value) in quantiles.iter().zip(h.quantiles) {
         put(name, us(value));
     }
-    put("max", us(h.max));
+    put(max, us(h.max));
+    if heatmap {
+        for (name, &n) in names.buckets.iter().zip(&h.heatmap) {
+            if n > 0 {
+                put(name, n as f64);
+            }
+        }
+    }
 }
 
 /// The stage: takes the sources' batches until they all stop, updates
@@ -709,7 +780,7 @@ mod tests {
     fn get(batch: &Batch, metric: &str) -> f64 {
         batch
             .iter()
-            .find(|p| p.metric == metric)
+            .find(|p| &*p.metric == metric)
             .unwrap_or_else(|| panic!("no {metric}"))
             .value
     }
@@ -743,7 +814,7 @@ mod tests {
         let b = r.close_second(101.0, 101.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.count"), 0.0);
         assert_eq!(get(&b, "vcpu.0.runq_latency_us.sum"), 0.0);
-        assert!(!b.iter().any(|p| p.metric == "vcpu.0.runq_latency_us.p99"));
+        assert!(!b.iter().any(|p| &*p.metric == "vcpu.0.runq_latency_us.p99"));
 
         let w = r
             .domain("u1")
@@ -764,6 +835,51 @@ mod tests {
 
     /// Samples decoded from kernel buckets stand at bucket midpoints; the
     /// sum and mean come from the kernel's exact sum instead.
+    /// Heatmap buckets: each value in the bucket its bound says, per vCPU
+    /// and merged, summing to the second's `count`; none when turned off.
+    #[test]
+    fn heatmap_buckets_count_every_value_once() {
+        let mut r = Rollup::default();
+        let d = ("u1", "web");
+        // 0.9 µs is under the first bound (1 µs, which itself lands in its
+        // kernel bucket's midpoint, just above); 1.5 µs in the second
+        // bucket (1-2 µs); 30 ms in 20-50 ms; 4 s in the last.
+        let values = [(900, 3), (1_500, 2), (30_000_000, 4), (4_000_000_000, 1)];
+        let sum = values.iter().map(|(v, n)| v * n).sum();
+        r.record_latency(latency("u1", "web", 0, "runq_latency", &values, sum), 0.0);
+        record(&mut r, d, 1, "runq_latency", 30_000_000, 5);
+        let b = r.close_second(100.0, 100.0);
+        let buckets = |prefix: &str| -> Vec<(u64, f64)> {
+            b.iter()
+                .filter_map(|p| {
+                    let bound = p.metric.strip_prefix(prefix)?.parse().ok()?;
+                    Some((bound, p.value))
+                })
+                .collect()
+        };
+        assert_eq!(
+            buckets("vcpu.0.runq_latency_us.buckets."),
+            vec![(1, 3.0), (2, 2.0), (50_000, 4.0), (5_000_000, 1.0)]
+        );
+        assert_eq!(
+            buckets("vcpu.1.runq_latency_us.buckets."),
+            vec![(50_000, 5.0)]
+        );
+        let merged = buckets("runq_latency_us.buckets.");
+        assert_eq!(
+            merged,
+            vec![(1, 3.0), (2, 2.0), (50_000, 9.0), (5_000_000, 1.0)]
+        );
+        let total: f64 = merged.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, get(&b, "runq_latency_us.count"));
+
+        r.set_heatmap_buckets(false);
+        record(&mut r, d, 0, "runq_latency", 30_000_000, 5);
+        let b = r.close_second(101.0, 101.0);
+        assert_eq!(get(&b, "runq_latency_us.count"), 5.0);
+        assert!(!b.iter().any(|p| p.metric.contains(".buckets.")), "{b:?}");
+    }
+
     #[test]
     fn without_per_vcpu_summaries_only_the_domain_is_emitted_and_windows_stay() {
         let mut r = Rollup::default();
@@ -832,7 +948,7 @@ mod tests {
             vec![at(100.0, 0), gauge(100.0, "u1"), gauge(100.0, "u2")],
             r.at(100.0),
         );
-        assert_eq!(out[0].metric, "cpu.time_percent");
+        assert_eq!(&*out[0].metric, "cpu.time_percent");
         assert_eq!(&*out[1].uuid, "u2");
         assert_eq!(get(&out, "vcpu.0.runq_latency_us.count"), 2.0);
         assert!(out.iter().skip(2).all(|p| p.ts == 100.0));
@@ -1080,7 +1196,7 @@ mod tests {
                         ts,
                         uuid: "u1".into(),
                         domain: "web".into(),
-                        metric: format!("vcpu.{vcpu}.{name}"),
+                        metric: format!("vcpu.{vcpu}.{name}").into(),
                         value: rng.unit() * 1000.0,
                     }));
                 }

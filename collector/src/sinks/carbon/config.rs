@@ -112,6 +112,11 @@ pub(crate) struct CarbonConfig {
     /// carry the guest's distribution, and JSON and the query socket keep
     /// them (see the README's Graphite section for the sizing).
     pub(crate) per_vcpu: bool,
+    /// Whether each histogram's heatmap buckets (`<histogram>.buckets.N`,
+    /// the dashboard's heatmaps) go to Carbon, where the histogram's
+    /// summaries go. On by default: about as many points again as the
+    /// summaries (see the README's sizing table).
+    pub(crate) heatmap: bool,
 }
 
 impl Default for CarbonConfig {
@@ -127,6 +132,7 @@ impl Default for CarbonConfig {
             spool_max_size: ByteSize(DEFAULT_SPOOL_MAX_BYTES),
             families: Family::ALL.map(|f| f.name().to_owned()).to_vec(),
             per_vcpu: false,
+            heatmap: true,
         }
     }
 }
@@ -198,7 +204,7 @@ impl CarbonConfig {
                 ),
             }
         }
-        Ok(Filter::new(&families, self.per_vcpu))
+        Ok(Filter::new(&families, self.per_vcpu, self.heatmap))
     }
 
     /// What goes to Carbon, as `check-config` shows it: two lines.
@@ -211,9 +217,14 @@ impl CarbonConfig {
         } else {
             "vcpu.N.* not sent; JSON and the query socket keep them"
         };
+        let heatmap = match self.heatmap {
+            true => "<histogram>.buckets.N sent",
+            false => "no heatmap buckets sent; JSON keeps them",
+        };
         format!(
-            "carbon.families = {:?} (always sent: {always})\ncarbon.per_vcpu = {} ({vcpu})\n",
-            self.families, self.per_vcpu
+            "carbon.families = {:?} (always sent: {always})\ncarbon.per_vcpu = {} ({vcpu})\n\
+             carbon.heatmap = {} ({heatmap})\n",
+            self.families, self.per_vcpu, self.heatmap
         )
     }
 }
@@ -480,7 +491,16 @@ mod tests {
             c.describe_sent(),
             "carbon.families = [\"state\", \"cpu\", \"vcpu\", \"balloon\", \"block\", \"net\", \"perf\"] \
              (always sent: runq_latency_us.*, oncpu_us.*, agent.*)\n\
-             carbon.per_vcpu = false (vcpu.N.* not sent; JSON and the query socket keep them)\n"
+             carbon.per_vcpu = false (vcpu.N.* not sent; JSON and the query socket keep them)\n\
+             carbon.heatmap = true (<histogram>.buckets.N sent)\n"
+        );
+        let off = CarbonConfig {
+            heatmap: false,
+            ..CarbonConfig::default()
+        };
+        assert!(
+            off.describe_sent()
+                .ends_with("carbon.heatmap = false (no heatmap buckets sent; JSON keeps them)\n")
         );
         let c = CarbonConfig {
             families: vec!["cpu".into()],
@@ -489,7 +509,7 @@ mod tests {
         };
         assert!(
             c.describe_sent()
-                .ends_with("carbon.per_vcpu = true (no vcpu family: no vcpu.* sent)\n"),
+                .contains("carbon.per_vcpu = true (no vcpu family: no vcpu.* sent)\n"),
             "{}",
             c.describe_sent()
         );
@@ -515,7 +535,7 @@ mod tests {
         assert_eq!(c.queue_points, 5000);
         c.validate().unwrap();
         // Families and per-vCPU detail, default and chosen.
-        assert_eq!(c.filter().unwrap(), Filter::new(&Family::ALL, false));
+        assert_eq!(c.filter().unwrap(), Filter::new(&Family::ALL, false, true));
         let c: CarbonConfig = toml::from_str(
             r#"
             families = ["cpu", "vcpu", "net"]
@@ -523,10 +543,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let want = Filter::new(&[Family::Cpu, Family::Vcpu, Family::Net], true);
+        let want = Filter::new(&[Family::Cpu, Family::Vcpu, Family::Net], true, true);
         assert_eq!(c.filter().unwrap(), want);
         let c: CarbonConfig = toml::from_str("families = []").unwrap();
-        assert_eq!(c.filter().unwrap(), Filter::new(&[], false));
+        assert_eq!(c.filter().unwrap(), Filter::new(&[], false, true));
         let err = toml::from_str::<CarbonConfig>("per_vcpu = \"yes\"").unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
         let err = toml::from_str::<CarbonConfig>("server = \"x\"").unwrap_err();

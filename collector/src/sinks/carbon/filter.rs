@@ -26,6 +26,8 @@
 //! not counted: the choice is static, and `agent.carbon.sent_points`
 //! shows what goes.
 
+use hyper_stats_query::metric::{HEATMAP_COMPONENT, HISTOGRAM_SUFFIX};
+
 use crate::sample::Datapoint;
 
 /// The names that always go to Carbon, by first component: the merged
@@ -113,6 +115,9 @@ pub struct Filter {
     families: u8,
     /// Whether `vcpu.N.*` series go (when `vcpu` is chosen).
     per_vcpu: bool,
+    /// Whether the histograms' heatmap buckets (`<histogram>.buckets.N`)
+    /// go, where their histogram's summaries go.
+    heatmap: bool,
 }
 
 impl Filter {
@@ -121,17 +126,19 @@ impl Filter {
     pub const ALL: Filter = Filter {
         families: u8::MAX,
         per_vcpu: true,
+        heatmap: true,
     };
 
     /// A filter sending `families` (and what always goes), with or
-    /// without per-vCPU detail.
-    pub(crate) fn new(families: &[Family], per_vcpu: bool) -> Filter {
+    /// without per-vCPU detail and heatmap buckets.
+    pub(crate) fn new(families: &[Family], per_vcpu: bool, heatmap: bool) -> Filter {
         let chosen = families.iter().fold(0, |set, f| set | f.bit());
         let all = Family::ALL.iter().fold(0, |set, f| set | f.bit());
         Filter {
             // Every family chosen is ALL's set, so its shortcut applies.
             families: if chosen == all { u8::MAX } else { chosen },
             per_vcpu,
+            heatmap,
         }
     }
 
@@ -145,6 +152,9 @@ impl Filter {
         if *self == Filter::ALL {
             return true;
         }
+        if !self.heatmap && is_heatmap_bucket(metric) {
+            return false;
+        }
         let (first, rest) = metric.split_once('.').unwrap_or((metric, ""));
         // Merged histograms, agent series and families added after this
         // module all fall through here: they go.
@@ -156,6 +166,20 @@ impl Filter {
         }
         self.per_vcpu || family != Family::Vcpu || !starts_with_vcpu_number(rest)
     }
+}
+
+/// Whether `metric` is a histogram's heatmap bucket, `<...>_us.buckets.N`.
+fn is_heatmap_bucket(metric: &str) -> bool {
+    let mut from_end = metric.rsplit('.');
+    let (Some(bound), Some(component), Some(histogram)) =
+        (from_end.next(), from_end.next(), from_end.next())
+    else {
+        return false;
+    };
+    component == HEATMAP_COMPONENT
+        && histogram.ends_with(HISTOGRAM_SUFFIX)
+        && !bound.is_empty()
+        && bound.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether `rest` (a name after `vcpu.`) starts with a vCPU number and a
@@ -194,6 +218,12 @@ mod tests {
         ("runq_latency_us.p99", None, false),
         ("runq_latency_us.count", None, false),
         ("oncpu_us.max", None, false),
+        ("runq_latency_us.buckets.50", None, false),
+        ("oncpu_us.buckets.5000000", None, false),
+        ("vcpu.3.runq_latency_us.buckets.1", Some(Family::Vcpu), true),
+        // Not buckets: a disk named `buckets`, a bound that is no number.
+        ("block.buckets.rd.reqs_per_s", Some(Family::Block), false),
+        ("runq_latency_us.buckets.x", None, false),
         ("agent.carbon.sent_points", None, false),
         ("future_family.x", None, false),
         ("nodots", None, false),
@@ -217,7 +247,7 @@ mod tests {
         choices.push(vec![Family::Cpu, Family::Vcpu, Family::Net]);
         for families in &choices {
             for per_vcpu in [false, true] {
-                let filter = Filter::new(families, per_vcpu);
+                let filter = Filter::new(families, per_vcpu, true);
                 for m in METRICS {
                     assert_eq!(
                         filter.keeps_metric(m.0),
@@ -235,8 +265,26 @@ mod tests {
         for m in METRICS {
             assert!(Filter::ALL.keeps_metric(m.0), "{}", m.0);
         }
-        assert_eq!(Filter::new(&Family::ALL, true), Filter::ALL);
-        assert_ne!(Filter::new(&Family::ALL, false), Filter::ALL);
+        assert_eq!(Filter::new(&Family::ALL, true, true), Filter::ALL);
+        assert_ne!(Filter::new(&Family::ALL, false, true), Filter::ALL);
+    }
+
+    #[test]
+    fn heatmap_off_drops_exactly_the_buckets() {
+        for per_vcpu in [false, true] {
+            let with = Filter::new(&Family::ALL, per_vcpu, true);
+            let without = Filter::new(&Family::ALL, per_vcpu, false);
+            assert_ne!(without, Filter::ALL);
+            for m in METRICS {
+                let bucket = m.0.contains("_us.buckets.") && !m.0.ends_with(".x");
+                assert_eq!(
+                    without.keeps_metric(m.0),
+                    with.keeps_metric(m.0) && !bucket,
+                    "{} per_vcpu {per_vcpu}",
+                    m.0
+                );
+            }
+        }
     }
 
     #[test]
@@ -258,7 +306,7 @@ mod tests {
 
     #[test]
     fn agent_points_go_whatever_their_name() {
-        let filter = Filter::new(&[], false);
+        let filter = Filter::new(&[], false, true);
         let agent = Datapoint::agent(1.0, "agent.carbon.sent_points".into(), 3.0);
         assert!(filter.keeps(&agent));
         let domain = Datapoint {

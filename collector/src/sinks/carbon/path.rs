@@ -142,7 +142,7 @@ struct DomainPaths {
     /// The domain name the paths were built with; a rename rebuilds them.
     domain: Arc<str>,
     /// Path per metric name.
-    by_metric: HashMap<String, Arc<str>>,
+    by_metric: HashMap<Arc<str>, Arc<str>>,
     /// Last time a datapoint of this domain was seen.
     seen: Instant,
 }
@@ -195,7 +195,7 @@ impl PathBuilder {
             entry.domain = Arc::clone(&point.domain);
             entry.by_metric.clear();
         }
-        if let Some(p) = entry.by_metric.get(point.metric.as_str()) {
+        if let Some(p) = entry.by_metric.get(&*point.metric) {
             return Arc::clone(p);
         }
         let path: Arc<str> = match point.metric.strip_prefix(AGENT_PREFIX) {
@@ -212,7 +212,7 @@ impl PathBuilder {
         };
         entry
             .by_metric
-            .insert(point.metric.clone(), Arc::clone(&path));
+            .insert(Arc::clone(&point.metric), Arc::clone(&path));
         path
     }
 

@@ -101,7 +101,7 @@ fn batch(ts: i64, n: usize) -> Arc<Batch> {
                 ts: ts as f64 + 0.004,
                 uuid: "u-1".into(),
                 domain: "d".into(),
-                metric: format!("m.{i}"),
+                metric: format!("m.{i}").into(),
                 value: ts as f64 + i as f64 / 1000.0,
             })
             .collect(),
@@ -483,7 +483,7 @@ fn guest_second(ts: i64) -> Arc<Batch> {
             ts: ts as f64,
             uuid: "u-1".into(),
             domain: "web-1".into(),
-            metric: (*m).to_owned(),
+            metric: (*m).into(),
             value: 1.0,
         })
         .collect();

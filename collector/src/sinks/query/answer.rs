@@ -304,7 +304,11 @@ mod tests {
         );
         // A latency second of u1: its summaries go into the stream.
         let summaries = feed(&mut s, vec![latency(100.0, 0, 7_000, 1)]);
-        assert!(summaries.iter().any(|p| p.metric == "runq_latency_us.p99"));
+        assert!(
+            summaries
+                .iter()
+                .any(|p| &*p.metric == "runq_latency_us.p99")
+        );
         let Outcome::Error(e) = gauge(&s, "cpu.nope", 60, 101.0).outcome else {
             panic!()
         };

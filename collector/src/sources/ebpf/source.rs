@@ -90,6 +90,34 @@ pub(crate) struct Target {
     pub(crate) vcpu: u32,
     /// Whether the vCPU runs under KVM, so its KVM exits are reported.
     pub(crate) kvm: bool,
+    /// The names of its rate series.
+    pub(crate) rates: Arc<[Arc<str>; RATES.len()]>,
+}
+
+/// The rate series of every vCPU, `vcpu.N.<rate>`, in the order
+/// [`rate_datapoints`] gives them: the KVM ones last.
+const RATES: [&str; 5] = [
+    "switches_voluntary_per_s",
+    "switches_involuntary_per_s",
+    "wakeups_per_s",
+    "kvm_exits_per_s",
+    "kvm_exit_time_percent",
+];
+
+/// The names of the rate series by vCPU index, made on first use and
+/// shared by every guest's vCPU of that index: a thousand threads' rates
+/// a second then allocate no name.
+#[derive(Debug, Default)]
+pub(crate) struct RateNames(BTreeMap<u32, Arc<[Arc<str>; RATES.len()]>>);
+
+impl RateNames {
+    fn get(&mut self, vcpu: u32) -> Arc<[Arc<str>; RATES.len()]> {
+        let names = self
+            .0
+            .entry(vcpu)
+            .or_insert_with(|| Arc::new(RATES.map(|r| format!("vcpu.{vcpu}.{r}").into())));
+        Arc::clone(names)
+    }
 }
 
 /// What [`resolve_targets`] found.
@@ -105,13 +133,14 @@ pub(crate) struct Resolved {
 /// threads (injected for tests).
 pub(crate) fn resolve_targets(
     domains: &[DomainRef],
+    names: &mut RateNames,
     list: impl Fn(&str) -> Result<Vec<VcpuThread>, TargetError>,
 ) -> Resolved {
     let mut targets = BTreeMap::new();
     let mut failed = Vec::new();
     for domain in domains {
         match list(&domain.name) {
-            Ok(threads) => insert_threads(&mut targets, &domain.uuid, &domain.name, threads),
+            Ok(threads) => insert_threads(&mut targets, names, &domain.uuid, &domain.name, threads),
             Err(err) => failed.push((Arc::clone(&domain.name), err)),
         }
     }
@@ -121,6 +150,7 @@ pub(crate) fn resolve_targets(
 /// Adds `threads` to `targets` as the vCPUs of the domain `uuid`/`name`.
 fn insert_threads(
     targets: &mut BTreeMap<u32, Target>,
+    names: &mut RateNames,
     uuid: &Arc<str>,
     name: &Arc<str>,
     threads: Vec<VcpuThread>,
@@ -131,6 +161,7 @@ fn insert_threads(
             name: Arc::clone(name),
             vcpu: t.vcpu,
             kvm: t.kvm,
+            rates: names.get(t.vcpu),
         };
         targets.insert(t.tid, target);
     }
@@ -164,43 +195,36 @@ pub(crate) fn latency_samples(ts: f64, target: &Target, delta: &ThreadDelta) -> 
 
 /// The per-second rates of one thread's interval of `elapsed`; the KVM
 /// ones only for a vCPU under KVM while the KVM probes are attached.
-pub(crate) fn rate_datapoints(
+pub(crate) fn rate_datapoints<'a>(
     ts: f64,
-    target: &Target,
+    target: &'a Target,
     delta: &ThreadDelta,
     elapsed: Duration,
     kvm_attached: bool,
-) -> Vec<Datapoint> {
+) -> impl Iterator<Item = Datapoint> + 'a {
     let secs = elapsed.as_secs_f64().max(1e-3);
-    let prefix = format!("vcpu.{}.", target.vcpu);
-    let point = |name: &str, value: f64| Datapoint {
-        ts,
-        uuid: Arc::clone(&target.uuid),
-        domain: Arc::clone(&target.name),
-        metric: [prefix.as_str(), name].concat(),
-        value,
-    };
-    let mut points = vec![
-        point(
-            "switches_voluntary_per_s",
-            delta.voluntary_switches as f64 / secs,
-        ),
-        point(
-            "switches_involuntary_per_s",
-            delta.involuntary_switches as f64 / secs,
-        ),
-        point("wakeups_per_s", delta.wakeups as f64 / secs),
+    let exits: u64 = delta.kvm_exits.iter().map(|e| e.count).sum();
+    let exit_ns: u64 = delta.kvm_exits.iter().map(|e| e.sum_ns).sum();
+    let values = [
+        delta.voluntary_switches as f64 / secs,
+        delta.involuntary_switches as f64 / secs,
+        delta.wakeups as f64 / secs,
+        exits as f64 / secs,
+        exit_ns as f64 / 1e9 / secs * 100.0,
     ];
-    if kvm_attached && target.kvm {
-        let exits: u64 = delta.kvm_exits.iter().map(|e| e.count).sum();
-        let exit_ns: u64 = delta.kvm_exits.iter().map(|e| e.sum_ns).sum();
-        points.push(point("kvm_exits_per_s", exits as f64 / secs));
-        points.push(point(
-            "kvm_exit_time_percent",
-            exit_ns as f64 / 1e9 / secs * 100.0,
-        ));
-    }
-    points
+    let kvm = kvm_attached && target.kvm;
+    target
+        .rates
+        .iter()
+        .zip(values)
+        .take(if kvm { RATES.len() } else { RATES.len() - 2 })
+        .map(move |(name, value)| Datapoint {
+            ts,
+            uuid: Arc::clone(&target.uuid),
+            domain: Arc::clone(&target.name),
+            metric: Arc::clone(name),
+            value,
+        })
 }
 
 /// The running source.
@@ -222,6 +246,8 @@ pub struct EbpfSource {
     /// Whether vCPU threads are being refused for want of slots, so the
     /// error is logged once per episode.
     short_of_slots: crate::episode::Episode,
+    /// The names of the targets' rate series.
+    rate_names: RateNames,
     /// Events the programs dropped (`agent.ebpf.dropped_events`).
     dropped: Counter,
     /// Durations past the kernel's last bucket (`agent.ebpf.clamped_events`).
@@ -258,6 +284,7 @@ impl EbpfSource {
             read_cpu_us: stats.counter("ebpf.read_cpu_us"),
             processes: processes.to_vec(),
             short_of_slots: crate::episode::Episode::default(),
+            rate_names: RateNames::default(),
             probes,
             domains,
             targets: BTreeMap::new(),
@@ -353,11 +380,7 @@ impl EbpfSource {
         for delta in &deltas {
             if let Some(target) = self.targets.get(&delta.tid) {
                 batch.extend(latency_samples(ts, target, delta));
-                batch.extend(
-                    rate_datapoints(ts, target, delta, elapsed, kvm)
-                        .into_iter()
-                        .map(Sample::Gauge),
-                );
+                batch.extend(rate_datapoints(ts, target, delta, elapsed, kvm).map(Sample::Gauge));
             }
         }
         Ok(batch)
@@ -381,7 +404,7 @@ impl EbpfSource {
         let Resolved {
             mut targets,
             failed,
-        } = resolve_targets(domains, targets::domain_vcpu_threads);
+        } = resolve_targets(domains, &mut self.rate_names, targets::domain_vcpu_threads);
         let mut unlisted = BTreeSet::new();
         for (name, err) in self.resolve_processes(&mut targets) {
             if !self.unlisted.contains(&name) {
@@ -439,7 +462,7 @@ impl EbpfSource {
     /// Adds the vCPU threads of the processes watched as pseudo-domains to
     /// `targets`; returns the processes that could not be listed.
     fn resolve_processes(
-        &self,
+        &mut self,
         targets: &mut BTreeMap<u32, Target>,
     ) -> Vec<(Arc<str>, TargetError)> {
         let proc_root = std::path::Path::new(targets::PROC);
@@ -449,7 +472,10 @@ impl EbpfSource {
             let listed = targets::process_name(proc_root, pid)
                 .and_then(|name| Ok((name, targets::vcpu_threads(proc_root, pid)?)));
             match listed {
-                Ok((name, threads)) => insert_threads(targets, &uuid, &Arc::from(name), threads),
+                Ok((name, threads)) => {
+                    let name = Arc::from(name);
+                    insert_threads(targets, &mut self.rate_names, &uuid, &name, threads);
+                }
                 Err(err) => failed.push((uuid, err)),
             }
         }
@@ -545,24 +571,25 @@ mod tests {
     #[test]
     fn targets_map_threads_to_domains_and_vcpus() {
         let domains = [domain("u-1", "web-1"), domain("u-2", "gone")];
-        let Resolved { targets, failed } = resolve_targets(&domains, |name| match name {
-            "web-1" => Ok(vec![
-                VcpuThread {
-                    vcpu: 0,
-                    tid: 100,
-                    kvm: true,
-                },
-                VcpuThread {
-                    vcpu: 1,
-                    tid: 101,
-                    kvm: true,
-                },
-            ]),
-            _ => Err(TargetError::Read {
-                path: PathBuf::from("gone.pid"),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            }),
-        });
+        let Resolved { targets, failed } =
+            resolve_targets(&domains, &mut RateNames::default(), |name| match name {
+                "web-1" => Ok(vec![
+                    VcpuThread {
+                        vcpu: 0,
+                        tid: 100,
+                        kvm: true,
+                    },
+                    VcpuThread {
+                        vcpu: 1,
+                        tid: 101,
+                        kvm: true,
+                    },
+                ]),
+                _ => Err(TargetError::Read {
+                    path: PathBuf::from("gone.pid"),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }),
+            });
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[&101].vcpu, 1);
         assert_eq!(&*targets[&100].uuid, "u-1");
@@ -576,6 +603,7 @@ mod tests {
             name: Arc::from("web-1"),
             vcpu: 2,
             kvm: true,
+            rates: RateNames::default().get(2),
         }
     }
 
@@ -586,7 +614,7 @@ mod tests {
         let value = |metric: &str| {
             batch
                 .iter()
-                .find(|d| d.metric == metric)
+                .find(|d| &*d.metric == metric)
                 .unwrap_or_else(|| panic!("no {metric}"))
                 .value
         };
@@ -602,11 +630,10 @@ mod tests {
 
     #[test]
     fn rates_are_per_second_and_kvm_only_under_kvm() {
-        let points = rate_datapoints(5.0, &target(), &delta(100), Duration::from_secs(2), true);
-        let got: Vec<(&str, f64)> = points
-            .iter()
-            .map(|d| (d.metric.as_str(), d.value))
-            .collect();
+        let target = target();
+        let points: Vec<_> =
+            rate_datapoints(5.0, &target, &delta(100), Duration::from_secs(2), true).collect();
+        let got: Vec<(&str, f64)> = points.iter().map(|d| (&*d.metric, d.value)).collect();
         assert_eq!(
             got,
             vec![
@@ -617,13 +644,13 @@ mod tests {
                 ("vcpu.2.kvm_exit_time_percent", 1.0),
             ]
         );
-        let points = rate_datapoints(5.0, &target(), &delta(100), Duration::from_secs(2), false);
-        assert_eq!(points.len(), 3);
+        let points = rate_datapoints(5.0, &target, &delta(100), Duration::from_secs(2), false);
+        assert_eq!(points.count(), 3);
         let tcg = Target {
             kvm: false,
-            ..target()
+            ..target.clone()
         };
         let points = rate_datapoints(5.0, &tcg, &delta(100), Duration::from_secs(2), true);
-        assert_eq!(points.len(), 3);
+        assert_eq!(points.count(), 3);
     }
 }

@@ -180,7 +180,7 @@ impl Deriver {
                 ts,
                 uuid: Arc::clone(&domain.uuid),
                 domain: Arc::clone(&domain.name),
-                metric,
+                metric: metric.into(),
                 value,
             }));
         }
@@ -428,7 +428,7 @@ mod tests {
         let b = d.derive(vec![a2], groups, t0 + Duration::from_secs(1), 101.0);
         let cpu: Vec<_> = b
             .iter()
-            .filter(|p| p.metric == "cpu.time_percent")
+            .filter(|p| &*p.metric == "cpu.time_percent")
             .collect();
         assert_eq!(cpu.len(), 1);
         assert!((cpu[0].value - 50.0).abs() < 1e-9);
@@ -449,7 +449,7 @@ mod tests {
             "a",
         );
         let b = d.derive(vec![a3], groups, t0 + Duration::from_secs(3), 103.0);
-        assert!(!b.iter().any(|p| p.metric == "cpu.time_percent"), "{b:?}");
+        assert!(!b.iter().any(|p| &*p.metric == "cpu.time_percent"), "{b:?}");
     }
 
     /// A sample more than MAX_GAP_INTERVALS intervals after the previous
@@ -491,7 +491,7 @@ mod tests {
         let b = d.derive(vec![rec(500, 0)], net, t0 + Duration::from_millis(500), 0.5);
         let tx = b
             .iter()
-            .find(|p| p.metric == "net.vnet0.tx.bytes_per_s")
+            .find(|p| &*p.metric == "net.vnet0.tx.bytes_per_s")
             .unwrap();
         assert!((tx.value - 1000.0).abs() < 1e-6);
         // Then both at 1 s: cpu's interval is the full second.
@@ -501,7 +501,7 @@ mod tests {
             t0 + Duration::from_secs(1),
             1.0,
         );
-        let cpu = b.iter().find(|p| p.metric == "cpu.time_percent").unwrap();
+        let cpu = b.iter().find(|p| &*p.metric == "cpu.time_percent").unwrap();
         assert!((cpu.value - 10.0).abs() < 1e-6, "{}", cpu.value);
     }
 
