@@ -6,6 +6,7 @@
 //! stream. `main.rs` only parses the command line and wires the parts.
 
 pub(crate) mod backoff;
+pub mod cli;
 pub(crate) mod clock;
 pub mod config;
 pub mod domains;

@@ -3,75 +3,14 @@
 //! This file parses arguments, sets up logging, runs one command and is
 //! the only place that prints a top-level error and picks the exit code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use hyper_stats::cli::{Cli, Command};
 use hyper_stats::config::{Config, Overrides};
 use hyper_stats::pipeline;
-use hyper_stats::sinks::Output;
-
-#[derive(Parser)]
-#[command(
-    name = "hyper-stats",
-    version,
-    about = "Per-VM statistics for libvirt/QEMU compute nodes"
-)]
-struct Cli {
-    /// Config file (TOML). Default: /etc/hyper-stats/hyper-stats.toml if it
-    /// exists.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Sample every running domain and write datapoints to the outputs.
-    Run {
-        /// libvirt connection URI (overrides libvirt.uri).
-        #[arg(long, value_name = "URI")]
-        connect: Option<String>,
-        /// Where datapoints go (default: json, unless Carbon is configured).
-        #[arg(long, value_enum)]
-        output: Vec<Output>,
-        /// Also push every datapoint to Carbon at HOST:PORT (overrides
-        /// carbon.address).
-        #[arg(long, value_name = "HOST:PORT")]
-        carbon: Option<String>,
-        /// Stop after this long (e.g. `10s`, `5m`); default: run until
-        /// SIGINT or SIGTERM.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// Also probe the `CPU <n>/...` threads of process PID as the
-        /// vCPUs of a pseudo-domain named after the process (uuid
-        /// `pid-PID`), besides libvirt's guests: for benchmarks and tests
-        /// with synthetic vCPU threads. Repeatable, or comma-separated.
-        #[arg(long = "watch-pid", value_name = "PID", value_delimiter = ',')]
-        watch_pids: Vec<u32>,
-    },
-    /// List running domains: UUID, name, QEMU pid and vCPU thread ids.
-    Domains {
-        /// libvirt connection URI (overrides libvirt.uri).
-        #[arg(long, value_name = "URI")]
-        connect: Option<String>,
-        /// Print one JSON object per domain instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Validate the config file and print the effective settings.
-    CheckConfig,
-    /// Forward Nagios perfdata spool files (Graphios format) to Carbon.
-    Graphios(hyper_stats::graphios::Args),
-    /// Load the eBPF probes, watch one of this process' threads among busy
-    /// spinners and compare with the kernel's own accounting (no libvirt
-    /// needed). Exit 0 when every check agrees within 2%.
-    Selftest(hyper_stats::selftest::Args),
-}
 
 /// The agent's allocator: mimalloc, not glibc's malloc. The rollup and
 /// the sinks allocate and free tens of thousands of small values a second

@@ -8,6 +8,7 @@ mod bench;
 mod build_ebpf;
 mod demo;
 mod lab;
+mod package;
 mod setup;
 mod synthetic;
 mod sys;
@@ -40,6 +41,9 @@ enum Task {
     /// Run every test: fmt, clippy, unit tests, then the integration tests
     /// against the lab (what CI runs).
     Test,
+    /// Build the Debian package (target/debian/): agent, systemd unit,
+    /// config, Nagios plugin, man pages, examples.
+    Package,
     /// Set up, start the lab and show the agent's live datapoints.
     Demo,
     /// Run a benchmark suite; reports go to bench/runs/.
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Lab { action } => lab::run(action),
         Task::Test => test::run_all(),
+        Task::Package => package::run_package(),
         Task::Demo => demo::run_demo(),
         Task::Bench { suite } => bench::run(suite),
         Task::SyntheticGuests(args) => synthetic::run_guests(&args),

@@ -2,8 +2,9 @@
 //! libvirtd and the list of running lab guests, the Nagios plugin build,
 //! and, in their own files, the agent runner and its [`Point`]s
 //! (`agent.rs`), daemons stopped by their pid (`daemon.rs`), the Nagios
-//! core fixture (`nagios.rs`), a fixture shared by the cases of one test
-//! binary and stopped at its exit (`shared.rs`), free ports (`ports.rs`)
+//! core fixture (`nagios.rs`), a Unix socket proxy to libvirtd
+//! (`proxy.rs`), a fixture shared by the cases of one test binary and
+//! stopped at its exit (`shared.rs`), free ports (`ports.rs`)
 //! and the unix clock (`clock.rs`).
 //!
 //! Each test target compiles this module on its own and uses part of it
@@ -17,6 +18,7 @@ mod clock;
 mod daemon;
 mod nagios;
 mod ports;
+mod proxy;
 mod shared;
 
 pub use agent::{Agent, AgentBuilder, Finished, Point};
@@ -24,6 +26,7 @@ pub use clock::now_unix;
 pub use daemon::Daemon;
 pub use nagios::{NAGIOS, Nagios, NagiosConfig, service_block, service_state};
 pub use ports::{free_port, free_ports};
+pub use proxy::Proxy;
 pub use shared::{Shared, SharedGuard};
 
 /// Asks `f` every 100 ms until it gives something, for at most
