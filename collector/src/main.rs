@@ -71,6 +71,9 @@ enum Command {
     /// spinners and compare with the kernel's own accounting (no libvirt
     /// needed). Exit 0 when every check agrees within 2%.
     Selftest(hyper_stats::selftest::Args),
+    /// Show this host's guests live in the terminal, worst run-queue wait
+    /// first, from the running agent's query socket.
+    Top(hyper_stats::top::Args),
 }
 
 /// The agent's allocator: mimalloc, not glibc's malloc. The rollup and
@@ -113,6 +116,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
         }),
+        Command::Top(args) => {
+            hyper_stats::top::run(&args, cli.config.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             connect,
             output,

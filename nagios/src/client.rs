@@ -12,7 +12,6 @@ use hyper_stats_query::{Request, Response};
 
 use crate::check::Failure;
 
-
 /// Sends `request` to the socket at `path` and reads the answer, all within
 /// `timeout`.
 pub fn query(path: &Path, request: &Request, timeout: Duration) -> Result<Response, Failure> {

@@ -164,7 +164,8 @@ mod tests {
         }
     }
 
-    const LIST: &str = "{\"v\":1,\"list\":{\"newest_age_s\":null,\"histograms\":[],\"domains\":[]}}\n";
+    const LIST: &str =
+        "{\"v\":1,\"list\":{\"newest_age_s\":null,\"histograms\":[],\"domains\":[]}}\n";
 
     #[test]
     fn an_answer_is_read() {
@@ -190,7 +191,10 @@ mod tests {
 
         let (_d, path) = serve(None);
         let e = query(&path, &list, t).unwrap_err();
-        assert!(e.0.contains("closed the connection without answering"), "{e}");
+        assert!(
+            e.0.contains("closed the connection without answering"),
+            "{e}"
+        );
 
         let (_d, path) = serve(Some("{\"v\":2,\"whatever\":{}}\n"));
         let e = query(&path, &list, t).unwrap_err();
