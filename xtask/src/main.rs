@@ -40,8 +40,9 @@ enum Task {
     /// Run every test: fmt, clippy, unit tests, then the integration tests
     /// against the lab (what CI runs).
     Test,
-    /// Set up, start the lab and show the agent's live datapoints.
-    Demo,
+    /// Set up, start the lab and the agent, and show the guests live in
+    /// `hyper-stats top` (q quits and stops the agent).
+    Demo(demo::Args),
     /// Run a benchmark suite; reports go to bench/runs/.
     Bench {
         #[command(subcommand)]
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Lab { action } => lab::run(action),
         Task::Test => test::run_all(),
-        Task::Demo => demo::run_demo(),
+        Task::Demo(args) => demo::run_demo(&args),
         Task::Bench { suite } => bench::run(suite),
         Task::SyntheticGuests(args) => synthetic::run_guests(&args),
         Task::SyntheticGuest(args) => synthetic::run_guest(&args),

@@ -247,10 +247,10 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => self.select_by(isize::MIN / 2),
             KeyCode::End | KeyCode::Char('G') => self.select_by(isize::MAX / 2),
             KeyCode::Enter | KeyCode::Char(' ') => {
-                if let Some(u) = self.selected_uuid() {
-                    if !self.expanded.remove(&u) {
-                        self.expanded.insert(u);
-                    }
+                if let Some(u) = self.selected_uuid()
+                    && !self.expanded.remove(&u)
+                {
+                    self.expanded.insert(u);
                 }
             }
             KeyCode::Char('s') | KeyCode::Char('>') => self.cycle_sort(true),

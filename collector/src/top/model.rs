@@ -199,7 +199,7 @@ impl Column {
     }
 
     /// The index of the column's value in [`Values`].
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -238,6 +238,7 @@ impl Guest {
     }
 }
 
+#[cfg(test)]
 impl VcpuRow {
     /// The value of `column`.
     pub(crate) fn value(&self, column: Column) -> Option<f64> {

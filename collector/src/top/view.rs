@@ -302,25 +302,20 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
         .iter()
         .enumerate()
         .map(|(i, line)| {
-            let (label, value, style): (String, Box<dyn Fn(Column) -> Option<f64>>, Style) =
-                match line {
-                    Line::Guest(g) => {
-                        if selected.as_deref() == Some(g.uuid.as_str()) {
-                            selected_line = Some(i);
-                        }
-                        (g.name.clone(), Box::new(|c| g.value(c)), Style::new())
+            let (label, values, style) = match line {
+                Line::Guest(g) => {
+                    if selected.as_deref() == Some(g.uuid.as_str()) {
+                        selected_line = Some(i);
                     }
-                    Line::Vcpu(v) => (
-                        vcpu_label(v.vcpu),
-                        Box::new(|c| v.value(c)),
-                        Style::new().fg(Color::Cyan),
-                    ),
-                };
+                    (g.name.clone(), &g.values, Style::new())
+                }
+                Line::Vcpu(v) => (vcpu_label(v.vcpu), &v.values, Style::new().fg(Color::Cyan)),
+            };
             let mut cells = vec![Cell::from(cut(&label, fit.name))];
             cells.extend(
                 fit.columns
                     .iter()
-                    .map(|c| right(number(c.unit(), value(*c)))),
+                    .map(|c| right(number(c.unit(), values[c.index()]))),
             );
             Row::new(cells).style(style)
         })
