@@ -144,3 +144,69 @@ fn event_loop(terminal: &mut DefaultTerminal, mut app: App, fetcher: &Fetcher) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `top`'s options as the binary parses them.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Cli::try_parse_from([&["top"], argv].concat()).map(|c| c.args)
+    }
+
+    #[test]
+    fn options_and_their_defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(
+            (a.window, a.sort, a.socket),
+            (Window::M1, Column::RqP99, None)
+        );
+        let a = parse(&["--window", "15m", "--sort", "steal", "--socket", "/s"]).unwrap();
+        assert_eq!(
+            (a.window, a.sort, a.socket),
+            (Window::M15, Column::Steal, Some(PathBuf::from("/s")))
+        );
+        let e = parse(&["--sort", "p99"]).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown column \"p99\": expected one of name, vcpus, cpu"),
+            "{e}"
+        );
+        assert!(parse(&["--window", "2m"]).is_err());
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_flag_then_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hyper-stats.toml");
+        std::fs::write(&config, "[query]\nsocket = \"/run/other/agent.sock\"\n").unwrap();
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            socket(&args, Some(&config)).unwrap(),
+            PathBuf::from("/run/other/agent.sock")
+        );
+        let args = parse(&["--socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(
+            socket(&args, Some(&config)).unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        // A config that names no socket: the protocol's default.
+        std::fs::write(&config, "").unwrap();
+        assert_eq!(
+            socket(&parse(&[]).unwrap(), Some(&config)).unwrap(),
+            PathBuf::from(hyper_stats_query::DEFAULT_SOCKET_PATH)
+        );
+        // A config that cannot be read: say how to go on.
+        let e = socket(&parse(&[]).unwrap(), Some(&dir.path().join("none.toml"))).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("give it with --socket PATH"),
+            "{e:#}"
+        );
+    }
+}
