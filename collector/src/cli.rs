@@ -75,4 +75,7 @@ pub enum Command {
     /// spinners and compare with the kernel's own accounting (no libvirt
     /// needed). Exit 0 when every check agrees within 2%.
     Selftest(crate::selftest::Args),
+    /// Show this host's guests live in the terminal, worst run-queue wait
+    /// first, from the running agent's query socket.
+    Top(crate::top::Args),
 }

@@ -20,4 +20,5 @@ pub mod self_stats;
 pub mod selftest;
 pub mod sinks;
 pub mod sources;
+pub mod top;
 pub(crate) mod trusted_dir;

@@ -52,6 +52,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
         }),
+        Command::Top(args) => {
+            hyper_stats::top::run(&args, cli.config.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             connect,
             output,

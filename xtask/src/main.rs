@@ -44,8 +44,9 @@ enum Task {
     /// Build the Debian package (target/debian/): agent, systemd unit,
     /// config, Nagios plugin, man pages, examples.
     Package,
-    /// Set up, start the lab and show the agent's live datapoints.
-    Demo,
+    /// Set up, start the lab and the agent, and show the guests live in
+    /// `hyper-stats top` (q quits and stops the agent).
+    Demo(demo::Args),
     /// Run a benchmark suite; reports go to bench/runs/.
     Bench {
         #[command(subcommand)]
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
         Task::Lab { action } => lab::run(action),
         Task::Test => test::run_all(),
         Task::Package => package::run_package(),
-        Task::Demo => demo::run_demo(),
+        Task::Demo(args) => demo::run_demo(&args),
         Task::Bench { suite } => bench::run(suite),
         Task::SyntheticGuests(args) => synthetic::run_guests(&args),
         Task::SyntheticGuest(args) => synthetic::run_guest(&args),

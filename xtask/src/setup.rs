@@ -66,6 +66,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "nagios4-core",
         "a Nagios core scheduling the plugin in its test",
     ),
+    // `hyper-stats top`'s test reads its screen from a tmux pane.
+    ("tmux", "runs hyper-stats top in its test"),
     // Graphite: the Carbon sink's integration tests run a carbon-cache.
     ("graphite-carbon", "carbon-cache for the Carbon tests"),
     ("python3-whisper", "whisper-fetch reads what Carbon stored"),

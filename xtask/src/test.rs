@@ -32,6 +32,7 @@ const LAB_TESTS: &[&str] = &[
     "ebpf_probes",
     "ebpf_lab",
     "nagios",
+    "top",
     "carbon",
     "shared_dirs",
     "stale",
