@@ -429,6 +429,7 @@ fn top_shows_the_lab_guests_sorted_and_survives_the_agent() {
         let f = flat(s);
         f.contains("top exited:") && f.contains("icanon")
     });
+    eprintln!("after q:\n{}", after.join("\n"));
     let f = flat(&after);
     assert!(f.contains("top exited: 0"), "{}", after.join("\n"));
     let modes: Vec<&str> = f.split(' ').collect();
