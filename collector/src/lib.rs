@@ -6,6 +6,7 @@
 //! stream. `main.rs` only parses the command line and wires the parts.
 
 pub(crate) mod backoff;
+pub mod cli;
 pub(crate) mod clock;
 pub mod config;
 pub mod dashboard;
@@ -20,4 +21,5 @@ pub mod self_stats;
 pub mod selftest;
 pub mod sinks;
 pub mod sources;
+pub mod top;
 pub(crate) mod trusted_dir;

@@ -3,78 +3,14 @@
 //! This file parses arguments, sets up logging, runs one command and is
 //! the only place that prints a top-level error and picks the exit code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use hyper_stats::cli::{Cli, Command};
 use hyper_stats::config::{Config, Overrides};
 use hyper_stats::pipeline;
-use hyper_stats::sinks::Output;
-
-#[derive(Parser)]
-#[command(
-    name = "hyper-stats",
-    version,
-    about = "Per-VM statistics for libvirt/QEMU compute nodes"
-)]
-struct Cli {
-    /// Config file (TOML). Default: /etc/hyper-stats/hyper-stats.toml if it
-    /// exists.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Sample every running domain and write datapoints to the outputs.
-    Run {
-        /// libvirt connection URI (overrides libvirt.uri).
-        #[arg(long, value_name = "URI")]
-        connect: Option<String>,
-        /// Where datapoints go (default: json, unless Carbon is configured).
-        #[arg(long, value_enum)]
-        output: Vec<Output>,
-        /// Also push every datapoint to Carbon at HOST:PORT (overrides
-        /// carbon.address).
-        #[arg(long, value_name = "HOST:PORT")]
-        carbon: Option<String>,
-        /// Stop after this long (e.g. `10s`, `5m`); default: run until
-        /// SIGINT or SIGTERM.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// Also probe the `CPU <n>/...` threads of process PID as the
-        /// vCPUs of a pseudo-domain named after the process (uuid
-        /// `pid-PID`), besides libvirt's guests: for benchmarks and tests
-        /// with synthetic vCPU threads. Repeatable, or comma-separated.
-        #[arg(long = "watch-pid", value_name = "PID", value_delimiter = ',')]
-        watch_pids: Vec<u32>,
-    },
-    /// List running domains: UUID, name, QEMU pid and vCPU thread ids.
-    Domains {
-        /// libvirt connection URI (overrides libvirt.uri).
-        #[arg(long, value_name = "URI")]
-        connect: Option<String>,
-        /// Print one JSON object per domain instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Validate the config file and print the effective settings.
-    CheckConfig,
-    /// Forward Nagios perfdata spool files (Graphios format) to Carbon.
-    Graphios(hyper_stats::graphios::Args),
-    /// Load the eBPF probes, watch one of this process' threads among busy
-    /// spinners and compare with the kernel's own accounting (no libvirt
-    /// needed). Exit 0 when every check agrees within 2%.
-    Selftest(hyper_stats::selftest::Args),
-    /// Serve the browser dashboard over graphite-web (fleet and guest
-    /// views, latency heatmaps).
-    Dashboard(hyper_stats::dashboard::Args),
-}
 
 /// The agent's allocator: mimalloc, not glibc's malloc. The rollup and
 /// the sinks allocate and free tens of thousands of small values a second
@@ -83,28 +19,7 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc the
-/// `mimalloc` crate builds (v3, `libmimalloc-sys` 0.1.49: `mimalloc.h`).
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-/// How long mimalloc keeps memory freed and not reused before returning
-/// it to the kernel, ms. The agent frees and allocates about the same
-/// memory every second: with mimalloc's default it returned it between
-/// seconds and faulted in and zeroed fresh pages each second, a fifth of
-/// its CPU at 1,024 watched threads. Never returning it (-1) let
-/// fragmentation grow the RSS past the memory goal within minutes; ten
-/// seconds keeps the per-second churn and still returns what stays free.
-const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
-
-unsafe extern "C" {
-    /// mimalloc's option setter (`mimalloc.h`).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
 fn main() -> ExitCode {
-    // Safety: sets a plain integer option before any thread runs;
-    // mimalloc reads it when it next considers purging.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let cli = Cli::parse();
     init_logging();
     match run(cli) {
@@ -140,6 +55,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         // Reads Graphite only: no config, no libvirt.
         Command::Dashboard(args) => {
             hyper_stats::dashboard::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top(args) => {
+            hyper_stats::top::run(&args, cli.config.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

@@ -243,12 +243,13 @@ fn carbon_path(domain: &str, metric: &str) -> String {
 
 /// Whether the agent sends `metric` to Carbon with the default `[carbon]`
 /// settings: everything but the per-vCPU detail (`vcpu.N.*`, off unless
-/// `per_vcpu = true`).
+/// `per_vcpu = true`) and the heatmap buckets (`*_us.buckets.N`, off
+/// unless `heatmap = true`), which the JSON output has.
 fn sent_by_default(metric: &str) -> bool {
     let vcpu_index = metric
         .strip_prefix("vcpu.")
         .and_then(|rest| rest.split('.').next());
-    vcpu_index.is_none_or(|n| n.parse::<u32>().is_err())
+    vcpu_index.is_none_or(|n| n.parse::<u32>().is_err()) && !metric.contains("_us.buckets.")
 }
 
 /// Waits until whisper holds every JSON point of every lab guest that the
@@ -267,6 +268,12 @@ fn assert_whisper_matches(carbon: &Carbon, points: &[Point]) -> usize {
     assert!(
         !withheld.is_empty(),
         "the agent printed no per-vCPU series of a lab guest"
+    );
+    assert!(
+        withheld
+            .iter()
+            .any(|((_, m), _)| m.contains("_us.buckets.")),
+        "the agent printed no heatmap bucket of a lab guest"
     );
     assert!(
         !wanted.is_empty(),
@@ -301,11 +308,11 @@ fn assert_whisper_matches(carbon: &Carbon, points: &[Point]) -> usize {
                 .collect();
             assert!(
                 stored.is_empty(),
-                "per-vCPU series reached whisper with per_vcpu off: {:?}",
+                "per-vCPU series or heatmap buckets reached whisper with per_vcpu and heatmap off: {:?}",
                 &stored[..stored.len().min(5)]
             );
             eprintln!(
-                "whisper matches the JSON: {checked} points in {} series; {} per-vCPU series held back",
+                "whisper matches the JSON: {checked} points in {} series; {} per-vCPU and heatmap series held back",
                 wanted.len(),
                 withheld.len()
             );

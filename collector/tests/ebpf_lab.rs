@@ -163,16 +163,21 @@ const READ_BEFORE_TS_S: f64 = 0.02;
 /// sample that ended before the read can have started and the first that
 /// started after `ts` (both only grow).
 fn bracket(samples: &[KernelSample], ts: f64) -> (KernelSample, KernelSample) {
+    let (before, after) = bracketing(samples, ts);
+    (samples[before], samples[after])
+}
+
+/// The indices of the samples [`bracket`] returns.
+fn bracketing(samples: &[KernelSample], ts: f64) -> (usize, usize) {
     let before = samples
         .iter()
-        .rev()
-        .find(|s| s.end <= ts - READ_BEFORE_TS_S)
+        .rposition(|s| s.end <= ts - READ_BEFORE_TS_S)
         .expect("a kernel sample before the agent's read");
     let after = samples
         .iter()
-        .find(|s| s.start >= ts)
+        .position(|s| s.start >= ts)
         .expect("a kernel sample after the agent's read");
-    (*before, *after)
+    (before, after)
 }
 
 /// On-CPU time of the slices a thread had finished by the agent's read at
@@ -191,14 +196,7 @@ fn finished_oncpu_ns(samples: &[KernelSample], ts: f64) -> (u64, u64) {
         let before = first_same.saturating_sub(1);
         (samples[before].exec_ns, samples[first_same].exec_ns)
     };
-    let before = samples
-        .iter()
-        .rposition(|s| s.end <= ts - READ_BEFORE_TS_S)
-        .expect("a kernel sample before the agent's read");
-    let after = samples
-        .iter()
-        .position(|s| s.start >= ts)
-        .expect("a kernel sample after the agent's read");
+    let (before, after) = bracketing(samples, ts);
     (at_last_switch_out(before).0, at_last_switch_out(after).1)
 }
 

@@ -83,14 +83,17 @@ fn selftest_passes_on_this_kernel_and_its_numbers_add_up() {
 
 #[test]
 #[ignore = "needs root and the eBPF object: cargo xtask test"]
-fn selftest_as_a_user_fails_naming_root() {
+fn selftest_as_a_user_fails_naming_the_capabilities() {
     let (out, stdout) = selftest(&[], Some(65534));
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(
         line(&stdout, "verdict: "),
-        "verdict: FAIL: loading eBPF programs needs root, the agent runs as uid 65534"
+        "verdict: FAIL: loading eBPF programs needs CAP_BPF and CAP_PERFMON, which the agent (uid 65534) does not have"
     );
-    assert_eq!(line(&stdout, "fix: "), "fix: run the agent as root");
+    assert_eq!(
+        line(&stdout, "fix: "),
+        "fix: run the agent as root, or with CAP_BPF and CAP_PERFMON (the packaged systemd unit grants them)"
+    );
 }
 
 #[test]

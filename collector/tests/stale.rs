@@ -20,18 +20,13 @@
 //! socket); run by `cargo xtask test`. Everything it starts (the agent,
 //! the proxy's threads) is its own and stopped by the test.
 
-use std::io::ErrorKind;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Agent, build_plugin, lab_guests};
+use common::{Agent, Proxy, build_plugin, lab_guests};
 
 /// The lab's libvirtd socket, what `qemu:///system` reaches as root.
 const LIBVIRT_SOCKET: &str = "/run/libvirt/libvirt-sock";
@@ -55,96 +50,6 @@ const WARM_UP_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often the plugin is run while waiting for a state.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
-
-/// A Unix socket proxy at `path` to [`LIBVIRT_SOCKET`]: every connection
-/// accepted is forwarded byte for byte, both ways, until [`Proxy::cut`].
-struct Proxy {
-    /// Where it listens.
-    path: PathBuf,
-    /// Tells the accept loop to stop.
-    stop: Arc<AtomicBool>,
-    /// Both ends of every forwarded connection, to shut down on a cut.
-    streams: Arc<Mutex<Vec<UnixStream>>>,
-    /// The accept loop.
-    accept: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Listens at `path` (replacing what a cut left) and forwards.
-    fn start(path: &Path) -> Proxy {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).unwrap();
-        // Non-blocking, so that the loop sees `stop` between accepts.
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let streams = Arc::new(Mutex::new(Vec::new()));
-        let accept = {
-            let stop = Arc::clone(&stop);
-            let streams = Arc::clone(&streams);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((client, _)) => forward(client, &streams),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => panic!("proxy accept failed: {e}"),
-                    }
-                }
-            })
-        };
-        Proxy {
-            path: path.to_path_buf(),
-            stop,
-            streams,
-            accept: Some(accept),
-        }
-    }
-
-    /// Makes libvirt unreachable through the proxy: no listener (connects
-    /// fail at once, as with a stopped daemon) and every open connection
-    /// closed.
-    /// A proxy cut already does nothing (so that dropping it leaves a
-    /// newer one at the same path alone).
-    fn cut(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            accept.join().unwrap();
-            let _ = std::fs::remove_file(&self.path);
-        }
-        for s in self.streams.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
-
-/// Forwards one accepted connection to libvirtd on two threads, keeping
-/// both ends in `streams` so that a cut can close them.
-fn forward(client: UnixStream, streams: &Mutex<Vec<UnixStream>>) {
-    client.set_nonblocking(false).unwrap();
-    let Ok(server) = UnixStream::connect(LIBVIRT_SOCKET) else {
-        // libvirtd itself is gone: the agent sees its connection close.
-        return;
-    };
-    streams
-        .lock()
-        .unwrap()
-        .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-    let pump = |mut from: UnixStream, mut to: UnixStream| {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(std::net::Shutdown::Write);
-        });
-    };
-    pump(client.try_clone().unwrap(), server.try_clone().unwrap());
-    pump(server, client);
-}
 
 /// One run of the plugin: exit code and stdout.
 fn plugin(bin: &Path, socket: &Path, args: &[&str]) -> (i32, String) {
@@ -197,7 +102,7 @@ fn gauge_check_names_stale_series_while_libvirt_is_unreachable() {
     let bin = build_plugin(dir.path());
     let proxy_path = dir.path().join("libvirt-sock");
     let socket = dir.path().join("hyper-stats.sock");
-    let mut proxy = Proxy::start(&proxy_path);
+    let mut proxy = Proxy::start(&proxy_path, Path::new(LIBVIRT_SOCKET));
     // Only the query socket is read; the log goes to the test's stderr.
     let _agent = Agent::json()
         .connect(&format!(
@@ -279,7 +184,7 @@ fn gauge_check_names_stale_series_while_libvirt_is_unreachable() {
     );
 
     // Back: OK again, nothing stale.
-    proxy = Proxy::start(&proxy_path);
+    proxy = Proxy::start(&proxy_path, Path::new(LIBVIRT_SOCKET));
     let (after, out) = wait_for(BACK_WITHIN, check, |code, out| {
         code == 0 && !out.contains("older than")
     })

@@ -28,6 +28,12 @@ pub const NRPE_V3_MAX_BYTES: usize = 1023;
 /// Nagios core keeps this many bytes of a plugin's output.
 pub const NAGIOS_MAX_BYTES: usize = 8192;
 
+/// The clap command of `check_hyper_stats`, for generating its man page
+/// (`cargo xtask package` runs `nagios/examples/manpage.rs`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "check_hyper_stats",

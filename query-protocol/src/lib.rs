@@ -42,6 +42,8 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One exchange with the agent over its socket, for every client.
+pub mod client;
 pub mod metric;
 /// Nagios perfdata read into items, for the plugin and `hyper-stats graphios`.
 pub mod perfdata;

@@ -8,6 +8,7 @@ mod bench;
 mod build_ebpf;
 mod demo;
 mod lab;
+mod package;
 mod setup;
 mod synthetic;
 mod sys;
@@ -40,8 +41,12 @@ enum Task {
     /// Run every test: fmt, clippy, unit tests, then the integration tests
     /// against the lab (what CI runs).
     Test,
-    /// Set up, start the lab and show the agent's live datapoints.
-    Demo,
+    /// Build the Debian package (target/debian/): agent, systemd unit,
+    /// config, Nagios plugin, man pages, examples.
+    Package,
+    /// Set up, start the lab and the agent, and show the guests live in
+    /// `hyper-stats top` (q quits and stops the agent).
+    Demo(demo::Args),
     /// Run a benchmark suite; reports go to bench/runs/.
     Bench {
         #[command(subcommand)]
@@ -63,7 +68,8 @@ fn main() -> ExitCode {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Lab { action } => lab::run(action),
         Task::Test => test::run_all(),
-        Task::Demo => demo::run_demo(),
+        Task::Package => package::run_package(),
+        Task::Demo(args) => demo::run_demo(&args),
         Task::Bench { suite } => bench::run(suite),
         Task::SyntheticGuests(args) => synthetic::run_guests(&args),
         Task::SyntheticGuest(args) => synthetic::run_guest(&args),

@@ -8,6 +8,11 @@
 //!   `qemu-system-x86` (see [`QEMU_UTILS`]).
 //! - The nightly toolchain's `rust-src`, for building the eBPF crate.
 //! - `bpf-linker` [`BPF_LINKER_VERSION`], built against Debian's LLVM 22.
+//! - `cargo-deb` [`CARGO_DEB_VERSION`], for `cargo xtask package`.
+//! - The system group `libvirt`, as Debian's libvirt-daemon-system creates
+//!   it on a compute node (the lab runs libvirtd without that package):
+//!   the Debian package's postinst adds its user to it, and the package
+//!   test checks that.
 //! - A tracefs mount at `/sys/kernel/tracing`.
 //! - The dashboard's npm packages (d3) in `dashboard/node_modules`, with
 //!   `npm ci` from its lock file (Debian's `nodejs` and `npm` if no npm is
@@ -24,6 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::lab::{cmd, image, state_dir};
+use crate::package::CARGO_DEB_VERSION;
 
 /// Debian packages the project needs, each with the reason. Adding one is
 /// one line.
@@ -63,6 +69,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "nagios4-core",
         "a Nagios core scheduling the plugin in its test",
     ),
+    // `hyper-stats top`'s test reads its screen from a tmux pane.
+    ("tmux", "runs hyper-stats top in its test"),
     // Graphite: the Carbon sink's integration tests run a carbon-cache.
     ("graphite-carbon", "carbon-cache for the Carbon tests"),
     ("python3-whisper", "whisper-fetch reads what Carbon stored"),
@@ -81,6 +89,17 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     // eBPF tooling and references.
     ("bpftool", "inspects loaded eBPF programs"),
+    // The Debian package: built, checked and installed by its test.
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps, which computes the package's Depends (cargo deb's $auto)",
+    ),
+    ("lintian", "checks the package"),
+    (
+        "systemd",
+        "systemd-analyze verify and security on the unit (systemd is not PID 1 here)",
+    ),
+    ("adduser", "the package's postinst creates its user with it"),
     (
         "libbpf-tools",
         "runqlat and friends, the reference to measure against",
@@ -112,6 +131,8 @@ pub fn run() -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
+    libvirt_group()?;
     tracefs()?;
     dashboard_npm()?;
     let image = image::ensure(&state_dir())?;
@@ -313,6 +334,51 @@ fn bpf_linker() -> Result<()> {
             // Outside the workspace, so its config and target dir stay out.
             .current_dir(std::env::temp_dir()),
     )
+}
+
+/// Installs cargo-deb [`CARGO_DEB_VERSION`] unless that version is
+/// installed.
+fn cargo_deb() -> Result<()> {
+    let current = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(version) = &current
+        && version.split_whitespace().any(|w| w == CARGO_DEB_VERSION)
+    {
+        println!("setup: {version} installed");
+        return Ok(());
+    }
+    println!(
+        "setup: installing cargo-deb {CARGO_DEB_VERSION} (found {}; takes about a minute)",
+        current.as_deref().unwrap_or("none")
+    );
+    cmd::run_shown(
+        Command::new("cargo")
+            .args(["install", &format!("cargo-deb@{CARGO_DEB_VERSION}")])
+            .args(["--locked", "--force"])
+            // Outside the workspace, so its config and target dir stay out.
+            .current_dir(std::env::temp_dir()),
+    )
+}
+
+/// Creates the system group `libvirt` if it is missing.
+fn libvirt_group() -> Result<()> {
+    let found = Command::new("getent")
+        .args(["group", "libvirt"])
+        .output()
+        .context("failed to run getent")?
+        .status
+        .success();
+    if found {
+        println!("setup: group libvirt exists");
+        return Ok(());
+    }
+    cmd::run_shown(Command::new("addgroup").args(["--system", "--quiet", "libvirt"]))?;
+    println!("setup: created the system group libvirt");
+    Ok(())
 }
 
 /// Mounts tracefs at `/sys/kernel/tracing` if it is not mounted.

@@ -8,7 +8,9 @@
 //!    integration test marked `#[ignore = "needs the lab..."]` (including
 //!    the eBPF probe tests, which need root), one at a time since they stop
 //!    and start guests and libvirtd. (`scale` needs no lab, only root:
-//!    300 threads of its own watched with `--watch-pid`.)
+//!    300 threads of its own watched with `--watch-pid`.) `package`
+//!    installs the Debian package that `cargo xtask package` built before
+//!    the lab came up, runs it as its unit would, and purges it.
 //!
 //! Every build here requires the eBPF object (`HYPER_STATS_EBPF=require`).
 //!
@@ -20,7 +22,7 @@ use std::process::Command;
 use anyhow::Result;
 
 use crate::util::{run, workspace_root};
-use crate::{build_ebpf, lab};
+use crate::{build_ebpf, lab, package};
 
 /// Integration test targets that run against the lab.
 const LAB_TESTS: &[&str] = &[
@@ -30,12 +32,18 @@ const LAB_TESTS: &[&str] = &[
     "ebpf_probes",
     "ebpf_lab",
     "nagios",
+    "top",
     "carbon",
     "shared_dirs",
     "stale",
     "scale",
     "dashboard",
+    "package",
 ];
+
+/// The variable that tells `collector/tests/package.rs` which `.deb` to
+/// install.
+const DEB_VAR: &str = "HYPER_STATS_DEB";
 
 /// Guests the integration tests run against.
 const LAB_GUESTS: u32 = 2;
@@ -60,6 +68,7 @@ pub fn run_all() -> Result<()> {
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
     lab::run(lab::Action::Kernels)?;
+    let deb = package::build()?;
 
     let was_up = lab::is_up()?;
     lab::run(lab::Action::Up { guests: LAB_GUESTS })?;
@@ -70,7 +79,7 @@ pub fn run_all() -> Result<()> {
         args.extend(["--test", t]);
     }
     args.extend(["--", "--ignored", "--test-threads=1", "--nocapture"]);
-    let result = run(cargo().args(&args));
+    let result = run(cargo().args(&args).env(DEB_VAR, &deb));
     if !was_up {
         lab::run(lab::Action::Down)?;
     }

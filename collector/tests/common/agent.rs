@@ -81,12 +81,21 @@ pub struct AgentBuilder {
     discard_stdout: bool,
     /// Whether stderr is kept (and echoed) instead of inherited.
     keep_log: bool,
+    /// A program (and its arguments) that runs the agent, e.g. `setpriv`
+    /// with the packaged unit's user and capabilities.
+    wrapper: Vec<OsString>,
 }
 
 impl AgentBuilder {
     /// Runs `binary` instead of this build's `hyper-stats`.
     pub fn binary(mut self, binary: &Path) -> Self {
         self.binary = binary.to_path_buf();
+        self
+    }
+
+    /// Runs the agent through `program args... BINARY ...` (e.g. setpriv).
+    pub fn wrapper<S: Into<OsString> + Clone>(mut self, program: &[S]) -> Self {
+        self.wrapper = program.iter().cloned().map(Into::into).collect();
         self
     }
 
@@ -131,7 +140,14 @@ impl AgentBuilder {
     /// Starts the agent with `HYPER_STATS_LOG=info`.
     pub fn start(self) -> Agent {
         let mut config_dir = None;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         match self.config {
             Config::None => {}
             Config::File(path) => {
@@ -232,6 +248,7 @@ impl Agent {
             args: Vec::new(),
             discard_stdout: false,
             keep_log: false,
+            wrapper: Vec::new(),
         }
     }
 

@@ -2,12 +2,13 @@
 //! libvirtd and the list of running lab guests, the Nagios plugin build,
 //! and, in their own files, the agent runner and its [`Point`]s
 //! (`agent.rs`), daemons stopped by their pid (`daemon.rs`), the Nagios
-//! core fixture (`nagios.rs`), a fixture shared by the cases of one test
-//! binary and stopped at its exit (`shared.rs`), free ports (`ports.rs`),
-//! the unix clock (`clock.rs`), and for the dashboard a Graphite of the
-//! test's own (`graphite.rs`), whisper files written directly
-//! (`whisper.rs`), a loopback HTTP client (`http.rs`) and Chromium through
-//! WebDriver (`webdriver.rs`).
+//! core fixture (`nagios.rs`), a Unix socket proxy to libvirtd
+//! (`proxy.rs`), a fixture shared by the cases of one test binary and
+//! stopped at its exit (`shared.rs`), free ports (`ports.rs`), the unix
+//! clock (`clock.rs`), and for the dashboard a Graphite of the test's own
+//! (`graphite.rs`), whisper files written directly (`whisper.rs`), a
+//! loopback HTTP client (`http.rs`) and Chromium through WebDriver
+//! (`webdriver.rs`).
 //!
 //! Each test target compiles this module on its own and uses part of it
 //! (hence the allows: a target leaves some helpers and re-exports unused).
@@ -22,6 +23,7 @@ pub mod graphite;
 pub mod http;
 mod nagios;
 mod ports;
+mod proxy;
 mod shared;
 pub mod webdriver;
 pub mod whisper;
@@ -31,6 +33,7 @@ pub use clock::now_unix;
 pub use daemon::Daemon;
 pub use nagios::{NAGIOS, Nagios, NagiosConfig, service_block, service_state};
 pub use ports::{free_port, free_ports};
+pub use proxy::Proxy;
 pub use shared::{Shared, SharedGuard};
 
 /// Asks `f` every 100 ms until it gives something, for at most

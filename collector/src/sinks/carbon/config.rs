@@ -114,8 +114,9 @@ pub(crate) struct CarbonConfig {
     pub(crate) per_vcpu: bool,
     /// Whether each histogram's heatmap buckets (`<histogram>.buckets.N`,
     /// the dashboard's heatmaps) go to Carbon, where the histogram's
-    /// summaries go. On by default: about as many points again as the
-    /// summaries (see the README's sizing table).
+    /// summaries go. Off by default: on a dense host they double the
+    /// points of the defaults and the memory the sink keeps for them (see
+    /// the README's sizing table).
     pub(crate) heatmap: bool,
 }
 
@@ -132,7 +133,7 @@ impl Default for CarbonConfig {
             spool_max_size: ByteSize(DEFAULT_SPOOL_MAX_BYTES),
             families: Family::ALL.map(|f| f.name().to_owned()).to_vec(),
             per_vcpu: false,
-            heatmap: true,
+            heatmap: false,
         }
     }
 }
@@ -492,15 +493,15 @@ mod tests {
             "carbon.families = [\"state\", \"cpu\", \"vcpu\", \"balloon\", \"block\", \"net\", \"perf\"] \
              (always sent: runq_latency_us.*, oncpu_us.*, agent.*)\n\
              carbon.per_vcpu = false (vcpu.N.* not sent; JSON and the query socket keep them)\n\
-             carbon.heatmap = true (<histogram>.buckets.N sent)\n"
+             carbon.heatmap = false (no heatmap buckets sent; JSON keeps them)\n"
         );
-        let off = CarbonConfig {
-            heatmap: false,
+        let on = CarbonConfig {
+            heatmap: true,
             ..CarbonConfig::default()
         };
         assert!(
-            off.describe_sent()
-                .ends_with("carbon.heatmap = false (no heatmap buckets sent; JSON keeps them)\n")
+            on.describe_sent()
+                .ends_with("carbon.heatmap = true (<histogram>.buckets.N sent)\n")
         );
         let c = CarbonConfig {
             families: vec!["cpu".into()],
@@ -535,18 +536,19 @@ mod tests {
         assert_eq!(c.queue_points, 5000);
         c.validate().unwrap();
         // Families and per-vCPU detail, default and chosen.
-        assert_eq!(c.filter().unwrap(), Filter::new(&Family::ALL, false, true));
+        assert_eq!(c.filter().unwrap(), Filter::new(&Family::ALL, false, false));
         let c: CarbonConfig = toml::from_str(
             r#"
             families = ["cpu", "vcpu", "net"]
             per_vcpu = true
+            heatmap = true
             "#,
         )
         .unwrap();
         let want = Filter::new(&[Family::Cpu, Family::Vcpu, Family::Net], true, true);
         assert_eq!(c.filter().unwrap(), want);
         let c: CarbonConfig = toml::from_str("families = []").unwrap();
-        assert_eq!(c.filter().unwrap(), Filter::new(&[], false, true));
+        assert_eq!(c.filter().unwrap(), Filter::new(&[], false, false));
         let err = toml::from_str::<CarbonConfig>("per_vcpu = \"yes\"").unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
         let err = toml::from_str::<CarbonConfig>("server = \"x\"").unwrap_err();

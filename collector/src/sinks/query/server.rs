@@ -7,7 +7,8 @@
 //! by its group or by others, or a symlink is refused with an error naming
 //! its path, owner and mode, since whoever can write there could put their
 //! own listener in the socket's place or a symlink for root to chmod. A
-//! missing directory is created (mode [`DIR_MODE`], group the socket's).
+//! missing directory is created (mode [`DIR_MODE`]); it gets the socket's
+//! group whether created or found (systemd's `RuntimeDirectory=`).
 //! The socket is bound under a umask that leaves exactly [`SOCKET_MODE`],
 //! so it is never connectable by others even for an instant, and its group
 //! is set with `fchownat(AT_SYMLINK_NOFOLLOW)` through the directory's
@@ -129,6 +130,24 @@ impl Drop for BoundSocket {
     }
 }
 
+/// The error for a failed group change of `path` to `gid`: a user that
+/// is not root may only give its files a group it is a member of.
+fn group_error(path: &Path, gid: u32) -> impl FnOnce(io::Error) -> anyhow::Error + '_ {
+    move |e| {
+        let hint = match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                "\nthe agent's user must be a member of that group (query.group): \
+                 add it (`adduser hyper-stats nagios` for the package's user) and restart the agent"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!(
+            "failed to set the group of {} to {gid}: {e}{hint}",
+            path.display()
+        )
+    }
+}
+
 /// Opens (or creates) the socket's directory, refusing one that others
 /// could change, removes a stale socket left by an agent that died, binds,
 /// and sets group `gid` (mode [`SOCKET_MODE`] comes from the umask).
@@ -143,10 +162,12 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
         .file_name()
         .with_context(|| format!("query socket path {} has no file name", path.display()))?
         .to_owned();
-    let (dir, created) = Dir::create_trusted(dir_path, "query socket", DIR_MODE)?;
-    if created && let Some(gid) = gid {
-        dir.set_group(gid)
-            .with_context(|| format!("failed to set the group of {}", dir_path.display()))?;
+    // An existing directory gets the group too: systemd creates the
+    // unit's RuntimeDirectory with the agent's own group, and the socket's
+    // group must be able to reach the socket through it.
+    let (dir, _created) = Dir::create_trusted(dir_path, "query socket", DIR_MODE)?;
+    if let Some(gid) = gid {
+        dir.set_group(gid).map_err(group_error(dir_path, gid))?;
     }
     match dir.stat(&name) {
         Ok(st) if is_socket(&st) => match std::os::unix::net::UnixStream::connect(path) {
@@ -190,7 +211,7 @@ pub(crate) fn bind(path: &Path, gid: Option<u32>) -> Result<BoundSocket> {
     }
     if let Some(gid) = gid {
         dir.set_group_of(&name, gid)
-            .with_context(|| format!("failed to set the group of {}", path.display()))?;
+            .map_err(group_error(path, gid))?;
     }
     Ok(BoundSocket {
         listener,

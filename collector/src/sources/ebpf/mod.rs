@@ -13,12 +13,14 @@
 //! The agent must run without its probes: libvirt's stats do not need them.
 //! [`Probes::load`] returns a [`ProbesOff`] that says why, with the fix on a
 //! second line: the object was not built into this binary (no bpf toolchain
-//! at build time), the agent is not root, the kernel has no BTF or its BTF
-//! lacks a field the programs read, tracefs is not mounted and cannot be,
-//! or the kernel refused a program. The caller logs it once and goes on
+//! at build time), the agent lacks a capability the probes need (named,
+//! see `caps`), the kernel has no BTF or its BTF lacks a field the
+//! programs read, tracefs is not mounted and cannot be, or the kernel
+//! refused a program. The caller logs it once and goes on
 //! with its other sources.
 
 pub(crate) mod btf;
+pub(crate) mod caps;
 pub(crate) mod config;
 pub(crate) mod format;
 pub(crate) mod maps;
@@ -88,14 +90,28 @@ pub enum ProbesOff {
         /// What the build script found missing.
         reason: &'static str,
     },
-    /// Loading programs needs CAP_BPF and CAP_PERFMON; the agent checks for
-    /// root, the one setup it is tested in.
+    /// Loading and attaching the programs needs `CAP_BPF` and
+    /// `CAP_PERFMON` (or `CAP_SYS_ADMIN`, as root has).
     #[error(
-        "loading eBPF programs needs root, the agent runs as uid {euid}\nrun the agent as root"
+        "loading eBPF programs needs {missing}, which the agent (uid {euid}) does not have\n\
+         run the agent as root, or with CAP_BPF and CAP_PERFMON (the packaged systemd unit grants them)"
     )]
-    NotRoot {
+    MissingCapability {
+        /// The missing capabilities, e.g. `CAP_BPF and CAP_PERFMON`.
+        missing: String,
         /// The effective uid the agent runs as.
         euid: u32,
+    },
+    /// tracefs is mounted but the agent may not look into it: the kernel
+    /// makes it root's only (mode 0700), and the KVM tracepoints' ids and
+    /// record formats are read from it.
+    #[error(
+        "cannot read tracefs at {TRACEFS}: {source}\n\
+         give the agent CAP_DAC_READ_SEARCH (the packaged systemd unit does), or run it as root"
+    )]
+    TracefsDenied {
+        /// The error from stat(2).
+        source: io::Error,
     },
     /// The kernel was built without BTF.
     #[error(
@@ -430,20 +446,29 @@ pub(crate) fn memlock(map: &MapData) -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks root, BTF and tracefs, mounting tracefs if it is not.
+/// Checks the capabilities, BTF and tracefs, mounting tracefs if it is
+/// not.
 fn check_environment(btf: &Path) -> Result<(), ProbesOff> {
-    // Safety: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(ProbesOff::NotRoot { euid });
+    let missing = caps::missing_for_probes(caps::effective());
+    if !missing.is_empty() {
+        // Safety: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        return Err(ProbesOff::MissingCapability {
+            missing: missing.join(" and "),
+            euid,
+        });
     }
     if !btf.exists() {
         return Err(ProbesOff::NoBtf {
             path: btf.display().to_string(),
         });
     }
-    if !Path::new(TRACEFS).join("events").is_dir() {
-        mount_tracefs().map_err(|source| ProbesOff::NoTracefs { source })?;
+    match std::fs::metadata(Path::new(TRACEFS).join("events")) {
+        Ok(events) if events.is_dir() => {}
+        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(ProbesOff::TracefsDenied { source });
+        }
+        _ => mount_tracefs().map_err(|source| ProbesOff::NoTracefs { source })?,
     }
     Ok(())
 }
