@@ -42,6 +42,11 @@ const NODE: &str = "labhost";
 /// The range the views are asked for, seconds.
 const RANGE_S: i64 = 900;
 
+/// How long after a window's last second every point of it is in
+/// carbon-cache: the agent sends each second's points within about a
+/// second, plus margin.
+const SETTLE_S: i64 = 6;
+
 /// How long a view may take to be complete in the browser.
 const VIEW_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -205,8 +210,10 @@ fn dashboard_shows_what_graphite_holds() {
         .start();
     // Whole minutes the agent covered from their first second to their
     // last (one, or HYPER_STATS_DASHBOARD_MINUTES for fuller
-    // screenshots), plus a few seconds for the last points to reach the
-    // cache; the last of them is checked.
+    // screenshots); the last of them is checked. The views end 4 s after
+    // it, and are asked for once every point of their window has reached
+    // carbon-cache (the agent sends a second's summaries after it ends):
+    // the page and the render API must see the same points.
     let minutes: i64 = std::env::var("HYPER_STATS_DASHBOARD_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
@@ -214,7 +221,7 @@ fn dashboard_shows_what_graphite_holds() {
         .clamp(1, 14);
     let minute = (started + 5 + 59) / 60 * 60 + (minutes - 1) * 60;
     let until = minute + 64;
-    while (now_unix() as i64) < until {
+    while (now_unix() as i64) < until + SETTLE_S {
         std::thread::sleep(Duration::from_millis(500));
     }
     let from = until - RANGE_S;

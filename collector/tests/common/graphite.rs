@@ -4,9 +4,9 @@
 //! itself in front of them. Every process is started here and stopped by
 //! its pid.
 //!
-//! carbon-cache gets the README's `storage-schemas.conf` and
-//! `storage-aggregation.conf` (so `.buckets.` roll up with `sum`);
-//! graphite-web reads the same whisper tree and asks the cache for what it
+//! carbon-cache gets the shipped `storage-aggregation.conf` (from
+//! `collector/graphite/`, so `.buckets.` roll up with `sum`) and the
+//! README's retentions; graphite-web reads the same whisper tree and asks the cache for what it
 //! has not written yet (`CARBONLINK_HOSTS`).
 
 use std::net::TcpStream;
@@ -18,32 +18,9 @@ use super::daemon::Daemon;
 use super::http;
 use super::ports::{free_port, free_ports};
 
-/// The README's storage-aggregation.conf, first match wins.
-const AGGREGATION: &str = r"[hyperstats_buckets]
-pattern = ^hyperstats\..*_us\.buckets\.[0-9]+$
-xFilesFactor = 0
-aggregationMethod = sum
-
-[hyperstats_percentiles]
-pattern = ^hyperstats\..*\.(p50|p90|p99|p999|max)$
-xFilesFactor = 0
-aggregationMethod = max
-
-[hyperstats_counts]
-pattern = ^hyperstats\..*\.(count|sum|sent_points|dropped_points|reconnects)$
-xFilesFactor = 0
-aggregationMethod = sum
-
-[hyperstats_state]
-pattern = ^hyperstats\..*\.state\.(code|reason)$
-xFilesFactor = 0
-aggregationMethod = last
-
-[hyperstats]
-pattern = ^hyperstats\.
-xFilesFactor = 0.1
-aggregationMethod = average
-";
+/// The storage-aggregation.conf the package ships (and the README
+/// shows), first match wins: `.buckets.` sum, percentiles max.
+const AGGREGATION: &str = include_str!("../../graphite/storage-aggregation.conf");
 
 /// One rendered series: its name and its (timestamp, value) points.
 pub type Series = (String, Vec<(i64, Option<f64>)>);
