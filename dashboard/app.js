@@ -430,7 +430,7 @@ async function guestView(v, root, gen) {
   await Promise.all(Object.entries(hm).map(async ([key, h]) => {
     const data = await heatmapData(base, h.metric, w, step);
     if (gen !== state.generation) return;
-    if (!data.columns.length) h.panel.append(el('p', { class: 'empty' }, `no ${h.metric}.buckets series for ${base} in this range`));
+    if (!data.columns.length) h.panel.append(el('p', { class: 'empty' }, `no ${h.metric}.buckets series for ${base} in this range: the agent sends them with carbon.heatmap = true`));
     const cellCenter = heatmap(h.panel, data, h.what, w);
     window.hyperStats.heatmaps[key] = { ...data, from: w.from, until: w.until, base, cellCenter };
   }));

@@ -198,11 +198,12 @@ fn dashboard_shows_what_graphite_holds() {
     let dash = Dashboard::start(Path::new(env!("CARGO_BIN_EXE_hyper-stats")), web.port);
     let browser = Browser::start(1400, 1100);
 
-    // The agent with per-vCPU series, so the guest view has vCPUs to show.
+    // The agent with the heatmap buckets (off by default) and per-vCPU
+    // series, so the guest view has vCPUs to show.
     let started = now_unix() as i64;
     let _agent = Agent::json()
         .config_text(&format!(
-            "[carbon]\naddress = \"127.0.0.1:{}\"\nhost = \"{NODE}\"\nper_vcpu = true\n",
+            "[carbon]\naddress = \"127.0.0.1:{}\"\nhost = \"{NODE}\"\nper_vcpu = true\nheatmap = true\n",
             carbon.line_port
         ))
         .discard_stdout()
