@@ -30,9 +30,8 @@ use serde::Deserialize;
 
 mod common;
 
-use common::{
-    Agent, Finished, NAGIOS, Nagios, Point, build_plugin, free_ports, lab_guests, nagios_ids,
-};
+use common::graphite::write_carbon_config;
+use common::{Agent, Finished, NAGIOS, Nagios, Point, build_plugin, lab_guests, nagios_ids};
 
 /// The path component the agent is told to use for this node.
 const NODE: &str = "labhost";
@@ -58,28 +57,7 @@ impl Carbon {
                 "{tool} is missing: run `cargo xtask setup` (installs graphite-carbon, python3-whisper)"
             );
         }
-        let [line_port, pickle_port, query_port] = free_ports::<3>();
-        std::fs::create_dir_all(dir.join("storage/whisper")).unwrap();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("carbon.conf"),
-            format!(
-                "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\n\
-                 CONF_DIR = {d}/\nLOG_DIR = {d}/log/\nPID_DIR = {d}/\nUSER =\n\
-                 MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\n\
-                 LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
-                 PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle_port}\n\
-                 CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query_port}\n\
-                 ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n\
-                 WHISPER_SPARSE_CREATE = True\nWHISPER_FALLOCATE_CREATE = False\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("storage-schemas.conf"),
-            "[hyperstats]\npattern = .*\nretentions = 1s:6h,10s:7d,1m:90d\n",
-        )
-        .unwrap();
+        let [line_port, pickle_port, _] = write_carbon_config(dir);
         let mut c = Carbon {
             dir: dir.to_path_buf(),
             line_port,

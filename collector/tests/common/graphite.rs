@@ -25,6 +25,37 @@ const AGGREGATION: &str = include_str!("../../graphite/storage-aggregation.conf"
 /// One rendered series: its name and its (timestamp, value) points.
 pub type Series = (String, Vec<(i64, Option<f64>)>);
 
+/// Writes a carbon-cache configuration under `dir` (`carbon.conf`, the
+/// 1 s schema for every series, the shipped `storage-aggregation.conf`),
+/// listening on loopback only, with whisper files under
+/// `dir/storage/whisper`; returns its line, pickle and cache query ports.
+pub fn write_carbon_config(dir: &Path) -> [u16; 3] {
+    let [line_port, pickle_port, query_port] = free_ports::<3>();
+    std::fs::create_dir_all(dir.join("storage/whisper")).unwrap();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("carbon.conf"),
+        format!(
+            "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\n\
+             CONF_DIR = {d}/\nLOG_DIR = {d}/log/\nPID_DIR = {d}/\nUSER =\n\
+             MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\n\
+             LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
+             PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle_port}\n\
+             CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query_port}\n\
+             ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n\
+             WHISPER_SPARSE_CREATE = True\nWHISPER_FALLOCATE_CREATE = False\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("storage-schemas.conf"),
+        "[hyperstats]\npattern = .*\nretentions = 1s:6h,10s:7d,1m:90d\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("storage-aggregation.conf"), AGGREGATION).unwrap();
+    [line_port, pickle_port, query_port]
+}
+
 /// A carbon-cache of the test's own.
 pub struct Carbon {
     /// Its line-protocol port.
@@ -44,30 +75,8 @@ impl Carbon {
             Path::new("/usr/bin/carbon-cache").exists(),
             "carbon-cache is missing: run `cargo xtask setup` (installs graphite-carbon)"
         );
-        let [line_port, pickle_port, query_port] = free_ports::<3>();
+        let [line_port, _, query_port] = write_carbon_config(dir);
         let whisper = dir.join("storage/whisper");
-        std::fs::create_dir_all(&whisper).unwrap();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("carbon.conf"),
-            format!(
-                "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\n\
-                 CONF_DIR = {d}/\nLOG_DIR = {d}/log/\nPID_DIR = {d}/\nUSER =\n\
-                 MAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\n\
-                 LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line_port}\n\
-                 PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle_port}\n\
-                 CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query_port}\n\
-                 ENABLE_UDP_LISTENER = False\nLOG_LISTENER_CONNECTIONS = False\n\
-                 WHISPER_SPARSE_CREATE = True\nWHISPER_FALLOCATE_CREATE = False\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("storage-schemas.conf"),
-            "[hyperstats]\npattern = .*\nretentions = 1s:6h,10s:7d,1m:90d\n",
-        )
-        .unwrap();
-        std::fs::write(dir.join("storage-aggregation.conf"), AGGREGATION).unwrap();
         let pidfile = dir.join("carbon.pid");
         let out = Command::new("carbon-cache")
             .arg(format!("--config={}", dir.join("carbon.conf").display()))
